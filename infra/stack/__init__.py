@@ -1,0 +1,1 @@
+"""Start, stop and inspect the local services (Kafka, PostgreSQL, Dagster) without Docker."""

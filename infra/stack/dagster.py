@@ -1,0 +1,115 @@
+"""Dagster instance home and the local webserver + daemon (`dagster dev`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.stack.process import ManagedProcess, ServiceError, require_free_port, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PG_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
+
+
+def storage_snippet(env: Mapping[str, str]) -> Path | None:
+    """The PostgreSQL storage block to use, or None for the SQLite default."""
+    if env.get("DAGSTER_PG_URL"):
+        return REPO_ROOT / "infra" / "dagster" / "postgres_url_storage.yaml"
+    present = [name for name in PG_VARIABLES if env.get(name)]
+    if not present:
+        return None
+    missing = sorted(set(PG_VARIABLES) - set(present))
+    if missing:
+        raise ServiceError(
+            f"dagster: PostgreSQL storage needs all of {', '.join(PG_VARIABLES)}; missing "
+            f"{', '.join(missing)} (or set DAGSTER_PG_URL)"
+        )
+    return REPO_ROOT / "infra" / "dagster" / "postgres_storage.yaml"
+
+
+def prepare_home(home: Path, env: Mapping[str, str] = os.environ) -> Path:
+    """Write $DAGSTER_HOME/dagster.yaml: the project's dagster.yaml plus the storage choice."""
+    home.mkdir(parents=True, exist_ok=True)
+    text = (REPO_ROOT / "dagster.yaml").read_text()
+    snippet = storage_snippet(env)
+    if snippet is not None:
+        text += "\n" + snippet.read_text()
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return home
+
+
+@dataclass(frozen=True)
+class DagsterUI:
+    """`dagster dev`: webserver, daemon (sensors, schedules, run queue) and code server."""
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 3000
+
+    @property
+    def home(self) -> Path:
+        return self.state_dir / "home"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess(
+            name="dagster",
+            pid_file=self.state_dir / "dagster.pid",
+            log_file=self.state_dir / "dagster.log",
+            marker=f"--port {self.port}",
+        )
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def start(self, env: Mapping[str, str] | None = None, timeout: float = 180.0) -> None:
+        env = {**os.environ, **(env or {})}
+        if not self.process.running():
+            require_free_port(self.host, self.port, "dagster webserver")
+            prepare_home(self.home, env)
+            dagster = Path(sys.executable).with_name("dagster")
+            self.process.spawn(
+                [
+                    str(dagster),
+                    "dev",
+                    "--workspace",
+                    str(REPO_ROOT / "workspace.yaml"),
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                ],
+                env={**env, "DAGSTER_HOME": str(self.home)},
+                cwd=REPO_ROOT,
+            )
+
+        def ready() -> bool:
+            if not self.process.running():
+                raise ServiceError(
+                    f"dagster: exited during start-up; last log lines:\n{self.process.log_tail()}"
+                )
+            return self.answers()
+
+        if not wait_until(ready, timeout, interval=1.0):
+            raise ServiceError(f"dagster: UI did not answer on {self.url} within {timeout:.0f}s")
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=30.0)
+
+    def status(self) -> str:
+        pid = self.process.pid()
+        return f"running (pid {pid}) at {self.url}" if pid else "stopped"

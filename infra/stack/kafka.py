@@ -1,0 +1,184 @@
+"""A single-node Apache Kafka 4.x broker in KRaft mode, assembled from Maven Central jars."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from infra.stack.process import (
+    ManagedProcess,
+    ServiceError,
+    require_free_port,
+    run_checked,
+    wait_until,
+)
+
+INFRA_DIR = Path(__file__).resolve().parents[1] / "kafka"
+POM = INFRA_DIR / "pom.xml"
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """One broker: its ports and the folder holding its data, logs and pid file.
+
+    The jars live in a shared folder so a test broker and the demo broker reuse one download.
+    """
+
+    state_dir: Path
+    libs_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess(
+            name="kafka",
+            pid_file=self.state_dir / "kafka.pid",
+            log_file=self.state_dir / "logs" / "stdout.log",
+            marker=f"{self.state_dir}/server.properties",
+        )
+
+    def ensure_jars(self) -> None:
+        """Copy kafka_2.13 and its runtime dependencies from Maven Central, once per pom."""
+        stamp = self.libs_dir / ".pom.sha256"
+        digest = hashlib.sha256(POM.read_bytes()).hexdigest()
+        if stamp.exists() and stamp.read_text() == digest:
+            return
+        if shutil.which("mvn") is None:
+            raise ServiceError("kafka: Maven (mvn) not found. Install it: apt-get install maven")
+        if self.libs_dir.exists():
+            shutil.rmtree(self.libs_dir)
+        run_checked(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={self.libs_dir}",
+            ],
+            "kafka: copying broker jars from Maven Central",
+        )
+        stamp.write_text(digest)
+
+    def _render_config(self) -> Path:
+        template = string.Template((INFRA_DIR / "server.properties.template").read_text())
+        config = self.state_dir / "server.properties"
+        config.write_text(
+            template.substitute(
+                KAFKA_HOST=self.host,
+                KAFKA_PORT=self.port,
+                KAFKA_CONTROLLER_PORT=self.controller_port,
+                KAFKA_DATA_DIR=self.state_dir / "data",
+            )
+        )
+        return config
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return ["java", "-cp", f"{self.libs_dir}/*", main, *args]
+
+    def _format_storage(self, config: Path) -> None:
+        if (self.state_dir / "data" / "meta.properties").exists():
+            return
+        cluster_id = (
+            run_checked(self._java("kafka.tools.StorageTool", "random-uuid"), "kafka: cluster id")
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        run_checked(
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(config),
+            ),
+            "kafka: formatting KRaft storage",
+        )
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the broker unless it runs already, and wait until it answers metadata."""
+        if self.process.running():
+            self.wait_ready(timeout)
+            return
+        if shutil.which("java") is None:
+            raise ServiceError(
+                "kafka: Java not found. Install a JRE 17+: apt-get install openjdk-17-jre-headless"
+            )
+        require_free_port(self.host, self.port, "kafka")
+        require_free_port(self.host, self.controller_port, "kafka controller")
+        self.ensure_jars()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        config = self._render_config()
+        self._format_storage(config)
+        logs = self.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        self.process.spawn(
+            [
+                "java",
+                f"-Xmx{self.heap}",
+                f"-Xms{self.heap}",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dkafka.logs.dir={logs}",
+                f"-Dlog4j2.configurationFile={INFRA_DIR / 'log4j2.properties'}",
+                "-cp",
+                f"{self.libs_dir}/*",
+                "kafka.Kafka",
+                str(config),
+            ]
+        )
+        self.wait_ready(timeout)
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        """True when the broker returns cluster metadata."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        try:
+            return bool(admin.list_topics(timeout=timeout).brokers)
+        except Exception:
+            return False
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        def ready() -> bool:
+            if not self.process.running():
+                raise ServiceError(
+                    f"kafka: broker exited during start-up; last log lines:\n"
+                    f"{self.process.log_tail()}\n(full log: {self.state_dir / 'logs'})"
+                )
+            return self.answers()
+
+        if not wait_until(ready, timeout, interval=0.5):
+            raise ServiceError(
+                f"kafka: broker did not answer on {self.bootstrap_servers} within {timeout:.0f}s; "
+                f"see {self.state_dir / 'logs'}"
+            )
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=30.0)
+
+    def kill(self) -> bool:
+        """SIGKILL the broker, as a crash would (for recovery tests)."""
+        return self.process.kill()
+
+    def status(self) -> str:
+        pid = self.process.pid()
+        if pid is None:
+            return "stopped"
+        return f"running (pid {pid}) on {self.bootstrap_servers}" + (
+            "" if self.answers() else ", not answering yet"
+        )

@@ -1,0 +1,58 @@
+"""The local stack as configured by environment variables (the same names docker-compose uses)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.stack.dagster import DagsterUI
+from infra.stack.kafka import KafkaBroker
+from infra.stack.postgres import PostgresServer
+from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PostgresSettings
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    kafka: KafkaBroker
+    postgres: PostgresServer
+    dagster: DagsterUI
+
+    @classmethod
+    def from_env(cls, state_root: Path = LOCAL_STATE_DIR) -> LocalStack:
+        kafka = KafkaSettings()
+        host, _, port = kafka.bootstrap_servers.split(",")[0].rpartition(":")
+        pg = PostgresSettings()
+        return cls(
+            kafka=KafkaBroker(
+                state_dir=state_root / "kafka" / "broker",
+                libs_dir=state_root / "kafka" / "libs",
+                host=host,
+                port=int(port),
+                controller_port=int(os.environ.get("KAFKA_CONTROLLER_PORT", int(port) + 1)),
+            ),
+            postgres=PostgresServer(
+                state_dir=Path(os.environ.get("TRAFFIC_PG_STATE_DIR", state_root / "postgres")),
+                host=pg.host,
+                port=pg.port,
+                username=pg.username,
+                password=pg.password,
+                database=pg.db,
+            ),
+            dagster=DagsterUI(
+                state_dir=state_root / "dagster",
+                host=os.environ.get("DAGSTER_WEBSERVER_HOST", "127.0.0.1"),
+                port=int(os.environ.get("DAGSTER_WEBSERVER_PORT", "3000")),
+            ),
+        )
+
+    def dagster_pg_env(self) -> dict[str, str]:
+        """Variables that point Dagster's instance storage at this stack's PostgreSQL."""
+        pg = self.postgres
+        return {
+            "DAGSTER_PG_HOST": pg.host,
+            "DAGSTER_PG_PORT": str(pg.port),
+            "DAGSTER_PG_USERNAME": pg.username,
+            "DAGSTER_PG_PASSWORD": pg.password,
+            "DAGSTER_PG_DB": pg.database,
+        }

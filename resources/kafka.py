@@ -1,0 +1,36 @@
+"""Kafka access for assets and sensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from dagster import ConfigurableResource
+
+
+class KafkaResource(ConfigurableResource):
+    """Clients for the platform's broker; callers add their own settings per use."""
+
+    bootstrap_servers: str
+    client_id: str = "metr-traffic-dagster"
+
+    def _base(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self._base())
+
+    def producer(self, **config: Any) -> Producer:
+        return Producer({**self._base(), "enable.idempotence": True, **config})
+
+    def consumer(self, group_id: str, **config: Any) -> Consumer:
+        return Consumer(
+            {
+                **self._base(),
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                **config,
+            }
+        )

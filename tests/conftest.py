@@ -1,0 +1,71 @@
+"""Session fixtures that start the real services the tests need, on ports of their own.
+
+The test stack lives under .local/test (wiped at the start of a session) so a running demo on
+the default ports is left alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.stack.kafka import KafkaBroker
+from infra.stack.postgres import PostgresServer
+from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
+
+TEST_STATE = REPO_ROOT / ".local" / "test"
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def test_state_dir() -> Path:
+    if TEST_STATE.exists():
+        _stop_leftovers()
+        shutil.rmtree(TEST_STATE)
+    TEST_STATE.mkdir(parents=True)
+    return TEST_STATE
+
+
+def _stop_leftovers() -> None:
+    """A previous session killed mid-way may have left its services running."""
+    _broker(TEST_STATE).stop()
+    _postgres(TEST_STATE).stop()
+
+
+def _broker(state: Path) -> KafkaBroker:
+    return KafkaBroker(
+        state_dir=state / "kafka",
+        libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
+        port=19092,
+        controller_port=19093,
+    )
+
+
+def _postgres(state: Path) -> PostgresServer:
+    return PostgresServer(state_dir=state / "postgres", port=15433)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(test_state_dir: Path) -> Iterator[KafkaBroker]:
+    broker = _broker(test_state_dir)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(test_state_dir: Path) -> Iterator[PostgresServer]:
+    server = _postgres(test_state_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "metr-la").is_dir():
+        pytest.fail(f"the shared METR-LA data is expected at {SHARED_DATA}")
+    return SHARED_DATA

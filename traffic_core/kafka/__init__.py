@@ -1,0 +1,1 @@
+"""Kafka helpers shared by the producer, the Dagster assets and the API."""

@@ -1,0 +1,81 @@
+"""Platform settings from environment variables, with defaults that work on a laptop.
+
+Every process (Dagster code location, producer, API, dashboard) reads the same names, so the
+docker-compose topology and the local scripts configure the system identically.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The checkout this package runs from (the project is installed editable)."""
+
+LOCAL_STATE_DIR = Path(os.environ.get("TRAFFIC_STATE_DIR", REPO_ROOT / ".local"))
+"""Ignored folder for everything a local run writes: broker data, lake, models, logs."""
+
+
+class PlatformSettings(BaseSettings):
+    """Paths and endpoints shared by all components."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAFFIC_", extra="ignore")
+
+    data_dir: Path = Field(default=REPO_ROOT.parent / "shared" / "data")
+    lake_dir: Path = Field(default=LOCAL_STATE_DIR / "lake")
+    model_dir: Path = Field(default=LOCAL_STATE_DIR / "models")
+    log_dir: Path = Field(default=LOCAL_STATE_DIR / "logs")
+    dataset: str = "metr-la"
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker is and how the topics are laid out."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_partitions: str = Field(
+        default="",
+        description="Partition count overrides, e.g. 'traffic-events=24,traffic-alerts=4'.",
+    )
+    replication_factor: int = 1
+
+
+class SparkSettings(BaseSettings):
+    """Spark master and tuning; local mode unless SPARK_MASTER points at a cluster."""
+
+    model_config = SettingsConfigDict(env_prefix="SPARK_", extra="ignore")
+
+    master: str = "local[2]"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+
+
+class PostgresSettings(BaseSettings):
+    """PostgreSQL used for Dagster's instance storage (and later the API audit log)."""
+
+    model_config = SettingsConfigDict(env_prefix="DAGSTER_PG_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 5433
+    username: str = "dagster"
+    password: str = "dagster"
+    db: str = "dagster"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.username}:{self.password}@{self.host}:{self.port}/{self.db}"
+
+
+@lru_cache(maxsize=1)
+def platform_settings() -> PlatformSettings:
+    return PlatformSettings()
+
+
+@lru_cache(maxsize=1)
+def kafka_settings() -> KafkaSettings:
+    return KafkaSettings()
