@@ -8,12 +8,16 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from dagster import ConfigurableResource
 
+from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
+
 
 class KafkaResource(ConfigurableResource):
     """Clients for the platform's broker; callers add their own settings per use."""
 
     bootstrap_servers: str
     client_id: str = "metr-traffic-dagster"
+    events_topic: str = TRAFFIC_EVENTS
+    dlq_topic: str = TRAFFIC_EVENTS_DLQ
 
     def _base(self) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}

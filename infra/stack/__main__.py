@@ -76,9 +76,16 @@ def demo(stack: LocalStack) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__)
     parser.add_argument("command", choices=["start", "stop", "status", "kill", "topics", "demo"])
-    parser.add_argument("services", nargs="*", choices=[*SERVICES, "all"], default=["all"])
+    parser.add_argument(
+        "services",
+        nargs="*",
+        help=f"any of {', '.join(SERVICES)} or all (default); `kill` is for kafka, as a crash",
+    )
     args = parser.parse_args(argv)
-    names = list(SERVICES) if "all" in args.services else args.services
+    unknown = set(args.services) - {*SERVICES, "all"}
+    if unknown:
+        parser.error(f"unknown service(s) {sorted(unknown)}; choose from {[*SERVICES, 'all']}")
+    names = list(SERVICES) if not args.services or "all" in args.services else args.services
     stack = LocalStack.from_env()
     try:
         if args.command == "start":
@@ -88,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             status(stack)
         elif args.command == "kill":
-            for name in names:
-                if name == "kafka":
-                    print(f"kafka     {'killed' if stack.kafka.kill() else 'was not running'}")
+            print(f"kafka     {'killed' if stack.kafka.kill() else 'was not running'}")
         elif args.command == "topics":
             for topic, action in create_topics(stack).items():
                 print(f"topic {topic}: {action}")

@@ -1,0 +1,1 @@
+"""Versioned HTTP routes of the prediction API."""

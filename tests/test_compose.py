@@ -1,0 +1,115 @@
+"""docker-compose.yml cannot run here (no Docker engine); keep it consistent with the code."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from serving.settings import ApiSettings
+from traffic_core.settings import (
+    REPO_ROOT,
+    KafkaSettings,
+    PlatformSettings,
+    PostgresSettings,
+    SparkSettings,
+)
+
+COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+APP_SERVICES = [
+    name for name, spec in COMPOSE["services"].items() if spec.get("image") == "metr-traffic:latest"
+]
+
+
+def settings_env_names(*classes: type[BaseSettings]) -> set[str]:
+    names = set()
+    for cls in classes:
+        prefix = cls.model_config.get("env_prefix", "")
+        names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
+    return names
+
+
+def env_names_read_by_source() -> set[str]:
+    """Names read with os.environ[...] / os.environ.get(...) anywhere in the project."""
+    pattern = re.compile(r"""os\.environ(?:\.get)?[\[(]\s*["']([A-Z0-9_]+)["']""")
+    names: set[str] = set()
+    for path in REPO_ROOT.glob("*/**/*.py"):
+        if ".venv" in path.parts or ".local" in path.parts:
+            continue
+        names |= set(pattern.findall(path.read_text()))
+    return names
+
+
+def env_names_read_by_dagster_config() -> set[str]:
+    """Names Dagster reads through `env: NAME` in the instance and workspace files."""
+    pattern = re.compile(r"env:\s*([A-Z0-9_]+)")
+    files = [REPO_ROOT / "dagster.yaml", *(REPO_ROOT / "infra" / "dagster").glob("*.yaml")]
+    return {name for path in files for name in pattern.findall(path.read_text())}
+
+
+def test_all_services_of_the_topology_are_described() -> None:
+    assert {
+        "kafka",
+        "postgres",
+        "dagster-code-server",
+        "dagster-webserver",
+        "dagster-daemon",
+        "api",
+        "dashboard",
+    } <= set(COMPOSE["services"])
+    assert set(APP_SERVICES) >= {"dagster-webserver", "dagster-daemon", "api", "dashboard"}
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_env_names_are_ones_the_project_reads(service: str) -> None:
+    known = (
+        settings_env_names(
+            PlatformSettings, KafkaSettings, SparkSettings, PostgresSettings, ApiSettings
+        )
+        | env_names_read_by_source()
+        | env_names_read_by_dagster_config()
+        | {"DAGSTER_HOME"}
+    )
+    env: dict[str, Any] = COMPOSE["services"][service].get("environment", {})
+    unknown = sorted(set(env) - known)
+    assert not unknown, f"{service} sets variables nothing reads: {unknown}"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_commands_name_real_modules_and_files(service: str) -> None:
+    command: list[str] = COMPOSE["services"][service]["command"]
+    for flag, value in itertools.pairwise(command):
+        if flag in ("-m", "--module-name"):
+            assert importlib.util.find_spec(value) is not None, value
+        if flag == "--workspace" or value.endswith((".py", ".yaml")):
+            assert (REPO_ROOT / value).is_file(), value
+    for target in (word for word in command if re.fullmatch(r"[\w.]+:\w+", word)):
+        module, attr = target.split(":")
+        assert hasattr(importlib.import_module(module), attr), target
+
+
+def test_ports_match_local_defaults() -> None:
+    services = COMPOSE["services"]
+    assert "3000:3000" in services["dagster-webserver"]["ports"]
+    assert f"{ApiSettings().port}:{ApiSettings().port}" in services["api"]["ports"]
+    assert "--port" in services["api"]["command"]
+    kafka_port = KafkaSettings().bootstrap_servers.rsplit(":", 1)[1]
+    assert f"{kafka_port}:{kafka_port}" in services["kafka"]["ports"]
+
+
+def test_grpc_workspace_points_at_the_code_server() -> None:
+    workspace = yaml.safe_load(
+        (REPO_ROOT / "infra" / "dagster" / "workspace.grpc.yaml").read_text()
+    )
+    server = workspace["load_from"][0]["grpc_server"]
+    code_server = COMPOSE["services"]["dagster-code-server"]["command"]
+    assert str(server["port"]) == code_server[code_server.index("--port") + 1]
+    assert server["location_name"] == code_server[code_server.index("--location-name") + 1]
+    assert Path(REPO_ROOT / "infra" / "docker" / "Dockerfile").is_file()

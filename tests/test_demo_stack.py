@@ -1,0 +1,79 @@
+"""`python -m infra.stack demo` brings the stack up, says where it is, and Ctrl-C brings it all
+down: no stray java, postgres or dagster processes are left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in line and "pytest" not in line:
+            found.append(line)
+    return found
+
+
+def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> None:
+    state = test_state_dir / "demo"
+    env = {
+        **os.environ,
+        "TRAFFIC_STATE_DIR": str(state),
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:29092",
+        "DAGSTER_PG_PORT": "25433",
+        "DAGSTER_WEBSERVER_PORT": "23000",
+    }
+    # The demo state folder shares the downloaded broker jars instead of fetching them again.
+    (state / "kafka").mkdir(parents=True)
+    (state / "kafka" / "libs").symlink_to(LOCAL_STATE_DIR / "kafka" / "libs")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "infra.stack", "demo"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        assert demo.stdout is not None
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        text = "".join(output)
+        assert "Dagster UI:  http://127.0.0.1:23000" in text, text
+        assert "Kafka:       127.0.0.1:29092" in text, text
+        assert "instance storage: PostgreSQL" in text, text
+        assert "topic traffic-events: created" in text, text
+        with urllib.request.urlopen("http://127.0.0.1:23000/server_info", timeout=5) as reply:
+            assert reply.status == 200
+        assert processes_mentioning(str(state))
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=120)
+    assert demo.returncode == 0, "".join(output) + rest
+    assert "kafka     stopped" in rest and "dagster   stopped" in rest
+    time.sleep(1)
+    assert processes_mentioning(str(state)) == []
+    assert processes_mentioning("--port 23000") == []

@@ -1,0 +1,1 @@
+"""Ingestion: Kafka offset ranges into the raw zone of the lake."""

@@ -1,0 +1,130 @@
+"""`raw_traffic_events`: readings of exact Kafka offset ranges, stored by event date."""
+
+from datetime import date
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    AssetMaterialization,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from resources.kafka import KafkaResource
+from resources.lake import LakeResource
+from traffic_assets.partitions import daily_partitions
+from traffic_core.events import ValidationConfig
+from traffic_core.ingest import IngestReport, ingest_ranges
+from traffic_core.lake import OffsetRange, raw_day_dir, stored_offset_ranges
+from traffic_core.reference import known_sensor_ids
+from traffic_core.settings import PlatformSettings
+
+INGEST_GROUP = "traffic-lake-ingest"
+
+
+class OffsetRangeConfig(Config):
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+class IngestConfig(Config):
+    ranges: list[OffsetRangeConfig] = Field(
+        default_factory=list,
+        description="Exact Kafka offset ranges to ingest (the Kafka sensor fills this in). "
+        "Empty: re-ingest the ranges already stored for this date.",
+    )
+    check_sensor_catalogue: bool = Field(
+        default=True,
+        description="Reject readings of sensors missing from the reference sensor table.",
+    )
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name="ingestion",
+    code_version="1",
+    kinds={"kafka", "parquet"},
+    description="Raw readings from traffic-events: one immutable Parquet file per "
+    "(event date, topic, partition, offset range); rejects go to traffic-events-dlq.",
+)
+def raw_traffic_events(
+    context: AssetExecutionContext,
+    config: IngestConfig,
+    kafka: KafkaResource,
+    lake: LakeResource,
+) -> MaterializeResult:
+    day = date.fromisoformat(context.partition_key)
+    root = lake.path()
+    ranges = [OffsetRange(**r.model_dump()) for r in config.ranges]
+    if not ranges:
+        ranges = [r for r in stored_offset_ranges(root) if _stored_for(root, day, r)]
+        if not ranges:
+            raise ValueError(
+                f"no offset ranges given and none stored for {day}: runs of this asset are "
+                "requested by the kafka_offsets_sensor with the ranges to ingest"
+            )
+    known = (
+        known_sensor_ids(root, PlatformSettings().dataset)
+        if config.check_sensor_catalogue
+        else None
+    )
+    consumer = kafka.consumer(group_id=INGEST_GROUP)
+    try:
+        report = ingest_ranges(
+            consumer,
+            kafka.producer(),
+            root,
+            ranges,
+            ValidationConfig(known_sensors=known),
+        )
+    finally:
+        consumer.close()
+    for other_day in sorted(set(report.rows_by_date()) - {day}):
+        # Late (or early) readings went to their own date; say so, so that date's
+        # downstream partitions are refreshed too.
+        context.log_event(
+            AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=other_day.isoformat(),
+                description=f"readings of {other_day} arriving with the run for {day}",
+                metadata={"written_by_partition": day.isoformat()},
+            )
+        )
+    return MaterializeResult(metadata=_metadata(report, root, day))
+
+
+def _stored_for(root: Path, day: date, offsets: OffsetRange) -> bool:
+    return any(raw_day_dir(root, day).rglob(f"offsets={offsets.first:020d}-{offsets.last:020d}*"))
+
+
+def _metadata(report: IngestReport, root: Path, day: date) -> dict:
+    rejected = report.rejected
+    messages = report.messages
+    return {
+        "dagster/row_count": report.accepted,
+        "dagster/uri": MetadataValue.path(str(raw_day_dir(root, day))),
+        "messages": messages,
+        "rejected": sum(rejected.values()),
+        "dlq_rate": (sum(rejected.values()) / messages) if messages else 0.0,
+        "rejected_by_reason": MetadataValue.json(dict(rejected)),
+        "offset_ranges": MetadataValue.json(
+            [
+                {
+                    "topic": o.offsets.topic,
+                    "partition": o.offsets.partition,
+                    "first": o.offsets.first,
+                    "last": o.offsets.last,
+                    "accepted": o.accepted,
+                }
+                for o in report.ranges
+            ]
+        ),
+        "files_by_date": MetadataValue.json(
+            {d.isoformat(): len(paths) for d, paths in sorted(report.rows_by_date().items())}
+        ),
+    }

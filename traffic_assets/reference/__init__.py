@@ -1,0 +1,1 @@
+"""Reference data: the sensor network itself."""

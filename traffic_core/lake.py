@@ -1,0 +1,137 @@
+"""Layout of the raw-event zone of the lake: one immutable Parquet file per offset range.
+
+A file is named by (event date, topic, partition, first offset, last offset) of the Kafka range it
+came from, so writing the same range again replaces the same file: ingestion can fail and rerun
+without losing or duplicating a reading. Files are written to a temporary name, fsynced and then
+renamed, so a reader never sees half a file.
+
+Event dates are the calendar dates of the readings' timestamps. METR-LA's index is a regular
+5-minute grid with no daylight-saving jumps, so its wall-clock times are carried as UTC.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RAW_ZONE = "raw/traffic_events"
+
+RAW_SCHEMA = pa.schema(
+    [
+        pa.field("sensor_id", pa.string(), nullable=False),
+        pa.field("event_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("speed_mph", pa.float64()),
+        pa.field("volume", pa.int32()),
+        pa.field("occupancy", pa.float64()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("is_synthetic", pa.bool_(), nullable=False),
+        pa.field("kafka_topic", pa.string(), nullable=False),
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+    ]
+)
+"""Columns of every raw file; speed_mph null means the detector reported no reading.
+
+Nothing run-specific (run id, ingestion time) is stored, so a rerun writes identical bytes;
+which run wrote which file is in the Dagster event log.
+"""
+
+_FILE_RE = re.compile(r"offsets=(\d{20})-(\d{20})\.parquet$")
+
+
+@dataclass(frozen=True, order=True)
+class OffsetRange:
+    """Offsets first..last (inclusive) of one topic-partition."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if self.first < 0 or self.last < self.first:
+            raise ValueError(f"bad offset range {self.first}..{self.last}")
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+
+def raw_file_path(lake_root: Path, day: date, offsets: OffsetRange) -> Path:
+    return (
+        lake_root
+        / RAW_ZONE
+        / f"date={day.isoformat()}"
+        / f"topic={offsets.topic}"
+        / f"partition={offsets.partition:03d}"
+        / f"offsets={offsets.first:020d}-{offsets.last:020d}.parquet"
+    )
+
+
+def raw_day_dir(lake_root: Path, day: date) -> Path:
+    return lake_root / RAW_ZONE / f"date={day.isoformat()}"
+
+
+def write_atomically(table: pa.Table, path: Path) -> None:
+    """Write, fsync, then rename over any previous version of the same file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_raw_range(
+    lake_root: Path, offsets: OffsetRange, rows: pd.DataFrame
+) -> dict[date, Path]:
+    """Write the rows of one offset range, split by event date; returns the files per date."""
+    if rows.empty:
+        return {}
+    days = rows["event_time"].dt.date
+    written: dict[date, Path] = {}
+    for day, part in rows.groupby(days, sort=True):
+        table = pa.Table.from_pandas(
+            part.sort_values(["kafka_offset"]), schema=RAW_SCHEMA, preserve_index=False
+        )
+        path = raw_file_path(lake_root, day, offsets)
+        write_atomically(table, path)
+        written[day] = path
+    return written
+
+
+def raw_files(lake_root: Path, day: date | None = None) -> list[Path]:
+    base = raw_day_dir(lake_root, day) if day else lake_root / RAW_ZONE
+    return sorted(p for p in base.rglob("offsets=*.parquet") if _FILE_RE.search(p.name))
+
+
+def read_raw_day(lake_root: Path, day: date) -> pd.DataFrame:
+    """Every reading stored for one event date (empty frame with the schema if none)."""
+    files = raw_files(lake_root, day)
+    if not files:
+        return RAW_SCHEMA.empty_table().to_pandas()
+    return pa.concat_tables(pq.read_table(f, schema=RAW_SCHEMA) for f in files).to_pandas()
+
+
+def stored_offset_ranges(lake_root: Path) -> list[OffsetRange]:
+    """Offset ranges that have files in the lake (the ingestion ledger)."""
+    ranges = set()
+    for path in raw_files(lake_root):
+        match = _FILE_RE.search(path.name)
+        assert match is not None
+        topic = path.parent.parent.name.removeprefix("topic=")
+        partition = int(path.parent.name.removeprefix("partition="))
+        ranges.add(OffsetRange(topic, partition, int(match[1]), int(match[2])))
+    return sorted(ranges)
