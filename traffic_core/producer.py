@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from", dest="start_from", default=None, help="resume: skip readings before this time"
     )
+    parser.add_argument("--until", default=None, help="stop after the readings at this time")
     parser.add_argument(
         "--speedup",
         type=float,
@@ -301,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     speeds = load_speeds(args.data, start=args.start)
+    if args.until:
+        speeds = speeds.loc[speeds.index <= pd.Timestamp(args.until)]
     synthetic = bool(speeds.attrs.get("synthetic"))
     source = "synthetic" if synthetic else args.source
     sink = ReadingProducer(args.bootstrap_servers, topic=args.topic)

@@ -81,6 +81,7 @@ def raw_traffic_events(
             root,
             ranges,
             ValidationConfig(known_sensors=known),
+            dlq_topic=kafka.dlq_topic,
         )
     finally:
         consumer.close()
