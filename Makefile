@@ -8,7 +8,7 @@ setup:
 	@infra/setup.sh
 
 demo: setup
-	$(PY) -m infra.stack demo
+	$(PY) -m infra.stack demo $(DEMO_ARGS)
 
 test: setup lint
 	$(PY) -m pytest

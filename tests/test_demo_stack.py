@@ -3,6 +3,7 @@ down: no stray java, postgres or dagster processes are left."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,21 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def materialized_partitions() -> int:
+    query = (
+        '{ assetNodeOrError(assetKey: {path: ["raw_traffic_events"]}) '
+        "{ ... on AssetNode { partitionStats { numMaterialized } } } }"
+    )
+    request = urllib.request.Request(
+        "http://127.0.0.1:23000/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        node = json.load(reply)["data"]["assetNodeOrError"]
+    return int(node["partitionStats"]["numMaterialized"])
+
+
 def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> None:
     state = test_state_dir / "demo"
     env = {
@@ -43,7 +59,7 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> Non
     (state / "kafka").mkdir(parents=True)
     (state / "kafka" / "libs").symlink_to(LOCAL_STATE_DIR / "kafka" / "libs")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "infra.stack", "demo"],
+        [sys.executable, "-m", "infra.stack", "demo", "--data", "real"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -69,6 +85,11 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> Non
         with urllib.request.urlopen("http://127.0.0.1:23000/server_info", timeout=5) as reply:
             assert reply.status == 200
         assert processes_mentioning(str(state))
+        # The daemon's Kafka sensor turns the replayed six days into six raw partitions.
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline and materialized_partitions() < 6:
+            time.sleep(5)
+        assert materialized_partitions() == 6
     finally:
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=120)

@@ -1,14 +1,34 @@
 """The Dagster code location: every asset, check, sensor and schedule of the platform."""
 
-from dagster import Definitions, load_assets_from_modules
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+)
 
 from resources import build_resources
 from sensors.kafka_offsets import kafka_offsets_sensor
+from traffic_assets.aggregation import assets as aggregation
+from traffic_assets.aggregation import checks as aggregation_checks
 from traffic_assets.ingestion import assets as ingestion
+from traffic_assets.ingestion import checks as ingestion_checks
 from traffic_assets.reference import sensor_graph
 
+automation_sensor = AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes assets whose automation conditions are met (e.g. aggregates "
+    "after new raw partitions).",
+)
+
 defs = Definitions(
-    assets=load_assets_from_modules([sensor_graph, ingestion]),
-    sensors=[kafka_offsets_sensor],
+    assets=load_assets_from_modules([sensor_graph, ingestion, aggregation]),
+    asset_checks=load_asset_checks_from_modules([ingestion_checks, aggregation_checks]),
+    sensors=[kafka_offsets_sensor, automation_sensor],
     resources=build_resources(),
 )

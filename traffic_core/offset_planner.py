@@ -89,6 +89,16 @@ class OffsetProbe:
             self.consumer.unassign()
         raise KafkaException(f"{self.topic}[{partition}]@{offset}: no message within timeout")
 
+    def newest_timestamp(self) -> int | None:
+        """Timestamp (ms) of the newest message of any partition; None for an empty topic."""
+        newest = [
+            self.timestamp_at(partition, high - 1)
+            for partition in self.partitions()
+            for low, high in [self.watermarks(partition)]
+            if high > low
+        ]
+        return max(newest, default=None)
+
     def first_offset_at(self, partition: int, day: date) -> int | None:
         [found] = self.consumer.offsets_for_times(
             [TopicPartition(self.topic, partition, day_start_ms(day))], timeout=self.timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import subprocess
 import sys
 import threading
 
@@ -12,7 +13,10 @@ from confluent_kafka.admin import AdminClient
 from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
 from traffic_core.kafka.topics import ensure_topics, topic_layout
-from traffic_core.settings import KafkaSettings
+from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
+from traffic_core.simulator import Simulator, incidents_path
+
+REAL_SIX_DAYS = "los_loop_speed_2012-03-01_to_03-06.csv"
 
 SERVICES = ("kafka", "postgres", "dagster")
 
@@ -53,23 +57,59 @@ def status(stack: LocalStack) -> None:
         print(f"{name:<9} {getattr(stack, name).status()}")
 
 
-def demo(stack: LocalStack) -> None:
-    """Bring everything up, say where it is, and bring it all down on Ctrl-C or SIGTERM."""
+def replay_command(stack: LocalStack, data: str, days: int) -> list[str] | None:
+    """The producer command for the demo's data: the real six days, or simulated months."""
+    if data == "none":
+        return None
+    command = [
+        sys.executable,
+        "-m",
+        "traffic_core.producer",
+        "--bootstrap-servers",
+        stack.kafka.bootstrap_servers,
+        "--no-progress",
+    ]
+    if data == "real":
+        csv = PlatformSettings().data_dir / "metr-la" / REAL_SIX_DAYS
+        return [*command, "--data", str(csv)]
+    path = LOCAL_STATE_DIR / "data" / f"simulated-{days}d-207s-seed0.parquet"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"simulating {days} days of SYNTHETIC readings for 207 sensors -> {path}")
+        Simulator(days, 207, seed=0).write(path)
+    return [*command, "--data", str(path), "--incidents", str(incidents_path(path))]
+
+
+def demo(stack: LocalStack, data: str, days: int) -> None:
+    """Bring everything up, replay the data, say where everything is, and bring it all down on
+    Ctrl-C or SIGTERM."""
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    producer: subprocess.Popen | None = None
     try:
         start(stack, list(SERVICES))
+        command = replay_command(stack, data, days)
+        if command is not None:
+            print(f"replaying {data} data into traffic-events: {' '.join(command[3:])}")
+            producer = subprocess.Popen(command)
         print(
-            f"\nDagster UI:  {stack.dagster.url}\n"
+            f"\nDagster UI:  {stack.dagster.url}  (partitions fill in at "
+            f"{stack.dagster.url}/assets/raw_traffic_events?view=partitions)\n"
             f"Kafka:       {stack.kafka.bootstrap_servers}\n"
             f"PostgreSQL:  {stack.postgres.url}\n"
+            f"Lake:        {PlatformSettings().lake_dir}\n"
             f"Logs:        {stack.kafka.state_dir / 'logs'}, {stack.dagster.process.log_file}\n"
-            "Press Ctrl-C (or run `make stop`) to stop everything."
+            "The kafka_offsets_sensor turns new offsets into ingestion runs every 30 s.\n"
+            "Press Ctrl-C (or run `make stop`) to stop everything.",
+            flush=True,
         )
         done.wait()
     finally:
         print("\nstopping ...")
+        if producer is not None and producer.poll() is None:
+            producer.terminate()
+            producer.wait(30)
         stop(stack, list(SERVICES))
 
 
@@ -81,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         help=f"any of {', '.join(SERVICES)} or all (default); `kill` is for kafka, as a crash",
     )
+    parser.add_argument(
+        "--data",
+        choices=["real", "simulated", "none"],
+        default="real",
+        help="demo: replay the real six METR-LA days (default), simulated data, or nothing",
+    )
+    parser.add_argument("--days", type=int, default=90, help="demo: days of simulated data")
     args = parser.parse_args(argv)
     unknown = set(args.services) - {*SERVICES, "all"}
     if unknown:
@@ -100,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             for topic, action in create_topics(stack).items():
                 print(f"topic {topic}: {action}")
         else:
-            demo(stack)
+            demo(stack, args.data, args.days)
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,7 +2,13 @@
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from resources.lake import LakeResource
 from traffic_core.datasets.graph import load_metr_la_graph, load_pems_bay_graph
@@ -16,6 +22,7 @@ GRAPH_LOADERS = {"metr-la": load_metr_la_graph, "pems-bay": load_pems_bay_graph}
     group_name="reference",
     code_version="1",
     kinds={"parquet"},
+    automation_condition=AutomationCondition.on_missing(),
     description="Sensors of the configured network with location and road-graph degree.",
 )
 def sensor_graph(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:

@@ -1,0 +1,135 @@
+"""End-to-end ingestion throughput: simulated readings -> producer -> Kafka -> lake files.
+
+Starts its own broker (ports 39092/39093, state under .local/bench), simulates N days of
+SYNTHETIC readings for 207 sensors, replays them as fast as possible, then ingests every offset
+range into a fresh lake with W worker processes (each its own consumer over a share of the
+partitions, as the Dagster runs do). Prints one JSON line of figures.
+
+    .venv/bin/python bench/ingest_throughput.py --days 28 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from infra.stack.kafka import KafkaBroker
+from traffic_core.ingest import ingest_ranges
+from traffic_core.kafka.topics import TopicSpec, ensure_topics
+from traffic_core.lake import OffsetRange, raw_files
+from traffic_core.producer import ReadingProducer, replay_speeds
+from traffic_core.settings import LOCAL_STATE_DIR
+from traffic_core.simulator import simulate
+
+EVENTS, DLQ = "bench-events", "bench-dlq"
+
+
+def machine() -> dict[str, object]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
+
+
+def ingest_share(bootstrap: str, lake: str, ranges: list[OffsetRange]) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-ingest"})
+    try:
+        report = ingest_ranges(
+            consumer,
+            Producer({"bootstrap.servers": bootstrap}),
+            Path(lake),
+            ranges,
+            dlq_topic=DLQ,
+        )
+    finally:
+        consumer.close()
+    return report.accepted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--days", type=int, default=28)
+    parser.add_argument("--sensors", type=int, default=207)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    state = LOCAL_STATE_DIR / "bench"
+    broker = KafkaBroker(
+        state_dir=state / "kafka",
+        libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
+        port=39092,
+        controller_port=39093,
+        heap="1g",
+    )
+    broker.stop()
+    shutil.rmtree(state, ignore_errors=True)
+    broker.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        ensure_topics(admin, [TopicSpec(EVENTS, args.partitions), TopicSpec(DLQ, 1)])
+        speeds = simulate(args.days, args.sensors, seed=7).speeds_nan()
+
+        sink = ReadingProducer(broker.bootstrap_servers, topic=EVENTS, dlq_topic=DLQ)
+        produced = replay_speeds(speeds, sink, source="synthetic", is_synthetic=True)
+
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "b"})
+        ranges = []
+        for p in range(args.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(EVENTS, p), timeout=10)
+            ranges.append(OffsetRange(EVENTS, p, low, high - 1))
+        consumer.close()
+        shares = [ranges[i :: args.workers] for i in range(args.workers)]
+        lake = state / "lake"
+        started = time.perf_counter()
+        with ProcessPoolExecutor(args.workers) as pool:
+            stored = sum(
+                pool.map(
+                    ingest_share,
+                    [broker.bootstrap_servers] * args.workers,
+                    [str(lake)] * args.workers,
+                    shares,
+                )
+            )
+        ingest_seconds = time.perf_counter() - started
+        assert stored == produced.events, (stored, produced.events)
+        print(
+            json.dumps(
+                {
+                    "bench": "ingest_throughput",
+                    "synthetic": True,
+                    "days": args.days,
+                    "sensors": args.sensors,
+                    "events": produced.events,
+                    "partitions": args.partitions,
+                    "ingest_workers": args.workers,
+                    "produce_seconds": round(produced.seconds, 2),
+                    "produce_events_per_s": round(produced.events_per_second),
+                    "ingest_seconds": round(ingest_seconds, 2),
+                    "ingest_events_per_s": round(stored / ingest_seconds),
+                    "end_to_end_events_per_s": round(stored / (produced.seconds + ingest_seconds)),
+                    "lake_files": len(raw_files(lake)),
+                    "machine": machine(),
+                }
+            )
+        )
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Daily partitions of 5-minute aggregates per sensor, computed by Spark from the raw zone.
+
+A day without raw files fails the run with a message naming the folder: an empty partition would
+look like a day of silent detectors and flow into features and training unnoticed.
+
+Automation is `eager` over every partition, not only the latest: plain `eager()` considers just
+the newest time window (yesterday), so replayed 2012 days and late readings for older days would
+never be aggregated.
+"""
+
+import os
+import shutil
+import uuid
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AutomationCondition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import DataFrame
+
+from resources.lake import LakeResource
+from traffic_assets.aggregation.spark_windows import aggregate_with_spark
+from traffic_assets.partitions import daily_partitions
+from traffic_core import windows as core
+from traffic_core.lake import raw_day_dir, raw_files
+
+AGGREGATES_ZONE = ("aggregates", "traffic_5min")
+
+EAGER_ALL_PARTITIONS = AutomationCondition.eager().without(
+    AutomationCondition.in_latest_time_window()
+)
+
+
+def aggregates_path(lake: LakeResource, day: str) -> Path:
+    return lake.path(*AGGREGATES_ZONE, f"date={day}", "part.parquet")
+
+
+@asset(
+    deps=[AssetKey("raw_traffic_events")],
+    partitions_def=daily_partitions,
+    automation_condition=EAGER_ALL_PARTITIONS,
+    group_name="aggregation",
+    code_version="1",
+    kinds={"spark", "parquet"},
+    description=(
+        "Per sensor and 5-minute window: mean/min/max/std speed, reading counts, share missing, "
+        "quality flag and congestion class (rules in traffic_core.windows)."
+    ),
+)
+def traffic_5min_aggregates(
+    context: AssetExecutionContext, pyspark: LazyPySparkResource, lake: LakeResource
+) -> MaterializeResult:
+    day = context.partition_key
+    files = raw_files(Path(lake.root), date.fromisoformat(day))
+    if not files:
+        folder = raw_day_dir(Path(lake.root), date.fromisoformat(day))
+        raise Failure(
+            description=(
+                f"no raw readings for {day}: no offsets=*.parquet files under {folder}; "
+                f"materialize raw_traffic_events for partition {day} first"
+            ),
+            metadata={"raw_dir": MetadataValue.path(str(folder))},
+        )
+    out = aggregates_path(lake, day)
+    write_single_parquet(aggregate_with_spark(pyspark.spark_session, files), out)
+    table = pd.read_parquet(out)
+    context.log.info("wrote %d windows from %d raw files to %s", len(table), len(files), out)
+    return MaterializeResult(metadata=summary(table, out, raw_file_count=len(files)))
+
+
+def write_single_parquet(frame: DataFrame, path: Path) -> None:
+    """One sorted Parquet file, swapped in atomically: Spark writes into a hidden sibling folder,
+    then its single part file replaces `path`, so readers see the old or the new day, never half."""
+    tmp = path.parent.parent / f".tmp-{path.parent.name}-{uuid.uuid4().hex}"
+    try:
+        (
+            frame.coalesce(1)
+            .sortWithinPartitions("sensor_id", "window_start")
+            .write.parquet(str(tmp), compression="zstd")
+        )
+        [part] = tmp.glob("part-*.parquet")
+        with open(part, "rb") as handle:
+            os.fsync(handle.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def summary(table: pd.DataFrame, path: Path, raw_file_count: int) -> dict[str, object]:
+    """Materialization metadata: size, coverage, data quality and congestion at a glance."""
+    readings = int(table["reading_count"].sum())
+    missing = readings - int(table["valid_count"].sum())
+    congestion = table["congestion"].value_counts()
+    flags = table["quality_flag"].value_counts()
+    return {
+        "dagster/row_count": len(table),
+        "dagster/uri": MetadataValue.path(str(path)),
+        "raw_files": raw_file_count,
+        "readings": readings,
+        "sensors": int(table["sensor_id"].nunique()),
+        "windows": int(table["window_start"].nunique()),
+        "share_missing": missing / readings if readings else 0.0,
+        **{f"congestion_{c}": int(congestion.get(c, 0)) for c in core.CONGESTION_CLASSES},
+        **{f"quality_{q}": int(flags.get(q, 0)) for q in core.QUALITY_FLAGS},
+        "preview": MetadataValue.md(table.head(10).to_markdown(index=False)),
+    }
