@@ -72,10 +72,24 @@ class ManagedProcess:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
+        # Children may start sessions of their own (e.g. Dagster's code servers and run
+        # workers), and a dying supervisor may still spawn one: stop the whole tree and the
+        # whole process group (pgid == pid: spawn() starts a session), then sweep stragglers.
+        tree = [pid, *descendants(pid)]
         _signal_group(pid, signal.SIGTERM)
-        if not wait_until(lambda: not _alive(pid), timeout):
-            _signal_group(pid, signal.SIGKILL)
-            wait_until(lambda: not _alive(pid), 10.0)
+        for child in tree[1:]:
+            _signal(child, signal.SIGTERM)
+        wait_until(lambda: not any(map(_alive, tree)), timeout)
+        for _ in range(20):
+            stragglers = set(tree) | set(group_members(pid))
+            stragglers = {
+                p for p in stragglers | {d for s in stragglers for d in descendants(s)} if _alive(p)
+            }
+            if not stragglers:
+                break
+            for member in stragglers:
+                _signal(member, signal.SIGKILL)
+            time.sleep(0.25)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -93,6 +107,40 @@ class ManagedProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log yet)"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid, from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, frontier = [], [pid]
+    while frontier:
+        nxt = [c for p in frontier for c in children.get(p, [])]
+        found += nxt
+        frontier = nxt
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
