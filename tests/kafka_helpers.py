@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.stack.kafka import KafkaBroker
@@ -26,11 +27,24 @@ def topic_message_count(broker: KafkaBroker, topic: str) -> int:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         total = 0
         for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            low, high = _watermarks(consumer, TopicPartition(topic, partition))
             total += high - low
         return total
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """A freshly created partition can answer NOT_LEADER for a moment; ask again."""
+    for attempt in range(20):
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            transient = exc.args[0].code() == KafkaError.NOT_LEADER_FOR_PARTITION
+            if not transient or attempt == 19:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
 
 
 def read_all(

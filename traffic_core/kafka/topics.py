@@ -99,12 +99,14 @@ def ensure_topics(
 
 
 def _wait_for_metadata(admin: AdminClient, wanted: dict[str, int], timeout: float) -> None:
-    """Creation is acknowledged before every broker's metadata shows it; wait for that."""
+    """Creation is acknowledged before the metadata shows every partition with a leader."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         topics = admin.list_topics(timeout=timeout).topics
         if all(
-            name in topics and len(topics[name].partitions) >= count
+            name in topics
+            and len(topics[name].partitions) >= count
+            and all(p.leader >= 0 and p.error is None for p in topics[name].partitions.values())
             for name, count in wanted.items()
         ):
             return
