@@ -12,6 +12,7 @@ import pytest
 
 from traffic_core.datasets import default_data_dir, load_pems_bay_graph, load_speeds
 from traffic_core.simulator import (
+    INCIDENT_COLUMNS,
     SimulatedDataset,
     Simulator,
     incidents_path,
@@ -154,15 +155,7 @@ def _drop(busy: pd.DataFrame, calm: pd.DataFrame, window: slice, sensor: str) ->
 
 def test_incident_reports_columns(four_weeks: SimulatedDataset) -> None:
     inc = four_weeks.incidents
-    assert list(inc.columns) == [
-        "incident_id",
-        "sensor_id",
-        "start",
-        "end",
-        "severity",
-        "affected_sensors",
-        "source",
-    ]
+    assert list(inc.columns) == INCIDENT_COLUMNS
     assert inc["incident_id"].is_unique
     assert (inc["end"] > inc["start"]).all()
     assert inc["severity"].between(0.2, 0.8).all()

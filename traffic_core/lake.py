@@ -79,14 +79,12 @@ def raw_day_dir(lake_root: Path, day: date) -> Path:
     return lake_root / RAW_ZONE / f"date={day.isoformat()}"
 
 
-def write_atomically(table: pa.Table, path: Path) -> None:
-    """Write, fsync, then rename over any previous version of the same file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
+def replace_durably(source: Path, path: Path) -> None:
+    """fsync a finished file, rename it over path, and fsync the folder that now names it."""
+    with open(source, "rb") as handle:
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -94,9 +92,15 @@ def write_atomically(table: pa.Table, path: Path) -> None:
         os.close(dir_fd)
 
 
-def write_raw_range(
-    lake_root: Path, offsets: OffsetRange, rows: pd.DataFrame
-) -> dict[date, Path]:
+def write_atomically(table: pa.Table, path: Path) -> None:
+    """Write to a temporary name, then replace any previous version of the same file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    replace_durably(tmp, path)
+
+
+def write_raw_range(lake_root: Path, offsets: OffsetRange, rows: pd.DataFrame) -> dict[date, Path]:
     """Write the rows of one offset range, split by event date; returns the files per date."""
     if rows.empty:
         return {}

@@ -8,7 +8,6 @@ the newest time window (yesterday), so replayed 2012 days and late readings for 
 never be aggregated.
 """
 
-import os
 import shutil
 import uuid
 from datetime import date
@@ -31,7 +30,7 @@ from resources.lake import LakeResource
 from traffic_assets.aggregation.spark_windows import aggregate_with_spark
 from traffic_assets.partitions import daily_partitions
 from traffic_core import windows as core
-from traffic_core.lake import raw_day_dir, raw_files
+from traffic_core.lake import raw_day_dir, raw_files, replace_durably
 
 AGGREGATES_ZONE = ("aggregates", "traffic_5min")
 
@@ -88,15 +87,7 @@ def write_single_parquet(frame: DataFrame, path: Path) -> None:
             .write.parquet(str(tmp), compression="zstd")
         )
         [part] = tmp.glob("part-*.parquet")
-        with open(part, "rb") as handle:
-            os.fsync(handle.fileno())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(part, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_durably(part, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
