@@ -11,10 +11,12 @@ from dagster import (
 
 from resources import build_resources
 from sensors.kafka_offsets import kafka_offsets_sensor
+from sensors.retrain import daily_retrain, retrain_job
 from traffic_assets.aggregation import assets as aggregation
 from traffic_assets.aggregation import checks as aggregation_checks
 from traffic_assets.ingestion import assets as ingestion
 from traffic_assets.ingestion import checks as ingestion_checks
+from traffic_assets.models import best_model, candidates, training_data
 from traffic_assets.reference import sensor_graph
 
 automation_sensor = AutomationConditionSensorDefinition(
@@ -27,8 +29,12 @@ automation_sensor = AutomationConditionSensorDefinition(
 )
 
 defs = Definitions(
-    assets=load_assets_from_modules([sensor_graph, ingestion, aggregation]),
+    assets=load_assets_from_modules(
+        [sensor_graph, ingestion, aggregation, training_data, candidates, best_model]
+    ),
     asset_checks=load_asset_checks_from_modules([ingestion_checks, aggregation_checks]),
     sensors=[kafka_offsets_sensor, automation_sensor],
+    schedules=[daily_retrain],
+    jobs=[retrain_job],
     resources=build_resources(),
 )

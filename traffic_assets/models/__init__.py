@@ -1,0 +1,1 @@
+"""Features and models: candidates per algorithm and horizon, the selected best, the registry."""

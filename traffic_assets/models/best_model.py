@@ -1,0 +1,131 @@
+"""`best_model`: the best candidate per horizon, exported to ONNX and published to the registry
+with the lineage an auditor needs (lake days, Kafka offset ranges, data and code versions)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from resources.lake import LakeResource
+from resources.model_store import ModelStoreResource
+from traffic_assets.models.candidates import candidate_models, load_candidate
+from traffic_assets.models.training_data import features_dir
+from traffic_core import features as f
+from traffic_core.models import FAMILIES, ConformalInterval, save_joblib, select_best, to_onnx
+from traffic_core.models.training import TrainedModel
+from traffic_core.registry import ModelRegistry, frame_fingerprint
+
+INTERVAL_COVERAGE = 0.9
+RAW_EVENTS = AssetKey("raw_traffic_events")
+
+
+def kafka_lineage(context: AssetExecutionContext, days: list[str]) -> list[dict]:
+    """Offset ranges of the ingestion runs that wrote the training days, from Dagster's log."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=RAW_EVENTS, asset_partitions=days), limit=10_000
+    ).records
+    ranges = {
+        (r["topic"], r["partition"], r["first"], r["last"])
+        for record in records
+        if (meta := record.asset_materialization.metadata.get("offset_ranges")) is not None
+        for r in meta.value
+    }
+    return [
+        {"topic": t, "partition": p, "first": first, "last": last}
+        for t, p, first, last in sorted(ranges)
+    ]
+
+
+def _write_version(
+    folder: Path, best: dict[int, TrainedModel], context_file: Path
+) -> dict[str, dict]:
+    intervals = {}
+    for minutes, model in best.items():
+        (folder / f"h{minutes}.onnx").write_bytes(
+            to_onnx(model.estimator, len(f.FEATURE_NAMES)).SerializeToString()
+        )
+        save_joblib(model.estimator, folder / f"h{minutes}.joblib")
+        interval = ConformalInterval.fit(model.residuals, INTERVAL_COVERAGE)
+        intervals[str(minutes)] = {"coverage": INTERVAL_COVERAGE, "half_width_mph": interval.q}
+    shutil.copyfile(context_file, folder / "feature_context.npz")
+    (folder / "intervals.json").write_text(json.dumps(intervals, indent=2))
+    return intervals
+
+
+@asset(
+    deps=candidate_models,
+    group_name="models",
+    code_version="1",
+    kinds={"onnx"},
+    description="Per horizon, the candidate with the lowest cross-validated masked MAE, as ONNX "
+    "with 90% split-conformal intervals, published to the model registry (`latest`).",
+)
+def best_model(
+    context: AssetExecutionContext, lake: LakeResource, model_store: ModelStoreResource
+) -> MaterializeResult:
+    candidates = {
+        minutes: [load_candidate(lake, family, minutes) for family in FAMILIES]
+        for minutes in f.HORIZONS
+    }
+    best = select_best(candidates)
+    days = features_dir(lake).joinpath("days.txt").read_text().split()
+    training = pd.read_parquet(features_dir(lake) / "training.parquet")
+    metrics = {
+        str(minutes): {
+            "selected": best[minutes].family,
+            "cv_mae": {m.family: m.cv_mae for m in models},
+            "params": best[minutes].params,
+        }
+        for minutes, models in candidates.items()
+    }
+
+    def build(folder: Path) -> dict:
+        intervals = _write_version(folder, best, features_dir(lake) / "feature_context.npz")
+        for minutes, interval in intervals.items():
+            metrics[minutes]["interval"] = interval
+        return {
+            "metrics": metrics,
+            "feature_names": list(f.FEATURE_NAMES),
+            "feature_version": f.FEATURE_VERSION,
+            "training_data_version": frame_fingerprint(training),
+            "lake_partitions": days,
+            "kafka_offsets": kafka_lineage(context, days),
+        }
+
+    registry = ModelRegistry(model_store.path)
+    version = registry.publish(build)
+    manifest = registry.load_manifest(version)
+    table = pd.DataFrame(
+        [
+            {
+                "horizon_min": m,
+                "selected": v["selected"],
+                **{k: round(x, 3) for k, x in v["cv_mae"].items()},
+                "interval_90_mph": round(v["interval"]["half_width_mph"], 2),
+            }
+            for m, v in metrics.items()
+        ]
+    )
+    context.log.info("published model version %s", version)
+    return MaterializeResult(
+        metadata={
+            "model_version": version,
+            "metrics": MetadataValue.md(table.to_markdown(index=False)),
+            "training_data_version": manifest["training_data_version"],
+            "code_version": manifest["code_version"],
+            "lake_partitions": MetadataValue.json(days),
+            "kafka_offset_ranges": len(manifest["kafka_offsets"]),
+            "dagster/uri": MetadataValue.path(str(registry.path(version))),
+            "best_cv_mae_60min": float(np.round(best[60].cv_mae, 4)),
+        }
+    )

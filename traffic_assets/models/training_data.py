@@ -1,0 +1,70 @@
+"""`training_features`: the aggregates as one speed grid, with features and targets."""
+
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
+
+from resources.lake import LakeResource
+from traffic_assets.aggregation.assets import AGGREGATES_ZONE, traffic_5min_aggregates
+from traffic_core import features as f
+from traffic_core.datasets import load_metr_la_graph, load_pems_bay_graph
+from traffic_core.models import crossfit_features
+from traffic_core.registry import frame_fingerprint
+from traffic_core.settings import PlatformSettings
+
+FEATURES_ZONE = ("features", "training")
+GRAPHS = {"metr-la": load_metr_la_graph, "pems-bay": load_pems_bay_graph}
+
+
+def features_dir(lake: LakeResource) -> Path:
+    return lake.path(*FEATURES_ZONE)
+
+
+def speed_grid(lake: LakeResource) -> tuple[pd.DataFrame, list[str]]:
+    """Mean speed per sensor and 5-minute window over every aggregated day, and those days."""
+    files = sorted(lake.path(*AGGREGATES_ZONE).glob("date=*/part.parquet"))
+    if not files:
+        raise ValueError("no traffic_5min_aggregates partitions in the lake yet")
+    frame = pd.concat(
+        pd.read_parquet(p, columns=["sensor_id", "window_start", "speed_mean"]) for p in files
+    )
+    grid = frame.pivot(index="window_start", columns="sensor_id", values="speed_mean")
+    grid.index = pd.DatetimeIndex(grid.index).tz_convert("UTC").tz_localize(None)
+    return grid.sort_index(), [p.parent.name.removeprefix("date=") for p in files]
+
+
+@asset(
+    deps=[traffic_5min_aggregates],
+    group_name="features",
+    code_version=f.FEATURE_VERSION,
+    kinds={"pandas", "parquet"},
+    description="Features and 15/30/60-minute targets for every sensor and window of the "
+    "aggregated days; each day's profile features come from the other days only.",
+)
+def training_features(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+    grid, days = speed_grid(lake)
+    graph = GRAPHS[PlatformSettings().dataset](PlatformSettings().data_dir)
+    sensors = [s for s in graph.sensor_ids if s in grid.columns]
+    feature_context = f.FeatureContext.from_graph(graph.subgraph(sensors), f.fit_profile(grid))
+    frame = crossfit_features(grid, feature_context)
+    targets = f.make_targets(grid, sensor_ids=feature_context.sensor_ids)
+    frame = frame.merge(targets, on=["timestamp", "sensor_id"], how="inner", validate="1:1")
+    out = features_dir(lake)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out / "training.parquet", index=False)
+    feature_context.save(out / "feature_context.npz")
+    (out / "days.txt").write_text("\n".join(days))
+    version = frame_fingerprint(frame)
+    context.log.info("%d rows over %d days and %d sensors", len(frame), len(days), len(sensors))
+    return MaterializeResult(
+        data_version=DataVersion(version),
+        metadata={
+            "dagster/row_count": len(frame),
+            "dagster/uri": MetadataValue.path(str(out)),
+            "days": MetadataValue.json(days),
+            "sensors": len(sensors),
+            "feature_version": f.FEATURE_VERSION,
+            "training_data_version": version,
+        },
+    )
