@@ -11,6 +11,7 @@ from dagster import (
 
 from resources import build_resources
 from sensors.kafka_offsets import kafka_offsets_sensor
+from sensors.new_data import retrain_on_new_data
 from sensors.retrain import daily_retrain, retrain_job
 from traffic_assets.aggregation import assets as aggregation
 from traffic_assets.aggregation import checks as aggregation_checks
@@ -33,7 +34,7 @@ defs = Definitions(
         [sensor_graph, ingestion, aggregation, training_data, candidates, best_model]
     ),
     asset_checks=load_asset_checks_from_modules([ingestion_checks, aggregation_checks]),
-    sensors=[kafka_offsets_sensor, automation_sensor],
+    sensors=[kafka_offsets_sensor, automation_sensor, retrain_on_new_data],
     schedules=[daily_retrain],
     jobs=[retrain_job],
     resources=build_resources(),

@@ -99,8 +99,10 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
             f"Kafka:       {stack.kafka.bootstrap_servers}\n"
             f"PostgreSQL:  {stack.postgres.url}\n"
             f"Lake:        {PlatformSettings().lake_dir}\n"
+            f"Models:      {PlatformSettings().model_dir} (`latest` once a model is published)\n"
             f"Logs:        {stack.kafka.state_dir / 'logs'}, {stack.dagster.process.log_file}\n"
-            "The kafka_offsets_sensor turns new offsets into ingestion runs every 30 s.\n"
+            "Sensors: kafka_offsets_sensor ingests new offsets, the automation sensor aggregates\n"
+            "new days, retrain_on_new_data trains and publishes a model once the runs finish.\n"
             "Press Ctrl-C (or run `make stop`) to stop everything.",
             flush=True,
         )
