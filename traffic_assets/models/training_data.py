@@ -8,13 +8,12 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 from resources.lake import LakeResource
 from traffic_assets.aggregation.assets import AGGREGATES_ZONE, traffic_5min_aggregates
 from traffic_core import features as f
-from traffic_core.datasets import load_metr_la_graph, load_pems_bay_graph
+from traffic_core.datasets.graph import load_network_graph
 from traffic_core.models import crossfit_features
 from traffic_core.registry import frame_fingerprint
 from traffic_core.settings import PlatformSettings
 
 FEATURES_ZONE = ("features", "training")
-GRAPHS = {"metr-la": load_metr_la_graph, "pems-bay": load_pems_bay_graph}
 
 
 def features_dir(lake: LakeResource) -> Path:
@@ -44,7 +43,8 @@ def speed_grid(lake: LakeResource) -> tuple[pd.DataFrame, list[str]]:
 )
 def training_features(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     grid, days = speed_grid(lake)
-    graph = GRAPHS[PlatformSettings().dataset](PlatformSettings().data_dir)
+    settings = PlatformSettings()
+    graph = load_network_graph(settings.dataset, settings.data_dir)
     sensors = [s for s in graph.sensor_ids if s in grid.columns]
     feature_context = f.FeatureContext.from_graph(graph.subgraph(sensors), f.fit_profile(grid))
     frame = crossfit_features(grid, feature_context)

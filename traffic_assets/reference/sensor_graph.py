@@ -11,11 +11,9 @@ from dagster import (
 )
 
 from resources.lake import LakeResource
-from traffic_core.datasets.graph import load_metr_la_graph, load_pems_bay_graph
+from traffic_core.datasets.graph import load_network_graph
 from traffic_core.reference import sensors_table_path
 from traffic_core.settings import PlatformSettings
-
-GRAPH_LOADERS = {"metr-la": load_metr_la_graph, "pems-bay": load_pems_bay_graph}
 
 
 @asset(
@@ -27,13 +25,8 @@ GRAPH_LOADERS = {"metr-la": load_metr_la_graph, "pems-bay": load_pems_bay_graph}
 )
 def sensor_graph(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     settings = PlatformSettings()
-    if settings.dataset not in GRAPH_LOADERS:
-        raise ValueError(
-            f"TRAFFIC_DATASET={settings.dataset!r} is not a known network; "
-            f"choose one of {sorted(GRAPH_LOADERS)}"
-        )
     dataset_dir = settings.data_dir / settings.dataset
-    graph = GRAPH_LOADERS[settings.dataset](dataset_dir)
+    graph = load_network_graph(settings.dataset, dataset_dir)
     adjacency = graph.adjacency.copy()
     np.fill_diagonal(adjacency, 0.0)
     table = graph.locations.assign(

@@ -178,3 +178,13 @@ def load_pems_bay_graph(data_dir: str | os.PathLike[str] | None = None) -> Senso
     """PEMS-BAY: 325 sensors (headerless locations, adj_mx_bay.pkl)."""
     d = _folder(data_dir, "pems-bay", "adj_mx_bay.pkl")
     return load_graph(d / "adj_mx_bay.pkl", d / "graph_sensor_locations_bay.csv")
+
+
+NETWORKS = {"metr-la": load_metr_la_graph, "pems-bay": load_pems_bay_graph}
+
+
+def load_network_graph(name: str, data_dir: str | os.PathLike[str] | None = None) -> SensorGraph:
+    """The graph of a network by name (TRAFFIC_DATASET), with a clear error for unknown ones."""
+    if name not in NETWORKS:
+        raise DatasetError(f"{name!r} is not a known network; choose one of {sorted(NETWORKS)}")
+    return NETWORKS[name](data_dir)
