@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -46,6 +47,23 @@ def install_postgres() -> Path:
     return bindir
 
 
+def reachable_state_dir(preferred: Path) -> Path:
+    """preferred, or (as root, when a parent folder is closed to the postgres user, e.g. a
+    checkout under a 0700 folder) a folder under /var/tmp named after it."""
+    if os.geteuid() != 0:
+        return preferred
+    probe = preferred
+    while not probe.exists():
+        probe = probe.parent
+    if (
+        subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(probe)]).returncode
+        == 0
+    ):
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    return Path("/var/tmp/metr-traffic") / digest / preferred.name
+
+
 @dataclass(frozen=True)
 class PostgresServer:
     """One cluster: data, socket and log under state_dir, TCP on host:port only.
@@ -60,6 +78,9 @@ class PostgresServer:
     username: str = "dagster"
     password: str = "dagster"
     database: str = "dagster"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", reachable_state_dir(self.state_dir))
 
     @property
     def data_dir(self) -> Path:
