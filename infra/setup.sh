@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine; a second run reuses it all.
-# System packages (Java, Maven, PostgreSQL) come from Debian, Python packages from uv.lock,
+# System packages (Java, Maven, PostgreSQL, Chromium) come from Debian, Python packages from uv.lock,
 # the Kafka broker jars from Maven Central (infra/kafka/pom.xml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)  # the dashboard's browser tests drive it
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing system packages; run: sudo apt-get install ${missing[*]}" >&2

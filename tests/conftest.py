@@ -1,11 +1,13 @@
 """Session fixtures that start the real services the tests need, on ports of their own.
 
 The test stack lives under .local/test (wiped at the start of a session) so a running demo on
-the default ports is left alone.
+the default ports is left alone. TRAFFIC_TEST_SLOT=k (default 0) moves it to .local/test-k and
+shifts every port by 100*k, so several pytest sessions can run side by side.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,9 @@ from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
 
-TEST_STATE = REPO_ROOT / ".local" / "test"
+TEST_SLOT = int(os.environ.get("TRAFFIC_TEST_SLOT", "0"))
+TEST_STATE = REPO_ROOT / ".local" / ("test" if TEST_SLOT == 0 else f"test-{TEST_SLOT}")
+PORT_SHIFT = 100 * TEST_SLOT
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
@@ -39,13 +43,13 @@ def _broker(state: Path) -> KafkaBroker:
     return KafkaBroker(
         state_dir=state / "kafka",
         libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
-        port=19092,
-        controller_port=19093,
+        port=19092 + PORT_SHIFT,
+        controller_port=19093 + PORT_SHIFT,
     )
 
 
 def _postgres(state: Path) -> PostgresServer:
-    return PostgresServer(state_dir=state / "postgres", port=15433)
+    return PostgresServer(state_dir=state / "postgres", port=15433 + PORT_SHIFT)
 
 
 @pytest.fixture(scope="session")
