@@ -1,0 +1,176 @@
+"""Request and response bodies of the prediction API: the contract the dashboard and other
+services code against, published in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Congestion = Literal["free_flow", "congested", "severe", "unknown"]
+SensorId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class HorizonForecast(BaseModel):
+    minutes: Literal[15, 30, 60]
+    target_time: datetime = Field(description="Start of the 5-minute window forecast (UTC).")
+    speed_mph: float | None = Field(description="Point forecast; null when inputs are missing.")
+    lower_mph: float | None = Field(description="Lower bound of the interval.")
+    upper_mph: float | None = Field(description="Upper bound of the interval.")
+    coverage: float = Field(description="Nominal coverage of the interval, e.g. 0.9.")
+    congestion: Congestion
+
+
+class SensorForecast(BaseModel):
+    sensor_id: str
+    issued_for: datetime = Field(description="Window start the forecast was made at (UTC).")
+    observed_speed_mph: float | None
+    observed_congestion: Congestion
+    horizons: list[HorizonForecast]
+
+
+class ForecastBatch(BaseModel):
+    model_version: str = Field(description="Registry version of the model that made these.")
+    issued_for: datetime
+    synthetic: bool = Field(description="True when the inputs came from the simulator.")
+    forecasts: list[SensorForecast]
+
+
+class OneForecast(SensorForecast):
+    model_version: str
+    synthetic: bool
+
+
+class Reading(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sensor_id: SensorId
+    timestamp: datetime = Field(description="Reading time; naive times are taken as UTC.")
+    speed_mph: float | None = Field(
+        ge=0.0, le=120.0, description="Speed; 0 or null means the loop reported nothing."
+    )
+
+
+class ReadingsRequest(BaseModel):
+    """Callers with their own data: at least the hour of readings up to `at`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    readings: list[Reading] = Field(min_length=1, max_length=50_000)
+    at: datetime | None = Field(
+        default=None, description="Window to forecast from; default the newest reading's."
+    )
+
+
+class SensorInfo(BaseModel):
+    sensor_id: str
+    latitude: float
+    longitude: float
+    upstream: list[str]
+    downstream: list[str]
+
+
+class SensorStatus(BaseModel):
+    sensor_id: str
+    latitude: float
+    longitude: float
+    speed_mph: float | None
+    congestion: Congestion
+
+
+class NetworkStatus(BaseModel):
+    as_of: datetime | None = Field(description="Newest closed 5-minute window (UTC).")
+    synthetic: bool
+    sensors_total: int
+    sensors_reporting: int
+    average_speed_mph: float | None
+    counts: dict[Congestion, int]
+    sensors: list[SensorStatus]
+
+
+class NetworkPoint(BaseModel):
+    window_start: datetime
+    average_speed_mph: float | None
+    sensors_reporting: int
+    congested: int
+    severe: int
+
+
+class NetworkHistory(BaseModel):
+    synthetic: bool
+    points: list[NetworkPoint]
+
+
+class SensorPoint(BaseModel):
+    window_start: datetime
+    observed_speed_mph: float | None
+    forecasts: dict[str, HorizonForecast | None] = Field(
+        description="Per horizon ('15', '30', '60'), the forecast made earlier for this window."
+    )
+    typical_speed_mph: float | None = Field(
+        description="The model's typical speed for this time of week (training window only)."
+    )
+
+
+class SensorHistory(BaseModel):
+    sensor_id: str
+    model_version: str | None
+    synthetic: bool
+    points: list[SensorPoint]
+
+
+class Alert(BaseModel):
+    alert_id: str
+    kind: Literal["raised", "cleared"]
+    sensor_id: str
+    raised_at: datetime = Field(description="Window start at which the forecast was made.")
+    target_time: datetime
+    horizon_minutes: int
+    from_congestion: Congestion
+    to_congestion: Congestion
+    forecast_speed_mph: float | None
+    model_version: str
+    synthetic: bool
+
+
+class AlertList(BaseModel):
+    alerts: list[Alert]
+
+
+class ModelSummary(BaseModel):
+    version: str
+    created_at: datetime
+    current: bool
+    metrics: dict
+
+
+class ModelList(BaseModel):
+    current: str | None
+    models: list[ModelSummary]
+
+
+class KafkaOffsetRange(BaseModel):
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+class Lineage(BaseModel):
+    """Everything an auditor needs to trace a forecast back to the data and code behind it."""
+
+    version: str
+    created_at: datetime
+    code_version: str
+    feature_version: str
+    feature_names: list[str]
+    training_data_version: str
+    lake_partitions: list[str]
+    kafka_offsets: list[KafkaOffsetRange]
+    artifacts: dict[str, dict]
+    metrics: dict
+
+
+class Problem(BaseModel):
+    detail: str
