@@ -1,8 +1,6 @@
 """`best_model`: the best candidate per horizon, exported to ONNX and published to the registry
 with the lineage an auditor needs (lake days, Kafka offset ranges, data and code versions)."""
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +19,10 @@ from resources.model_store import ModelStoreResource
 from traffic_assets.models.candidates import candidate_models, load_candidate
 from traffic_assets.models.training_data import features_dir
 from traffic_core import features as f
-from traffic_core.models import FAMILIES, ConformalInterval, save_joblib, select_best, to_onnx
-from traffic_core.models.training import TrainedModel
+from traffic_core.models import FAMILIES, select_best
+from traffic_core.models.publish import write_bundle
 from traffic_core.registry import ModelRegistry, frame_fingerprint
 
-INTERVAL_COVERAGE = 0.9
 RAW_EVENTS = AssetKey("raw_traffic_events")
 
 
@@ -44,22 +41,6 @@ def kafka_lineage(context: AssetExecutionContext, days: list[str]) -> list[dict]
         {"topic": t, "partition": p, "first": first, "last": last}
         for t, p, first, last in sorted(ranges)
     ]
-
-
-def _write_version(
-    folder: Path, best: dict[int, TrainedModel], context_file: Path
-) -> dict[str, dict]:
-    intervals = {}
-    for minutes, model in best.items():
-        (folder / f"h{minutes}.onnx").write_bytes(
-            to_onnx(model.estimator, len(f.FEATURE_NAMES)).SerializeToString()
-        )
-        save_joblib(model.estimator, folder / f"h{minutes}.joblib")
-        interval = ConformalInterval.fit(model.residuals, INTERVAL_COVERAGE)
-        intervals[str(minutes)] = {"coverage": INTERVAL_COVERAGE, "half_width_mph": interval.q}
-    shutil.copyfile(context_file, folder / "feature_context.npz")
-    (folder / "intervals.json").write_text(json.dumps(intervals, indent=2))
-    return intervals
 
 
 @asset(
@@ -90,7 +71,7 @@ def best_model(
     }
 
     def build(folder: Path) -> dict:
-        intervals = _write_version(folder, best, features_dir(lake) / "feature_context.npz")
+        intervals = write_bundle(folder, best, features_dir(lake) / "feature_context.npz")
         for minutes, interval in intervals.items():
             metrics[minutes]["interval"] = interval
         return {

@@ -21,6 +21,8 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.base import BaseEstimator
 from xgboost import Booster, XGBRegressor
 
+from traffic_core.model_bundle import inference_session
+
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 INPUT_NAME = "features"
 
@@ -92,12 +94,8 @@ def to_onnx(model: BaseEstimator, n_features: int) -> onnx.ModelProto:
 
 
 def make_session(model: onnx.ModelProto | bytes, threads: int = 1) -> ort.InferenceSession:
-    """One intra-op thread: fastest per worker on 2 cores (see shared notes)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return inference_session(data, threads)
 
 
 def onnx_predict(
