@@ -2,18 +2,88 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from serving.routes import health
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+
+from serving.model_runtime import ModelHolder
+from serving.prometheus import RequestMetrics, ServiceCollector
+from serving.routes import alerts, forecasts, health, models, network, sensors, streams
+from serving.security import SecuritySettings, install_security
+from serving.service import ForecastService, NotReady
 from serving.settings import ApiSettings
+from serving.streams import Broadcaster, KafkaPublisher
 from traffic_core import __version__
+from traffic_core.datasets.graph import load_network_graph
+from traffic_core.registry import ModelRegistry
+
+ROUTERS = (health, forecasts, sensors, network, alerts, models, streams)
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
-    app = FastAPI(title="METR-LA traffic forecasts", version=__version__)
-    app.state.settings = settings or ApiSettings()
-    app.include_router(health.router)
+def build_service(settings: ApiSettings) -> ForecastService:
+    publisher = (
+        KafkaPublisher(
+            settings.kafka_bootstrap_servers, settings.predictions_topic, settings.alerts_topic
+        )
+        if settings.live and settings.publish
+        else None
+    )
+    return ForecastService(
+        settings,
+        load_network_graph(settings.dataset, settings.data_dir),
+        ModelHolder(ModelRegistry(settings.model_dir), settings.model_poll_seconds),
+        Broadcaster(),
+        publisher,
+    )
+
+
+def create_app(
+    settings: ApiSettings | None = None, security: SecuritySettings | None = None
+) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = build_service(settings)
+        app.state.service = svc
+        app.state.metrics.register(ServiceCollector(svc))
+        svc.broadcaster.bind(asyncio.get_running_loop())
+        await asyncio.to_thread(svc.start)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(svc.stop)
+
+    app = FastAPI(
+        title="METR-LA traffic forecasts",
+        version=__version__,
+        description="15/30/60-minute speed forecasts for Los Angeles highway sensors, with "
+        "intervals, congestion levels, alerts and model lineage.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = CollectorRegistry()
+    for module in ROUTERS:
+        app.include_router(module.router)
+
+    @app.exception_handler(NotReady)
+    async def not_ready(_request: Request, error: NotReady) -> JSONResponse:
+        return JSONResponse(
+            status_code=503, content={"detail": str(error)}, headers={"Retry-After": "5"}
+        )
+
+    install_security(app, security or SecuritySettings())
+    app.add_middleware(RequestMetrics, registry=app.state.metrics)
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> FastAPI:
+    """`serving.app:app` for uvicorn, built on first access so importing stays side-effect free."""
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

@@ -3,12 +3,26 @@ services code against, published in the OpenAPI schema."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Congestion = Literal["free_flow", "congested", "severe", "unknown"]
+EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def in_service_years(value: datetime | None) -> datetime | None:
+    """Naive times are UTC; times outside 1990-2100 are typos, refused with a clear message."""
+    if value is None:
+        return None
+    zoned = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not EARLIEST <= zoned < LATEST:
+        raise ValueError(f"{value.isoformat()} is outside {EARLIEST.year}-{LATEST.year}")
+    return zoned
+
+
 SensorId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
@@ -51,6 +65,8 @@ class Reading(BaseModel):
         ge=0.0, le=120.0, description="Speed; 0 or null means the loop reported nothing."
     )
 
+    _years = field_validator("timestamp")(in_service_years)
+
 
 class ReadingsRequest(BaseModel):
     """Callers with their own data: at least the hour of readings up to `at`."""
@@ -61,6 +77,8 @@ class ReadingsRequest(BaseModel):
     at: datetime | None = Field(
         default=None, description="Window to forecast from; default the newest reading's."
     )
+
+    _years = field_validator("at")(in_service_years)
 
 
 class SensorInfo(BaseModel):

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from traffic_core.settings import PlatformSettings
+from traffic_core.kafka.topics import TRAFFIC_ALERTS, TRAFFIC_EVENTS, TRAFFIC_PREDICTIONS
+from traffic_core.settings import KafkaSettings, PlatformSettings
+
+
+def _platform() -> PlatformSettings:
+    return PlatformSettings()
 
 
 class ApiSettings(BaseSettings):
@@ -14,4 +20,19 @@ class ApiSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    model_dir: Path = PlatformSettings().model_dir
+    model_dir: Path = Field(default_factory=lambda: _platform().model_dir)
+    data_dir: Path = Field(default_factory=lambda: _platform().data_dir)
+    dataset: str = Field(default_factory=lambda: _platform().dataset)
+    kafka_bootstrap_servers: str = Field(default_factory=lambda: KafkaSettings().bootstrap_servers)
+    events_topic: str = TRAFFIC_EVENTS
+    predictions_topic: str = TRAFFIC_PREDICTIONS
+    alerts_topic: str = TRAFFIC_ALERTS
+    live: bool = Field(default=True, description="Consume traffic-events for live forecasts.")
+    publish: bool = Field(default=True, description="Publish forecasts and alerts to Kafka.")
+    live_hours: float = Field(default=6.0, gt=1.0, le=48.0)
+    rebuild_hours: float = Field(default=2.0, gt=1.0, le=48.0)
+    model_poll_seconds: float = Field(default=2.0, gt=0.0)
+    history_hours: float = Field(default=24.0, gt=0.0, le=168.0)
+    alert_horizon_minutes: int = 30
+    alert_margin_mph: float = Field(default=2.0, ge=0.0)
+    alert_history: int = 5_000

@@ -18,6 +18,9 @@ from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
 
+pytest_plugins = ["api_fixtures"]
+"""The trained model, registry and running API shared by the API and dashboard tests."""
+
 TEST_SLOT = int(os.environ.get("TRAFFIC_TEST_SLOT", "0"))
 TEST_STATE = REPO_ROOT / ".local" / ("test" if TEST_SLOT == 0 else f"test-{TEST_SLOT}")
 PORT_SHIFT = 100 * TEST_SLOT

@@ -1,0 +1,98 @@
+"""Prometheus metrics of the API: request latency per route, and the service's state (model
+version, live-state lag, windows, alerts, subscribers) read at scrape time by a collector."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from serving.service import ForecastService
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class RequestMetrics:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on every request)."""
+
+    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.latency = Histogram(
+            "api_request_duration_seconds",
+            "Time to answer a request, by route template, method and status.",
+            ("route", "method", "status"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.latency.labels(template, scope["method"], str(status[0])).observe(
+                time.perf_counter() - started
+            )
+
+
+class ServiceCollector(Collector):
+    def __init__(self, service: ForecastService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Any]:
+        svc = self.service
+        bundle = svc.holder.current
+        info = InfoMetricFamily("api_model", "The model version being served.")
+        info.add_metric([], {"version": bundle.version if bundle else "none"})
+        yield info
+        yield CounterMetricFamily(
+            "api_model_swaps", "Model versions swapped in.", value=svc.holder.swaps
+        )
+        ready = GaugeMetricFamily("api_ready", "1 when forecasts can be served.")
+        ready.add_metric([], 0.0 if svc.reason() else 1.0)
+        yield ready
+        if svc.consumer is not None:
+            yield GaugeMetricFamily(
+                "api_live_lag_messages",
+                "Events on Kafka not yet in the live state.",
+                value=float(svc.consumer.lag()),
+            )
+        latest = svc.live.latest_closed()
+        yield GaugeMetricFamily(
+            "api_live_latest_window_timestamp_seconds",
+            "Start of the newest closed window (event time).",
+            value=latest.timestamp() if latest is not None else float("nan"),
+        )
+        for name, value in dataclasses.asdict(svc.live.stats()).items():
+            if isinstance(value, int):
+                yield GaugeMetricFamily(f"api_live_{name}", f"Live state: {name}.", value=value)
+        yield CounterMetricFamily(
+            "api_alerts", "Alerts raised or cleared.", value=len(svc.alerts.recent)
+        )
+        yield GaugeMetricFamily(
+            "api_stream_subscribers",
+            "WebSocket and SSE clients.",
+            value=svc.broadcaster.subscribers,
+        )
+        yield CounterMetricFamily(
+            "api_stream_dropped",
+            "Messages dropped for slow subscribers.",
+            value=svc.broadcaster.dropped,
+        )

@@ -1,0 +1,33 @@
+"""What several routes share: the service, JSON bodies already encoded, sensor lookups."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import HTTPException, Path, Request
+from fastapi.responses import Response
+
+from serving.service import ForecastService
+
+SensorPath = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="Sensor id")
+]
+
+
+def service(request: Request) -> ForecastService:
+    return request.app.state.service
+
+
+def json_bytes(body: bytes) -> Response:
+    """A body encoded ahead of the request (forecasts are encoded when their window closes)."""
+    return Response(content=body, media_type="application/json")
+
+
+def known_sensor(svc: ForecastService, sensor_id: str) -> str:
+    try:
+        svc.graph.index_of(sensor_id)
+    except KeyError:
+        raise HTTPException(
+            404, f"unknown sensor {sensor_id!r}; GET /v1/sensors lists them"
+        ) from None
+    return sensor_id

@@ -1,0 +1,95 @@
+"""Pushing new forecasts and alerts: to WebSocket / SSE subscribers in this process and to
+Kafka (`traffic-predictions`, `traffic-alerts`) for other services.
+
+Windows close on the live consumer's thread; `Broadcaster.publish` hands each message to the
+event loop, where every subscriber has a bounded queue. A subscriber too slow to keep up
+loses its oldest messages (counted), never slows the others down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaException, Producer
+
+log = logging.getLogger(__name__)
+
+
+class Broadcaster:
+    def __init__(self, queue_size: int = 256) -> None:
+        self.queue_size = queue_size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queues: set[asyncio.Queue[bytes]] = set()
+        self.dropped = 0
+        self.published = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._queues)
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Thread-safe: encode once, fan out on the loop."""
+        if self._loop is None or not self._queues:
+            return
+        data = orjson.dumps(message)
+        self.published += 1
+        self._loop.call_soon_threadsafe(self._fan_out, data)
+
+    def _fan_out(self, data: bytes) -> None:
+        for queue in list(self._queues):
+            if queue.full():
+                queue.get_nowait()
+                self.dropped += 1
+            queue.put_nowait(data)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[bytes]]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(self.queue_size)
+        self._queues.add(queue)
+        try:
+            yield queue
+        finally:
+            self._queues.discard(queue)
+
+
+class KafkaPublisher:
+    """Forecast and alert records as JSON, keyed by sensor id (one partition per sensor keeps
+    each sensor's records in order)."""
+
+    def __init__(self, bootstrap_servers: str, predictions_topic: str, alerts_topic: str) -> None:
+        self.predictions_topic = predictions_topic
+        self.alerts_topic = alerts_topic
+        self.errors = 0
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "client.id": "metr-traffic-api",
+                "linger.ms": 5,
+                "enable.idempotence": True,
+            }
+        )
+
+    def _on_delivery(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            self.errors += 1
+            log.warning("forecast record not delivered: %s", error)
+
+    def send(self, topic: str, records: Iterable[tuple[str, bytes]]) -> None:
+        for key, value in records:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
+            except (BufferError, KafkaException) as error:
+                self.errors += 1
+                log.warning("forecast record dropped: %s", error)
+        self._producer.poll(0)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
