@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,13 +19,10 @@ from confluent_kafka.admin import AdminClient
 from kafka_helpers import fresh_topics
 
 from infra.stack.kafka import KafkaBroker
-from traffic_core import features as f
 from traffic_core.datasets import load_metr_la_graph, load_speed_csv
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
-from traffic_core.models import crossfit_features, train_horizon
-from traffic_core.models.publish import write_bundle
+from traffic_core.models.quick import train_and_publish
 from traffic_core.producer import ReadingProducer, replay_speeds
-from traffic_core.registry import ModelRegistry, frame_fingerprint
 from traffic_core.settings import REPO_ROOT
 
 SIX_DAYS = "metr-la/los_loop_speed_2012-03-01_to_03-06.csv"
@@ -44,49 +40,18 @@ def real_speeds(shared_data: Path) -> pd.DataFrame:
 def publish_ridge(
     registry_root: Path, speeds: pd.DataFrame, shared_data: Path, alpha: float = 10.0
 ) -> str:
-    """Train one ridge model per horizon on the speeds (5-fold CV skipped: one grid point,
-    two folds for the interval residuals) and publish it with lineage like best_model does."""
+    """A real ridge model per horizon on `speeds`, published with code version "test"."""
     graph = load_metr_la_graph(shared_data / "metr-la")
-    context = f.FeatureContext.from_graph(graph, f.fit_profile(speeds))
-    frame = crossfit_features(speeds, context)
-    targets = f.make_targets(speeds, sensor_ids=context.sensor_ids)
-    X = frame[list(f.FEATURE_NAMES)].to_numpy()
-    best = {
-        minutes: train_horizon(
-            X,
-            targets[f.target_column(steps)].to_numpy(),
-            targets["timestamp"],
-            "ridge",
-            [{"alpha": alpha}],
-            n_splits=2,
-        )
-        for minutes, steps in f.HORIZONS.items()
-    }
-    days = sorted({str(d.date()) for d in speeds.index})
-
-    def build(folder: Path) -> dict:
-        with tempfile.TemporaryDirectory() as scratch:
-            context_file = Path(scratch) / "context.npz"
-            context.save(context_file)
-            intervals = write_bundle(folder, best, context_file)
-        return {
-            "metrics": {
-                str(m): {
-                    "selected": model.family,
-                    "cv_mae": {model.family: model.cv_mae},
-                    "params": model.params,
-                    "interval": intervals[str(m)],
-                }
-                for m, model in best.items()
-            },
-            "feature_names": list(f.FEATURE_NAMES),
-            "feature_version": f.FEATURE_VERSION,
-            "training_data_version": frame_fingerprint(speeds),
-            "lake_partitions": days,
-            "kafka_offsets": [{"topic": "traffic-events", "partition": 0, "first": 0, "last": 0}],
-        }
-
-    return ModelRegistry(registry_root).publish(build, code_version="test")
+    offsets = [{"topic": "traffic-events", "partition": 0, "first": 0, "last": 0}]
+    return train_and_publish(
+        registry_root,
+        speeds,
+        graph,
+        "ridge",
+        {"alpha": alpha},
+        kafka_offsets=offsets,
+        code_version="test",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -124,7 +124,8 @@ def test_bad_input_is_422_and_unknown_sensor_404(api_server: ApiServer) -> None:
 def test_lineage_traces_the_model_to_data_and_code(api_server: ApiServer) -> None:
     version = get(api_server, "/v1/models").json()["current"]
     lineage = get(api_server, f"/v1/models/{version}/lineage", role="auditor").json()
-    assert lineage["lake_partitions"] == [f"2012-03-0{d}" for d in range(1, 6)]
+    assert lineage["metrics"]["60"]["trained_on"] == [f"2012-03-0{d}" for d in range(1, 6)]
+    assert lineage["lake_partitions"] == []  # trained from the CSV, not from the lake
     assert lineage["code_version"] == "test"
     assert len(lineage["training_data_version"]) == 64
     assert "h60.onnx" in lineage["artifacts"]

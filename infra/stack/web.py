@@ -1,0 +1,109 @@
+"""HTTP services of the stack started from this checkout: the prediction API (uvicorn) and the
+planner dashboard (Streamlit), each a managed process answering a health URL."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.stack.process import ManagedProcess, ServiceError, require_free_port, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class WebService:
+    name: str
+    state_dir: Path
+    command: tuple[str, ...]
+    health_path: str
+    marker: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess(
+            name=self.name,
+            pid_file=self.state_dir / f"{self.name}.pid",
+            log_file=self.state_dir / f"{self.name}.log",
+            marker=self.marker,
+        )
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + self.health_path, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def start(self, env: Mapping[str, str] | None = None, timeout: float = 90.0) -> None:
+        if not self.process.running():
+            require_free_port(self.host, self.port, self.name)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.process.spawn(list(self.command), env={**os.environ, **(env or {})}, cwd=REPO_ROOT)
+
+        def ready() -> bool:
+            if not self.process.running():
+                raise ServiceError(
+                    f"{self.name}: exited during start-up; last log lines:\n"
+                    f"{self.process.log_tail()}"
+                )
+            return self.answers()
+
+        if not wait_until(ready, timeout, interval=0.5):
+            raise ServiceError(f"{self.name}: no answer on {self.url} within {timeout:.0f}s")
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=30.0)
+
+    def status(self) -> str:
+        pid = self.process.pid()
+        return f"running (pid {pid}) at {self.url}" if pid else "stopped"
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def api_service(
+    state_dir: Path, host: str = "127.0.0.1", port: int = 8000, extra_args: Sequence[str] = ()
+) -> WebService:
+    """`uvicorn serving.app:app`; healthy once it serves HTTP (readiness is /v1/ready)."""
+    command = (
+        _bin("uvicorn"),
+        "serving.app:app",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+        *extra_args,
+    )
+    return WebService("api", state_dir, command, "/v1/health", f"--port {port}", host, port)
+
+
+def dashboard_service(state_dir: Path, host: str = "127.0.0.1", port: int = 8501) -> WebService:
+    command = (
+        _bin("streamlit"),
+        "run",
+        str(REPO_ROOT / "dashboard" / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+    )
+    marker = f"--server.port {port}"
+    return WebService("dashboard", state_dir, command, "/_stcore/health", marker, host, port)
