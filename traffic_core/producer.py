@@ -13,8 +13,9 @@ import argparse
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from traffic_core.datasets import load_speeds
 from traffic_core.events import INCIDENT, WEATHER, EventCodec, Reason, ValidationConfig
+from traffic_core.events.codec import Categorical, Doubles
 from traffic_core.kafka.topics import (
     TRAFFIC_EVENTS,
     TRAFFIC_EVENTS_DLQ,
@@ -34,6 +36,7 @@ from traffic_core.kafka.topics import (
 from traffic_core.settings import KafkaSettings
 
 STEP_SECONDS = 300.0
+ENCODE_STEPS = 256  # steps encoded at once (~53k METR-LA readings): amortises numpy's overhead
 SEVERITY_LEVELS = (0.25, "MINOR"), (0.5, "MODERATE"), (0.75, "MAJOR"), (float("inf"), "SEVERE")
 
 
@@ -116,6 +119,19 @@ class ReadingProducer:
             except BufferError:  # local queue full: let deliveries drain
                 self.producer.poll(0.05)
 
+    def send_row(self, values: list[bytes], keys: list[bytes], timestamp_ms: int) -> None:
+        """Send one step's readings to the readings topic (empty values are skipped), then
+        serve delivery reports."""
+        produce = self.producer.produce
+        for value, key in zip(values, keys, strict=True):
+            if not value:
+                continue
+            try:
+                produce(self.topic, value, key, timestamp=timestamp_ms)
+            except BufferError:
+                self.send(self.topic, value, key, timestamp_ms)
+        self.producer.poll(0)
+
     def poll(self) -> None:
         self.producer.poll(0)
 
@@ -155,21 +171,13 @@ def replay_speeds(
     sensors = [str(c) for c in speeds.columns]
     keys = [s.encode() for s in sensors]
     values = speeds.to_numpy(dtype=np.float64)
-    times_ms = _epoch_ms(pd.DatetimeIndex(speeds.index))
+    times_ms = _epoch_ms(pd.DatetimeIndex(speeds.index)).tolist()
     missing = np.isnan(values)
     bad = ~missing & ((values < 0) | (values > limits.max_speed_mph) | ~np.isfinite(values))
-    template = {"source": source, "is_synthetic": is_synthetic}
     started = time.perf_counter()
-    steps = tqdm(range(len(values)), unit="step", disable=not progress, file=sys.stderr)
-    for i in steps:
-        event_time = datetime.fromtimestamp(times_ms[i] / 1000, tz=UTC)
-        row = values[i].tolist()
-        for j in np.flatnonzero(missing[i]).tolist():
-            row[j] = None
-        encoded = codec.encode_many(
-            {"sensor_id": s, "event_time": event_time, "speed_mph": v, **template}
-            for s, v in zip(sensors, row, strict=True)
-        )
+    rows = _encoded_rows(codec, sensors, times_ms, values, source, is_synthetic)
+    steps = tqdm(rows, total=len(values), unit="step", disable=not progress, file=sys.stderr)
+    for i, row in steps:
         for j in np.flatnonzero(bad[i]).tolist():
             reason = _limit_reason(values[i, j])
             summary.rejected[reason] += 1
@@ -177,12 +185,9 @@ def replay_speeds(
                 ("dlq.reason", reason.encode()),
                 ("dlq.detail", f"speed {values[i, j]}".encode()),
             ]
-            sink.send(sink.dlq_topic, encoded[j], keys[j], int(times_ms[i]), header)
-            encoded[j] = b""
-        for key, value in zip(keys, encoded, strict=True):
-            if value:
-                sink.send(sink.topic, value, key, int(times_ms[i]))
-        sink.poll()
+            sink.send(sink.dlq_topic, row[j], keys[j], times_ms[i], header)
+            row[j] = b""
+        sink.send_row(row, keys, times_ms[i])
         summary.events += len(sensors) - int(bad[i].sum())
         summary.missing += int(missing[i].sum())
         if speedup:
@@ -194,6 +199,36 @@ def replay_speeds(
     summary.delivery_failures = sink.flush() + sink.failures
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _encoded_rows(
+    codec: EventCodec,
+    sensors: list[str],
+    times_ms: list[int],
+    speeds: np.ndarray,
+    source: str,
+    is_synthetic: bool,
+) -> Iterator[tuple[int, list[bytes]]]:
+    """(step, its messages sensor by sensor), encoded column-wise a block of steps at a time.
+
+    NaN speeds travel as null.
+    """
+    width = len(sensors)
+    for first in range(0, len(speeds), ENCODE_STEPS):
+        block = speeds[first : first + ENCODE_STEPS]
+        encoded = codec.encode_columns(
+            {
+                "sensor_id": Categorical(sensors, np.tile(np.arange(width), len(block))),
+                "event_time": Categorical(
+                    times_ms[first : first + len(block)], np.repeat(np.arange(len(block)), width)
+                ),
+                "speed_mph": Doubles(block.ravel(), np.isnan(block).ravel()),
+                "source": source,
+                "is_synthetic": is_synthetic,
+            }
+        )
+        for k in range(len(block)):
+            yield first + k, encoded[k * width : (k + 1) * width]
 
 
 def _limit_reason(value: float) -> str:
