@@ -1,0 +1,144 @@
+"""The live network map as a pydeck Deck: sensors coloured by congestion plus a heat layer.
+
+The basemap is a MapLibre style passed as a data: URL. Without configured tiles it is a plain
+background, so the map draws offline and the browser never calls a tile server (Streamlit would
+otherwise fill in a Carto basemap); with TRAFFIC_DASHBOARD_TILES it is that raster source.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import pydeck as pdk
+
+from dashboard.congestion import LABELS, RGB
+
+NOW = 0
+"""The view `minutes` of the current observation; 15/30/60 show forecasts that far ahead."""
+
+FREE_FLOW_MPH = 65.0
+"""Heat weight is the speed deficit below this, so the heat shows where traffic is slowest."""
+
+TOOLTIP = {
+    "html": "<b>Sensor {sensor_id}</b><br/>Now: {now_text}<br/>{view_title}: {view_text}"
+    "<br/>Interval: {interval_text}",
+    "style": {"fontSize": "13px"},
+}
+
+
+def basemap_style(tiles: str | None) -> str:
+    """A data: URL holding a MapLibre style: background only, or background plus raster tiles."""
+    layers: list[dict[str, object]] = [
+        {"id": "background", "type": "background", "paint": {"background-color": "#eef0f3"}}
+    ]
+    sources: dict[str, object] = {}
+    if tiles:
+        sources["basemap"] = {"type": "raster", "tiles": [tiles], "tileSize": 256}
+        layers.append({"id": "basemap", "type": "raster", "source": "basemap"})
+    style = {"version": 8, "sources": sources, "layers": layers}
+    return "data:application/json," + quote(json.dumps(style, separators=(",", ":")))
+
+
+def _speed_text(speeds: pd.Series, classes: pd.Series) -> list[str]:
+    return [
+        "no reading" if pd.isna(s) else f"{s:.0f} mph ({LABELS.get(c, c)})"
+        for s, c in zip(speeds, classes, strict=True)
+    ]
+
+
+def map_points(frame: pd.DataFrame, minutes: int) -> pd.DataFrame:
+    """The columns the layers and the tooltip read, for the chosen view (no NaN: JSON-safe)."""
+    if minutes == NOW:
+        speed, congestion = frame["observed_speed"], frame["observed_congestion"]
+        lower = upper = pd.Series(np.nan, index=frame.index)
+        title = "Now"
+    else:
+        speed, congestion = frame[f"f{minutes}_speed"], frame[f"f{minutes}_congestion"]
+        lower, upper = frame[f"f{minutes}_lower"], frame[f"f{minutes}_upper"]
+        title = f"In {minutes} min"
+    congestion = congestion.where(congestion.isin(list(RGB)), "unknown")
+    interval = [
+        "—" if pd.isna(lo) or pd.isna(hi) else f"{lo:.0f} to {hi:.0f} mph"
+        for lo, hi in zip(lower, upper, strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "sensor_id": frame["sensor_id"],
+            "position": list(zip(frame["longitude"], frame["latitude"], strict=True)),
+            "fill": [[*RGB[c], 230] for c in congestion],
+            "line": [list(RGB.get(c, RGB["unknown"])) for c in frame["observed_congestion"]],
+            "weight": (FREE_FLOW_MPH - speed).clip(lower=0).fillna(0.0).round(1),
+            "now_text": _speed_text(frame["observed_speed"], frame["observed_congestion"]),
+            "view_title": title,
+            "view_text": _speed_text(speed, congestion),
+            "interval_text": interval,
+        }
+    )
+
+
+def network_deck(
+    frame: pd.DataFrame, minutes: int, tiles: str | None, heat: bool = True
+) -> pdk.Deck:
+    """Sensors filled by the chosen view's congestion and ringed by the current one."""
+    points = map_points(frame, minutes)
+    layers = []
+    if heat:
+        layers.append(
+            pdk.Layer(
+                "HeatmapLayer",
+                data=points[["position", "weight"]],
+                id="heat",
+                get_position="position",
+                get_weight="weight",
+                radius_pixels=40,
+                opacity=0.45,
+                pickable=False,
+            )
+        )
+    layers.append(
+        pdk.Layer(
+            "ScatterplotLayer",
+            data=points,
+            id="sensors",
+            get_position="position",
+            get_fill_color="fill",
+            get_line_color="line",
+            stroked=True,
+            line_width_min_pixels=2,
+            radius_min_pixels=5,
+            radius_max_pixels=14,
+            get_radius=250,
+            pickable=True,
+        )
+    )
+    return pdk.Deck(
+        layers=layers,
+        initial_view_state=view_of(frame),
+        map_style=basemap_style(tiles),
+        map_provider=None,
+        tooltip=TOOLTIP,
+    )
+
+
+def view_of(frame: pd.DataFrame, width_px: int = 900, height_px: int = 520) -> pdk.ViewState:
+    """Centre and Web-Mercator zoom that fit every sensor into a map of about that size, so
+    another network (PEMS-BAY) is framed as well as METR-LA. deck.gl draws the world 512 px
+    wide at zoom 0."""
+    lat, lon = frame["latitude"], frame["longitude"]
+    centre = (lat.min() + lat.max()) / 2
+    span_lon = max(lon.max() - lon.min(), 0.01)
+    span_lat = max(lat.max() - lat.min(), 0.01)
+    zoom = min(
+        math.log2(width_px * 360 / (512 * span_lon)),
+        math.log2(height_px * 360 * math.cos(math.radians(centre)) / (512 * span_lat)),
+    )
+    return pdk.ViewState(
+        latitude=float(centre),
+        longitude=float((lon.min() + lon.max()) / 2),
+        zoom=round(min(zoom, 15.0), 2),
+        pitch=0,
+    )
