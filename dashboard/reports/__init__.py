@@ -1,0 +1,1 @@
+"""Planner reports: the rows behind them (CSV) and a printable summary (PDF)."""
