@@ -1,23 +1,30 @@
-"""Planner dashboard (`streamlit run dashboard/app.py`): the platform's status at a glance."""
+"""Planner dashboard (`streamlit run dashboard/app.py`): live map, sensor detail, network
+analytics, alerts, model quality and reports, all from the prediction API and the lake."""
 
 from __future__ import annotations
 
-import os
-
-import httpx
 import streamlit as st
 
-API_URL = os.environ.get("TRAFFIC_API_URL", "http://127.0.0.1:8000")
+from dashboard.client import ApiError
+from dashboard.context import api, config
+from dashboard.navigation import all_pages
 
-st.set_page_config(page_title="LA traffic forecasts", layout="wide")
-st.title("Los Angeles highway traffic forecasts")
 
-try:
-    health = httpx.get(f"{API_URL}/v1/health", timeout=2).json()
-    ready = httpx.get(f"{API_URL}/v1/ready", timeout=2).json()
-except httpx.HTTPError:
-    st.error(f"The prediction API at {API_URL} is not reachable. Start the platform: `make demo`.")
-else:
-    st.success(f"Prediction API {health['version']} is up at {API_URL}.")
-    if not ready.get("ready"):
-        st.warning(f"No forecasts yet: {ready.get('reason')}.")
+def api_status() -> None:
+    """A line in the sidebar on every page: is the API up, and is a model serving?"""
+    try:
+        readiness = api().readiness()
+    except ApiError:
+        st.sidebar.error(f"API unreachable at {config().api_url}")
+        return
+    if readiness.ready:
+        st.sidebar.success(f"API ready · model {readiness.model or 'unknown'}")
+    else:
+        st.sidebar.warning(f"API up, not ready: {readiness.reason}")
+
+
+st.set_page_config(page_title="LA traffic forecasts", page_icon="🚦", layout="wide")
+current = st.navigation(all_pages())
+api_status()
+st.sidebar.caption(f"API {config().api_url} · refresh every {config().refresh_seconds} s")
+current.run()

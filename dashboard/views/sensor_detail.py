@@ -1,0 +1,116 @@
+"""Page 2: one sensor's recent speeds against the forecasts made for them, and its alerts."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.charts import sensor_speed_chart
+from dashboard.context import api
+from dashboard.frames import HORIZONS, alerts_frame, sensor_forecast_frame, sensor_observed_frame
+from dashboard.navigation import page
+from dashboard.states import guarded, synthetic_banner, unless_not_ready
+from serving.schemas import OneForecast, SensorHistory, SensorInfo
+
+HOURS = (1, 3, 6, 12, 24)
+RECENT_ALERTS = 20
+PICK = "sensor_pick"
+
+
+def _pick_to_url() -> None:
+    st.query_params["sensor"] = st.session_state[PICK]
+
+
+@guarded
+def render() -> None:
+    st.title("Sensor detail")
+    sensors = {s.sensor_id: s for s in api().sensors()}
+    if not sensors:
+        st.info("The API knows no sensors yet: the sensor graph is loaded with the first model.")
+        return
+    ids = sorted(sensors)
+    wanted = st.query_params.get("sensor")
+    if wanted in sensors:  # arriving from a link: the URL wins over the last pick
+        st.session_state[PICK] = wanted
+    left, middle, right = st.columns([2, 2, 2])
+    sensor_id = left.selectbox("Sensor", ids, key=PICK, on_change=_pick_to_url)
+    st.query_params["sensor"] = sensor_id  # the URL names the sensor: shareable, bookmarkable
+    hours = middle.select_slider("Hours of history", HOURS, value=6, key="sensor_hours")
+    horizon = right.segmented_control(
+        "Forecast made", HORIZONS, format_func=lambda m: f"{m} min before", default=15
+    )
+    history = api().sensor_history(sensor_id, hours)
+    current, no_forecast = unless_not_ready(lambda: api().forecast(sensor_id))
+    synthetic_banner(history.synthetic or bool(current and current.synthetic))
+    if no_forecast:
+        st.warning(f"No forecasts yet ({no_forecast}): showing observed speeds only.")
+    _figures(history, current)
+    _chart(history, current, horizon or 15)
+    _alerts(sensor_id)
+    _neighbours(sensors[sensor_id])
+
+
+def _figures(history: SensorHistory, current: OneForecast | None) -> None:
+    latest = next((p for p in reversed(history.points) if p.observed_speed_mph is not None), None)
+    cols = st.columns(5)
+    now = latest.observed_speed_mph if latest else None
+    typical = latest.typical_speed_mph if latest else None
+    cols[0].metric("Speed now", "n/a" if now is None else f"{now:.0f} mph")
+    cols[1].metric(
+        "Typical for this time of week",
+        "n/a" if typical is None else f"{typical:.0f} mph",
+        delta=None if now is None or typical is None else f"{now - typical:+.0f} mph now",
+        delta_color="normal",
+    )
+    for col, h in zip(cols[2:], current.horizons if current else (), strict=False):
+        value = "n/a" if h.speed_mph is None else f"{h.speed_mph:.0f} mph"
+        interval = (
+            ""
+            if h.lower_mph is None or h.upper_mph is None
+            else f"{h.coverage:.0%} interval {h.lower_mph:.0f} to {h.upper_mph:.0f} mph"
+        )
+        col.metric(f"In {h.minutes} min", value, help=interval or None)
+    if history.model_version:
+        st.caption(f"Forecasts by model {history.model_version}.")
+
+
+def _chart(history: SensorHistory, current: OneForecast | None, horizon: int) -> None:
+    observed = sensor_observed_frame(history)
+    if observed["speed"].isna().all():
+        st.info(
+            "No readings for this sensor in this period yet. Live readings arrive once the "
+            "producer runs (`make demo`); try a longer period."
+        )
+        return
+    forecasts = sensor_forecast_frame(history, current)
+    st.altair_chart(sensor_speed_chart(observed, forecasts, horizon), width="stretch")
+    st.caption(
+        "Solid: observed. Dotted grey: the model's typical speed for this time of week. Dashed "
+        f"blue and band: forecasts made {horizon} min before each window, with their interval. "
+        "Dots with bars: the current forecasts ahead."
+    )
+
+
+def _alerts(sensor_id: str) -> None:
+    st.subheader("Recent alerts")
+    alerts = alerts_frame(api().alerts(sensor_id=sensor_id, limit=RECENT_ALERTS))
+    if alerts.empty:
+        st.caption("No alerts for this sensor.")
+        return
+    st.dataframe(alerts.drop(columns=["alert_id", "sensor_id"]), hide_index=True)
+
+
+def _neighbours(sensor: SensorInfo) -> None:
+    st.subheader("Location and neighbours")
+    st.caption(
+        f"{sensor.latitude:.5f}, {sensor.longitude:.5f}. Upstream (feeding in): "
+        f"{', '.join(sensor.upstream[:8]) or 'none'}. Downstream (traffic goes to): "
+        f"{', '.join(sensor.downstream[:8]) or 'none'}."
+    )
+    links = [("upstream", sensor.upstream[:1]), ("downstream", sensor.downstream[:1])]
+    for direction, nearest in links:
+        for other in nearest:
+            st.page_link(
+                page("sensor"),
+                label=f"Next sensor {direction}: {other}",
+                query_params={"sensor": other},
+            )
