@@ -13,6 +13,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from serving.security import SecuritySettings
 from serving.settings import ApiSettings
 from traffic_core.settings import (
     REPO_ROOT,
@@ -32,13 +33,16 @@ def settings_env_names(*classes: type[BaseSettings]) -> set[str]:
     names = set()
     for cls in classes:
         prefix = cls.model_config.get("env_prefix", "")
-        names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
+        for field, info in cls.model_fields.items():
+            alias = info.validation_alias
+            names.add(alias if isinstance(alias, str) else f"{prefix}{field}".upper())
     return names
 
 
 def env_names_read_by_source() -> set[str]:
-    """Names read with os.environ[...] / os.environ.get(...) anywhere in the project."""
-    pattern = re.compile(r"""os\.environ(?:\.get)?[\[(]\s*["']([A-Z0-9_]+)["']""")
+    """Names read with os.environ[...] / os.environ.get(...) (or an `env` mapping
+    standing for it) anywhere in the project."""
+    pattern = re.compile(r"""(?:os\.environ|env)(?:\.get)?[\[(]\s*["']([A-Z0-9_]+)["']""")
     names: set[str] = set()
     for path in REPO_ROOT.glob("*/**/*.py"):
         if ".venv" in path.parts or ".local" in path.parts:
@@ -71,7 +75,12 @@ def test_all_services_of_the_topology_are_described() -> None:
 def test_env_names_are_ones_the_project_reads(service: str) -> None:
     known = (
         settings_env_names(
-            PlatformSettings, KafkaSettings, SparkSettings, PostgresSettings, ApiSettings
+            PlatformSettings,
+            KafkaSettings,
+            SparkSettings,
+            PostgresSettings,
+            ApiSettings,
+            SecuritySettings,
         )
         | env_names_read_by_source()
         | env_names_read_by_dagster_config()
@@ -83,7 +92,11 @@ def test_env_names_are_ones_the_project_reads(service: str) -> None:
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
-def test_commands_name_real_modules_and_files(service: str) -> None:
+def test_commands_name_real_modules_and_files(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRAFFIC_API_JWT_SECRET", "x" * 48)  # serving.app:app builds the app
+    monkeypatch.setenv("TRAFFIC_API_AUDIT_ENABLED", "false")
     command: list[str] = COMPOSE["services"][service]["command"]
     for flag, value in itertools.pairwise(command):
         if flag in ("-m", "--module-name"):

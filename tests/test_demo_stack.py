@@ -46,6 +46,27 @@ def materialized_partitions() -> int:
     return int(node["partitionStats"]["numMaterialized"])
 
 
+def assert_forecasts_served(api: str, token: str) -> None:
+    """The seed model forecasts the replayed days as soon as the live state has them."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api}/v1/ready", timeout=5) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(2)
+    request = urllib.request.Request(
+        f"{api}/v1/forecasts/773869", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        body = json.load(reply)
+    assert [h["minutes"] for h in body["horizons"]] == [15, 30, 60]
+    assert body["model_version"]
+
+
 def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> None:
     state = test_state_dir / "demo"
     env = {
@@ -54,6 +75,8 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> Non
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:29092",
         "DAGSTER_PG_PORT": "25433",
         "DAGSTER_WEBSERVER_PORT": "23000",
+        "TRAFFIC_API_PORT": "28000",
+        "TRAFFIC_DASHBOARD_PORT": "28501",
     }
     # The demo state folder shares the downloaded broker jars instead of fetching them again.
     (state / "kafka").mkdir(parents=True)
@@ -85,6 +108,11 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> Non
         with urllib.request.urlopen("http://127.0.0.1:23000/server_info", timeout=5) as reply:
             assert reply.status == 200
         assert processes_mentioning(str(state))
+        assert "Dashboard:   http://127.0.0.1:28501" in text, text
+        token = next(x for x in output if "export TOKEN=" in x).split("=", 1)[1].strip()
+        assert_forecasts_served("http://127.0.0.1:28000", token)
+        with urllib.request.urlopen("http://127.0.0.1:28501/_stcore/health", timeout=5) as reply:
+            assert reply.status == 200
         # The daemon's Kafka sensor turns the replayed six days into six raw partitions.
         deadline = time.monotonic() + 420
         while time.monotonic() < deadline and materialized_partitions() < 6:
@@ -95,6 +123,8 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> Non
         rest, _ = demo.communicate(timeout=120)
     assert demo.returncode == 0, "".join(output) + rest
     assert "kafka     stopped" in rest and "dagster   stopped" in rest
+    assert "api       stopped" in rest and "dashboard stopped" in rest
     time.sleep(1)
     assert processes_mentioning(str(state)) == []
     assert processes_mentioning("--port 23000") == []
+    assert processes_mentioning("--port 28000") == []

@@ -12,13 +12,12 @@ from confluent_kafka.admin import AdminClient
 
 from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
+from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token
 from traffic_core.kafka.topics import ensure_topics, topic_layout
 from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
 from traffic_core.simulator import Simulator, incidents_path
 
-REAL_SIX_DAYS = "los_loop_speed_2012-03-01_to_03-06.csv"
-
-SERVICES = ("kafka", "postgres", "dagster")
+SERVICES = ("kafka", "postgres", "dagster", "api", "dashboard")
 
 
 def create_topics(stack: LocalStack) -> dict[str, str]:
@@ -43,6 +42,17 @@ def start(stack: LocalStack, names: list[str]) -> None:
         stack.dagster.start(env=pg_env)
         storage = "PostgreSQL" if pg_env else "SQLite"
         print(f"dagster   {stack.dagster.status()}  (instance storage: {storage})")
+    if "api" in names:
+        if not stack.api.process.running():
+            print("api       training a seed model on the real 1-5 March if none is published ...")
+            version = seed_model()
+            if version:
+                print(f"          published seed model {version}")
+        stack.api.start(env=api_env(stack))
+        print(f"api       {stack.api.status()}")
+    if "dashboard" in names:
+        stack.dashboard.start(env=dashboard_env(stack))
+        print(f"dashboard {stack.dashboard.status()}")
 
 
 def stop(stack: LocalStack, names: list[str]) -> None:
@@ -55,6 +65,27 @@ def stop(stack: LocalStack, names: list[str]) -> None:
 def status(stack: LocalStack) -> None:
     for name in SERVICES:
         print(f"{name:<9} {getattr(stack, name).status()}")
+
+
+def example_calls(stack: LocalStack) -> str:
+    """How to call the API, with demo tokens signed by the stack's secret."""
+    planner = token(stack, "demo-planner", ("planner",))
+    auditor = token(stack, "demo-auditor", ("auditor",))
+    api = stack.api.url
+    auth = 'curl -s -H "Authorization: Bearer $TOKEN"'
+    return (
+        f"API:         {api}/docs  (ready at {api}/v1/ready once the live state has readings)\n"
+        f"Dashboard:   {stack.dashboard.url}\n"
+        f"Demo tokens (30 days):\n"
+        f"  export TOKEN={planner}\n"
+        f"  export AUDIT_TOKEN={auditor}\n"
+        f"  {auth} {api}/v1/forecasts/773869\n"
+        f"  {auth} '{api}/v1/forecasts?sensor_id=773869&sensor_id=767541'\n"
+        f"  {auth} {api}/v1/network/status\n"
+        f"  {auth} {api}/v1/alerts\n"
+        f'  curl -s -H "Authorization: Bearer $AUDIT_TOKEN" {api}/v1/models/<version>/lineage\n'
+        f'  curl -N -H "Authorization: Bearer $TOKEN" {api}/v1/stream/sse\n'
+    )
 
 
 def replay_command(stack: LocalStack, data: str, days: int) -> list[str] | None:
@@ -100,9 +131,12 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
             f"PostgreSQL:  {stack.postgres.url}\n"
             f"Lake:        {PlatformSettings().lake_dir}\n"
             f"Models:      {PlatformSettings().model_dir} (`latest` once a model is published)\n"
-            f"Logs:        {stack.kafka.state_dir / 'logs'}, {stack.dagster.process.log_file}\n"
+            f"Logs:        {stack.kafka.state_dir / 'logs'}, {stack.dagster.process.log_file}, "
+            f"{stack.api.process.log_file}, {stack.dashboard.process.log_file}\n"
+            f"{example_calls(stack)}"
             "Sensors: kafka_offsets_sensor ingests new offsets, the automation sensor aggregates\n"
-            "new days, retrain_on_new_data trains and publishes a model once the runs finish.\n"
+            "new days, retrain_on_new_data trains and publishes a model once the runs finish;\n"
+            "the API swaps it in without a restart.\n"
             "Press Ctrl-C (or run `make stop`) to stop everything.",
             flush=True,
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 from infra.stack.dagster import DagsterUI
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
+from infra.stack.web import WebService, api_service, dashboard_service
 from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PostgresSettings
 
 
@@ -17,6 +18,8 @@ class LocalStack:
     kafka: KafkaBroker
     postgres: PostgresServer
     dagster: DagsterUI
+    api: WebService
+    dashboard: WebService
 
     @classmethod
     def from_env(cls, state_root: Path = LOCAL_STATE_DIR) -> LocalStack:
@@ -43,6 +46,16 @@ class LocalStack:
                 state_dir=state_root / "dagster",
                 host=os.environ.get("DAGSTER_WEBSERVER_HOST", "127.0.0.1"),
                 port=int(os.environ.get("DAGSTER_WEBSERVER_PORT", "3000")),
+            ),
+            api=api_service(
+                state_root / "api",
+                os.environ.get("TRAFFIC_API_HOST", "127.0.0.1"),
+                int(os.environ.get("TRAFFIC_API_PORT", "8000")),
+            ),
+            dashboard=dashboard_service(
+                state_root / "dashboard",
+                os.environ.get("TRAFFIC_DASHBOARD_HOST", "127.0.0.1"),
+                int(os.environ.get("TRAFFIC_DASHBOARD_PORT", "8501")),
             ),
         )
 
