@@ -159,6 +159,12 @@ def test_duplicates_are_caught_across_batches_in_a_bounded_window():
     assert [r.value for r in rejected] == [second]
 
 
+def test_a_zero_window_switches_duplicate_rejection_off():
+    validator = ReadingValidator(ValidationConfig(dedup_window=0))
+    valid, rejected = validator.validate([avro(), avro()], now=NOW)
+    assert len(valid) == 2 and rejected == []
+
+
 def test_same_key_from_avro_and_json_is_a_duplicate():
     rejected = ReadingValidator(CONFIG).validate([avro(), json()], now=NOW).rejected
     assert [(r.reason, r.value) for r in rejected] == [(Reason.DUPLICATE_READING, json())]

@@ -179,6 +179,8 @@ class ReadingValidator:
 
     def _remember(self, key: tuple[str, datetime]) -> None:
         # Only accepted readings are remembered, so a corrected resend of a rejected one passes.
+        if self.config.dedup_window <= 0:  # duplicate rejection switched off
+            return
         if len(self._order) >= self.config.dedup_window:
             self._seen.discard(self._order.popleft())
         self._order.append(key)
