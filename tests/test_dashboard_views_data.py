@@ -1,0 +1,182 @@
+"""The pure parts behind the dashboard pages: corridors, metrics tables, lake heatmap, map."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard.corridors import corridors, worst_corridors
+from dashboard.frames import live_sensor_frame
+from dashboard.lake import aggregate_files, day_profile, read_aggregates, weekday_hour_matrix
+from dashboard.map_layers import NOW, basemap_style, map_points, network_deck
+from dashboard.metrics_tables import metrics_tables
+from serving.schemas import ForecastBatch, SensorInfo
+from traffic_core.datasets.graph import load_metr_la_graph
+
+
+def sensor(sensor_id: str, up: list[str], down: list[str], lon: float = -118.0) -> SensorInfo:
+    return SensorInfo(
+        sensor_id=sensor_id, latitude=34.0, longitude=lon, upstream=up, downstream=down
+    )
+
+
+def test_chains_keep_only_mutual_first_links() -> None:
+    # a -> b -> c along the road; d lists b downstream too, but b's first upstream is a.
+    network = [
+        sensor("a", [], ["b", "d"], -118.00),
+        sensor("b", ["a", "d"], ["c"], -118.01),
+        sensor("c", ["b"], [], -118.02),
+        sensor("d", [], ["b"], -118.05),
+    ]
+    found = corridors(network)
+    assert [c.sensors for c in found] == [("a", "b", "c"), ("d",)]
+    assert found[0].name == "a → c"
+    assert found[0].length_km == pytest.approx(1.85, abs=0.05)  # 0.02 degrees of longitude
+
+
+def test_a_cycle_is_cut_and_every_sensor_lands_in_one_chain() -> None:
+    found = corridors([sensor("x", ["y"], ["y"]), sensor("y", ["x"], ["x"])])
+    assert [c.sensors for c in found] == [("x", "y")]
+
+
+def test_the_real_network_splits_into_road_chains() -> None:
+    graph = load_metr_la_graph()
+    loc = graph.locations.set_index("sensor_id")
+    network = [
+        SensorInfo(
+            sensor_id=s,
+            latitude=loc.loc[s, "latitude"],
+            longitude=loc.loc[s, "longitude"],
+            upstream=graph.upstream(s),
+            downstream=graph.downstream(s),
+        )
+        for s in graph.sensor_ids
+    ]
+    found = corridors(network)
+    assert sorted(s for c in found for s in c.sensors) == sorted(graph.sensor_ids)
+    assert len(found[0].sensors) >= 10  # long stretches of one freeway, not pairs
+
+
+def test_worst_corridors_rank_by_mean_speed_of_reporting_sensors() -> None:
+    network = [
+        sensor("a", [], ["b"]),
+        sensor("b", ["a"], ["c"]),
+        sensor("c", ["b"], []),
+        sensor("p", [], ["q"]),
+        sensor("q", ["p"], ["r"]),
+        sensor("r", ["q"], []),
+    ]
+    speeds = {"a": 60.0, "b": 50.0, "c": None, "p": 20.0, "q": 30.0, "r": float("nan")}
+    table = worst_corridors(corridors(network), speeds)
+    assert table["corridor"].tolist() == ["p → r", "a → c"]
+    assert table["mean_speed_mph"].tolist() == [25.0, 55.0]
+    assert table["slowest_sensor"].tolist() == ["p", "b"]
+    assert table["reporting"].tolist() == [2, 2]
+
+
+def test_metrics_become_one_row_per_horizon_whatever_they_hold() -> None:
+    metrics = {
+        "15": {
+            "selected": "ridge",
+            "cv_mae": {"ridge": 2.1, "xgboost": 2.4},
+            "params": {"alpha": 10.0},
+            "interval": {"coverage": 0.9, "half_width_mph": 5.5},
+            "baselines": {"persistence": 3.0},
+        },
+        "60": {"selected": "xgboost", "cv_mae": {"xgboost": 4.0}},
+        "test": {"60": {"mae": 4.2}},
+        "trained_rows": 1234,
+    }
+    tables = metrics_tables(metrics)
+    assert tables.scores.index.tolist() == ["15 min", "60 min"]
+    assert tables.scores.loc["15 min", "cv_mae / ridge"] == 2.1
+    assert tables.scores.loc["15 min", "baselines / persistence"] == 3.0
+    assert tables.scores.loc["60 min", "test / mae"] == 4.2
+    assert tables.params.loc["15 min", "alpha"] == 10.0
+    assert tables.other.to_dict("records") == [{"metric": "trained_rows", "value": "1234"}]
+    assert metrics_tables({}).scores.empty and metrics_tables(None).other.empty
+
+
+def write_day(lake: Path, day: str, speeds: list[float]) -> None:
+    stamps = pd.date_range(day, periods=len(speeds), freq="1h", tz="UTC")
+    classes = ["severe" if s < 35 else "congested" if s < 60 else "free_flow" for s in speeds]
+    frame = pd.DataFrame(
+        {"sensor_id": "a", "window_start": stamps, "speed_mean": speeds, "congestion": classes}
+    )
+    path = lake / "aggregates" / "traffic_5min" / f"date={day}" / "part.parquet"
+    path.parent.mkdir(parents=True)
+    frame.to_parquet(path)
+
+
+def test_weekday_hour_matrix_sums_days_then_divides(tmp_path: Path) -> None:
+    write_day(tmp_path, "2012-03-05", [20.0, 65.0])  # a Monday
+    write_day(tmp_path, "2012-03-12", [40.0, 65.0])  # the next Monday
+    files = aggregate_files(tmp_path)
+    assert list(files) == [date(2012, 3, 5), date(2012, 3, 12)]
+    profiles = [day_profile(pd.read_parquet(p)) for p in files.values()]
+    matrix = weekday_hour_matrix(profiles).set_index(["day", "hour"])
+    assert matrix.loc[("Mon", 0), "mean_speed_mph"] == 30.0
+    assert matrix.loc[("Mon", 0), "congested_share"] == 1.0
+    assert matrix.loc[("Mon", 0), "severe_share"] == 0.5
+    assert matrix.loc[("Mon", 1), "congested_share"] == 0.0
+    rows = read_aggregates(tmp_path, date(2012, 3, 6), date(2012, 3, 12), ["a"])
+    assert len(rows) == 2 and rows["window_start"].dt.day.unique().tolist() == [12]
+    assert weekday_hour_matrix([]).empty
+    assert aggregate_files(tmp_path / "nothing") == {}
+
+
+def batch_for(sensor_id: str) -> ForecastBatch:
+    horizon = {
+        "minutes": 15,
+        "target_time": "2012-03-06T08:15:00Z",
+        "speed_mph": 30.0,
+        "lower_mph": 25.0,
+        "upper_mph": 35.0,
+        "coverage": 0.9,
+        "congestion": "severe",
+    }
+    return ForecastBatch.model_validate(
+        {
+            "model_version": "v1",
+            "issued_for": "2012-03-06T08:00:00Z",
+            "synthetic": False,
+            "forecasts": [
+                {
+                    "sensor_id": sensor_id,
+                    "issued_for": "2012-03-06T08:00:00Z",
+                    "observed_speed_mph": 50.0,
+                    "observed_congestion": "congested",
+                    "horizons": [horizon],
+                }
+            ],
+        }
+    )
+
+
+def test_map_points_are_json_safe_and_describe_both_now_and_ahead() -> None:
+    frame = live_sensor_frame([sensor("a", [], []), sensor("b", [], [])], batch=batch_for("a"))
+    ahead = map_points(frame, 15).set_index("sensor_id")
+    assert ahead.loc["a", "view_text"] == "30 mph (Severe)"
+    assert ahead.loc["a", "interval_text"] == "25 to 35 mph"
+    assert ahead.loc["a", "now_text"] == "50 mph (Congested)"
+    assert ahead.loc["b", "view_text"] == "no reading"
+    now = map_points(frame, NOW).set_index("sensor_id")
+    assert now.loc["a", "fill"][:3] == [245, 150, 40]
+    assert not np.isnan(now["weight"]).any()
+    deck = json.loads(network_deck(frame, 60, tiles=None).to_json())  # NaN would not parse
+    assert deck["layers"][1]["id"] == "sensors"
+
+
+def test_the_basemap_calls_no_server_unless_tiles_are_configured() -> None:
+    offline = unquote(basemap_style(None))
+    assert offline.startswith("data:application/json,")
+    assert "http" not in offline and json.loads(offline.split(",", 1)[1])["sources"] == {}
+    tiles = "https://tiles.example/{z}/{x}/{y}.png"
+    online = json.loads(unquote(basemap_style(tiles)).split(",", 1)[1])
+    assert online["sources"]["basemap"]["tiles"] == [tiles]
