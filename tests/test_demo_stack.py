@@ -67,6 +67,7 @@ def assert_forecasts_served(api: str, token: str) -> None:
     assert body["model_version"]
 
 
+@pytest.mark.timeout(900)
 def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> None:
     state = test_state_dir / "demo"
     env = {
