@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.stack.process import ManagedProcess, ServiceError, require_free_port, wait_until
+from infra.stack.process import ManagedProcess, ServiceError
+from infra.stack.web import WebService
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PG_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
@@ -57,59 +57,41 @@ class DagsterUI:
         return self.state_dir / "home"
 
     @property
+    def web(self) -> WebService:
+        dagster = Path(sys.executable).with_name("dagster")
+        command = (
+            str(dagster),
+            "dev",
+            "--workspace",
+            str(REPO_ROOT / "workspace.yaml"),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        )
+        marker = f"--port {self.port}"
+        return WebService(
+            "dagster", self.state_dir, command, "/server_info", marker, self.host, self.port
+        )
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.web.url
 
     @property
     def process(self) -> ManagedProcess:
-        return ManagedProcess(
-            name="dagster",
-            pid_file=self.state_dir / "dagster.pid",
-            log_file=self.state_dir / "dagster.log",
-            marker=f"--port {self.port}",
-        )
+        return self.web.process
 
     def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return self.web.answers()
 
     def start(self, env: Mapping[str, str] | None = None, timeout: float = 180.0) -> None:
         env = {**os.environ, **(env or {})}
-        if not self.process.running():
-            require_free_port(self.host, self.port, "dagster webserver")
-            prepare_home(self.home, env)
-            dagster = Path(sys.executable).with_name("dagster")
-            self.process.spawn(
-                [
-                    str(dagster),
-                    "dev",
-                    "--workspace",
-                    str(REPO_ROOT / "workspace.yaml"),
-                    "--host",
-                    self.host,
-                    "--port",
-                    str(self.port),
-                ],
-                env={**env, "DAGSTER_HOME": str(self.home)},
-                cwd=REPO_ROOT,
-            )
-
-        def ready() -> bool:
-            if not self.process.running():
-                raise ServiceError(
-                    f"dagster: exited during start-up; last log lines:\n{self.process.log_tail()}"
-                )
-            return self.answers()
-
-        if not wait_until(ready, timeout, interval=1.0):
-            raise ServiceError(f"dagster: UI did not answer on {self.url} within {timeout:.0f}s")
+        prepare_home(self.home, env)
+        self.web.start({**env, "DAGSTER_HOME": str(self.home)}, timeout)
 
     def stop(self) -> bool:
-        return self.process.stop(timeout=30.0)
+        return self.web.stop()
 
     def status(self) -> str:
-        pid = self.process.pid()
-        return f"running (pid {pid}) at {self.url}" if pid else "stopped"
+        return self.web.status()
