@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import orjson
-import pandas as pd
 import pytest
 from confluent_kafka import Message
 
@@ -20,7 +19,7 @@ from traffic_core.events import (
 )
 from traffic_core.events.bulk import decode_readings_columnar, validate_columns
 from traffic_core.events.codec import HEADER, MAGIC
-from traffic_core.ingest import classify_range, readings_frame
+from traffic_core.ingest import classify_range, readings_table
 from traffic_core.lake import OffsetRange
 
 NOW = datetime(2012, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -80,7 +79,7 @@ def same_as_validator(values: list[bytes], config: ValidationConfig) -> None:
     classified = classify_range(messages, RANGE, config, NOW)
     assert classified.rejected == result.rejected
     assert sum(classified.counts.values()) == len(result.rejected)
-    pd.testing.assert_frame_equal(classified.frame, readings_frame(result.valid, RANGE, kept))
+    assert classified.table.equals(readings_table(result.valid, RANGE, kept), check_metadata=True)
 
 
 @pytest.mark.parametrize("seed", range(60))

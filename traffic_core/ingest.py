@@ -16,9 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from traffic_core.events import RawMessage, ReadingValidator, Rejection, ValidationConfig
@@ -108,80 +106,56 @@ def _up_to_last(batch: list[Message], offsets: OffsetRange) -> list[Message]:
     return kept
 
 
-_READING_COLUMNS = [
-    "sensor_id",
-    "event_time",
-    "speed_mph",
-    "volume",
-    "occupancy",
-    "source",
-    "is_synthetic",
-]
+_READINGS = pa.schema([RAW_SCHEMA.field(name) for name in RAW_SCHEMA.names[:7]])
 
 
-def readings_frame(
-    records: list[dict], offsets: OffsetRange, kafka_offsets: list[int]
-) -> pd.DataFrame:
-    """Decoded readings plus where each came from, in the raw zone's columns."""
-    frame = pd.DataFrame.from_records(records, columns=_READING_COLUMNS)
-    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
-    return _with_origin(frame, offsets, kafka_offsets)
+def readings_table(
+    records: list[dict], offsets: OffsetRange, kafka_offsets: list[int] | np.ndarray
+) -> pa.Table:
+    """Decoded readings plus where each came from, in the raw zone's schema."""
+    columns = {name: [record[name] for record in records] for name in _READINGS.names}
+    return _with_origin(pa.table(columns, schema=_READINGS), offsets, kafka_offsets)
 
 
-def columnar_frame(
+def columnar_table(
     readings: ColumnarReadings,
     rows: np.ndarray,
     offsets: OffsetRange,
-    kafka_offsets: list[int] | np.ndarray,
-) -> pd.DataFrame:
-    """`readings_frame` of the given rows, with the same dtypes, built without per-row dicts."""
-    if not len(rows):
-        return readings_frame([], offsets, kafka_offsets)
-    taken = pa.array(rows)
-    frame = pd.DataFrame(
-        {
-            "sensor_id": _strings(readings.sensor_id.take(taken)),
-            "event_time": pd.to_datetime(readings.event_time[rows], unit="ms", utc=True),
-            "speed_mph": _like_records(readings.speed_mph[rows], readings.speed_null[rows]),
-            "volume": _like_records(readings.volume[rows], readings.volume_null[rows]),
-            "occupancy": _like_records(readings.occupancy[rows], readings.occupancy_null[rows]),
-            "source": _strings(readings.source.take(taken)),
-            "is_synthetic": readings.is_synthetic[rows],
-        }
-    )
-    return _with_origin(frame, offsets, kafka_offsets)
-
-
-def _strings(array: pa.StringArray) -> np.ndarray:
-    """Object array of str, converting each distinct value once (ids repeat across a range)."""
-    encoded = pc.dictionary_encode(array)
-    labels = np.array(encoded.dictionary.to_pylist(), dtype=object)
-    return labels[encoded.indices.to_numpy()]
-
-
-def _like_records(values: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """The dtype pandas infers from Python values with None: object if all null, float if any."""
-    if null.all():
-        return np.full(len(values), None, dtype=object)
-    if null.any():
-        return np.where(null, np.nan, values)
-    return values
+    kafka_offsets: np.ndarray,
+) -> pa.Table:
+    """`readings_table` of the given rows, straight from the decoded columns."""
+    taken = pa.array(rows, pa.int64())
+    columns = [
+        readings.sensor_id.take(taken),
+        pa.array(readings.event_time[rows], _READINGS.field("event_time").type),
+        pa.array(readings.speed_mph[rows], mask=readings.speed_null[rows]),
+        pa.array(readings.volume[rows], pa.int32(), mask=readings.volume_null[rows]),
+        pa.array(readings.occupancy[rows], mask=readings.occupancy_null[rows]),
+        readings.source.take(taken),
+        pa.array(readings.is_synthetic[rows]),
+    ]
+    return _with_origin(pa.table(columns, schema=_READINGS), offsets, kafka_offsets)
 
 
 def _with_origin(
-    frame: pd.DataFrame, offsets: OffsetRange, kafka_offsets: list[int] | np.ndarray
-) -> pd.DataFrame:
-    frame["kafka_topic"] = offsets.topic
-    frame["kafka_partition"] = offsets.partition
-    frame["kafka_offset"] = kafka_offsets
-    return frame[RAW_SCHEMA.names]
+    table: pa.Table, offsets: OffsetRange, kafka_offsets: list[int] | np.ndarray
+) -> pa.Table:
+    n = table.num_rows
+    origin = {
+        "kafka_topic": pa.repeat(offsets.topic, n),
+        "kafka_partition": pa.array(np.full(n, offsets.partition, np.int32)),
+        "kafka_offset": pa.array(np.asarray(kafka_offsets, np.int64)),
+    }
+    for name, column in origin.items():
+        table = table.append_column(RAW_SCHEMA.field(name), column)
+    return table
 
 
 @dataclass
 class ClassifiedRange:
-    """One range split into the lake frame, the rejects and their counts per reason."""
+    """One range split into the rows for the lake, the rejects and their counts per reason."""
 
-    frame: pd.DataFrame
+    table: pa.Table
     rejected: list[Rejection]
     counts: Counter[str]
 
@@ -202,7 +176,7 @@ def classify_range(
         rejected_offsets = {r.offset for r in result.rejected}
         kept = [m.offset() for m in messages if m.offset() not in rejected_offsets]
         counts = Counter({k.value: v for k, v in validator.rejected_by_reason.items()})
-        return ClassifiedRange(readings_frame(result.valid, offsets, kept), result.rejected, counts)
+        return ClassifiedRange(readings_table(result.valid, offsets, kept), result.rejected, counts)
     verdict = validate_columns(readings, config, now)
     rejected = []
     for i, reason, detail in verdict.rejected:
@@ -211,7 +185,7 @@ def classify_range(
     rows = np.flatnonzero(verdict.accepted)
     kept = np.fromiter(map(Message.offset, messages), np.int64, len(messages))[rows]
     counts = Counter(r.reason.value for r in rejected)
-    return ClassifiedRange(columnar_frame(readings, rows, offsets, kept), rejected, counts)
+    return ClassifiedRange(columnar_table(readings, rows, offsets, kept), rejected, counts)
 
 
 def ingest_ranges(
@@ -237,12 +211,12 @@ def ingest_ranges(
             dlq.produce(dlq_topic, record.value, record.key, headers=record.headers)
         if classified.rejected and dlq.flush(60) > 0:
             raise IngestError(f"{offsets}: dead-letter topic did not acknowledge the rejects")
-        files = write_raw_range(lake_root, offsets, classified.frame)
+        files = write_raw_range(lake_root, offsets, classified.table)
         consumer.commit(
             offsets=[TopicPartition(offsets.topic, offsets.partition, offsets.last + 1)],
             asynchronous=False,
         )
-        outcome = RangeOutcome(offsets, len(classified.frame), classified.counts, files)
+        outcome = RangeOutcome(offsets, classified.table.num_rows, classified.counts, files)
         report.ranges.append(outcome)
         if after_range is not None:
             after_range(outcome)

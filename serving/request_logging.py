@@ -1,0 +1,156 @@
+"""Structured JSON logs where every record carries the request id (X-Request-ID).
+
+Records are formatted and written by a background thread: a slow or blocked stderr (a full
+container log pipe) must not stall the event loop that serves requests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import logging
+import random
+import re
+import sys
+import threading
+from collections import deque
+from typing import TextIO
+
+from asgi_correlation_id import correlation_id
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+REQUEST_ID_HEADER = "X-Request-ID"
+ACCESS_LOG = logging.getLogger("serving.access")
+"""One line per request: method, path, status, duration_ms, subject, client, request_id."""
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_handler: logging.Handler | None = None
+
+
+def current_request_id() -> str | None:
+    return correlation_id.get()
+
+
+def new_request_id() -> str:
+    """32 hex digits like uuid4().hex, without a getrandom syscall per request (request ids
+    need to be unique, not unguessable)."""
+    return f"{random.getrandbits(128):032x}"
+
+
+def valid_request_id(value: str) -> bool:
+    """Accept callers' ids (UUIDs, trace ids, nginx ids) but nothing that could forge log
+    lines or bloat them; others are replaced by a fresh id."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` (None outside a request) to every record passing the handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = correlation_id.get()
+        return True
+
+
+class _DeferredHandler(logging.Handler):
+    """Buffers records; a daemon thread hands them to `target` every `interval` seconds (at
+    once for ERROR and above). Logging on the event loop then neither waits on the stream nor
+    wakes a thread per record; a full buffer drops records and counts them."""
+
+    def __init__(
+        self, target: logging.Handler, interval: float = 0.1, capacity: int = 100_000
+    ) -> None:
+        super().__init__()
+        self.target = target
+        self.dropped = 0
+        self._records: deque[logging.LogRecord] = deque()
+        self._capacity = capacity
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stopping = False
+        self._drain_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self._records) >= self._capacity:
+            self.dropped += 1
+            return
+        self._records.append(_prepared(record))
+        if record.levelno >= logging.ERROR:
+            self._wake.set()
+
+    def flush(self) -> None:
+        with self._drain_lock:
+            records = self._records
+            while records:
+                self.target.handle(records.popleft())
+            self.target.flush()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(5.0)
+        self.flush()
+        super().close()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.flush()
+
+
+def _prepared(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy with the message rendered and the traceback as text, safe to format later
+    in another thread (extra fields such as request_id are kept for the JSON formatter)."""
+    record = copy.copy(record)
+    record.msg = record.message = record.getMessage()
+    record.args = None
+    if record.exc_info:
+        record.exc_text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+        record.exc_info = None
+    return record
+
+
+def json_formatter() -> logging.Formatter:
+    return OrjsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,
+    )
+
+
+def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -> None:
+    """Route all logging (uvicorn's too) to JSON lines on stream (stderr by default).
+
+    Replaces the root handlers, like logging.basicConfig(force=True); uvicorn's own access log is
+    silenced because the API's access lines (logger `serving.access`) replace it.
+    """
+    global _handler
+    shutdown_logging()
+    output = logging.StreamHandler(stream or sys.stderr)
+    output.setFormatter(json_formatter())
+    _handler = _DeferredHandler(output)
+    _handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(_handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    atexit.unregister(shutdown_logging)
+    atexit.register(shutdown_logging)
+
+
+def shutdown_logging() -> None:
+    """Write out buffered records and detach the JSON handler (at exit, or between tests)."""
+    global _handler
+    if _handler is not None:
+        logging.getLogger().removeHandler(_handler)
+        _handler.close()
+        _handler = None
