@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.stack.kafka import KafkaBroker
-from traffic_core.ingest import ingest_ranges
+from traffic_core.ingest import RANGE_CONSUMER_CONFIG, ingest_ranges
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.lake import OffsetRange, raw_files
 from traffic_core.producer import ReadingProducer, replay_speeds
@@ -37,9 +37,6 @@ from traffic_core.simulator import simulate
 
 EVENTS, PIPELINED, DLQ = "bench-events", "bench-events-pipelined", "bench-dlq"
 POLL_SECONDS = 0.5
-# librdkafka's default 1 MiB per-partition fetch caps a consumer near 120k readings/s; whole
-# ranges are read at once here, so fetch big chunks.
-CONSUMER = {"max.partition.fetch.bytes": 16 << 20, "fetch.max.bytes": 64 << 20}
 
 
 def machine() -> dict[str, object]:
@@ -55,7 +52,9 @@ def machine() -> dict[str, object]:
 
 
 def ingest_share(bootstrap: str, lake: str, ranges: list[OffsetRange]) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-ingest", **CONSUMER})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-ingest", **RANGE_CONSUMER_CONFIG}
+    )
     try:
         report = ingest_ranges(
             consumer,
@@ -76,7 +75,9 @@ def follow_share(
 
     Returns the readings stored and the wall-clock time the last of their files was durable.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-follow", **CONSUMER})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-follow", **RANGE_CONSUMER_CONFIG}
+    )
     dlq = Producer({"bootstrap.servers": bootstrap})
     next_offset = dict.fromkeys(partitions, 0)
     stored, durable_at = 0, time.time()

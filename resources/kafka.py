@@ -8,6 +8,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from dagster import ConfigurableResource
 
+from traffic_core.ingest import RANGE_CONSUMER_CONFIG
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 
 
@@ -29,12 +30,15 @@ class KafkaResource(ConfigurableResource):
         return Producer({**self._base(), "enable.idempotence": True, **config})
 
     def consumer(self, group_id: str, **config: Any) -> Consumer:
+        """A consumer for reading exact offset ranges (ingestion) or probing offsets; it never
+        tails the log, so the range-reading fetch settings suit every use."""
         return Consumer(
             {
                 **self._base(),
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                **RANGE_CONSUMER_CONFIG,
                 **config,
             }
         )

@@ -24,6 +24,17 @@ from traffic_core.events.bulk import ColumnarReadings, decode_readings_columnar,
 from traffic_core.kafka.topics import TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import RAW_SCHEMA, OffsetRange, write_raw_range
 
+RANGE_CONSUMER_CONFIG = {
+    # Whole ranges are read at once: fetch them in big chunks (librdkafka's default is 1 MiB
+    # per partition per fetch).
+    "max.partition.fetch.bytes": 16 << 20,
+    "fetch.max.bytes": 64 << 20,
+    # A range usually ends at the log end, where the broker holds the fetch this long for new
+    # data; the next range's fetch waits behind it (default 500 ms per range).
+    "fetch.wait.max.ms": 10,
+}
+"""librdkafka settings for a consumer that `read_range`s one range after another."""
+
 
 class IngestError(RuntimeError):
     """A range could not be read completely; nothing was committed for it."""
