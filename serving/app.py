@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from serving.model_runtime import ModelHolder
 from serving.prometheus import RequestMetrics, ServiceCollector
+from serving.request_logging import configure_logging
 from serving.routes import alerts, forecasts, health, models, network, sensors, streams
 from serving.security import SecuritySettings, install_security
 from serving.service import ForecastService, NotReady
@@ -84,6 +85,8 @@ def create_app(
 def __getattr__(name: str) -> FastAPI:
     """`serving.app:app` for uvicorn, built on first access so importing stays side-effect free."""
     if name == "app":
-        globals()["app"] = create_app()
+        settings = ApiSettings()
+        configure_logging(settings.log_level)
+        globals()["app"] = create_app(settings)
         return globals()["app"]
     raise AttributeError(name)

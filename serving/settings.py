@@ -20,6 +20,7 @@ class ApiSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    log_level: str = "INFO"
     model_dir: Path = Field(default_factory=lambda: _platform().model_dir)
     data_dir: Path = Field(default_factory=lambda: _platform().data_dir)
     dataset: str = Field(default_factory=lambda: _platform().dataset)
