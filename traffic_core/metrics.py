@@ -178,3 +178,42 @@ def historical_average_forecast(
     block = np.stack([profile_at(profile, stamps + s * WINDOW) for s in horizons.values()])
     names = [target_column(s) for s in horizons.values()]
     return long_frame(stamps, grid.columns, names, block)
+
+
+def valid_truth(y_true: np.ndarray | pd.Series) -> np.ndarray:
+    """Where ground truth is a speed (not NaN, not the 0 mph missing marker): the points a
+    score may count, before any forecast is looked at."""
+    truth = np.asarray(y_true, dtype="float64")
+    return ~np.isnan(truth) & (truth != 0.0)
+
+
+def common_points(
+    y_true: np.ndarray | pd.Series, forecasts: Mapping[str, np.ndarray | pd.Series]
+) -> np.ndarray:
+    """Valid ground truth where every forecast exists: the points a fair comparison scores
+    (persistence has no forecast after an hour of silence, the historical average none for a
+    slot its profile never saw)."""
+    mask = valid_truth(y_true)
+    for values in forecasts.values():
+        mask &= ~np.isnan(np.asarray(values, dtype="float64"))
+    return mask
+
+
+def comparison_frame(
+    horizon: int,
+    y_true: np.ndarray | pd.Series,
+    forecasts: Mapping[str, np.ndarray | pd.Series],
+) -> pd.DataFrame:
+    """The input of `evaluate_horizons` for one horizon: every forecast on the `common_points`."""
+    scored = common_points(y_true, forecasts)
+    truth = np.asarray(y_true, dtype="float64")[scored]
+    return pd.DataFrame(
+        {
+            "model": np.repeat(np.array(list(forecasts), dtype=object), len(truth)),
+            "horizon": horizon,
+            "y_true": np.tile(truth, len(forecasts)),
+            "y_pred": np.concatenate(
+                [np.asarray(v, dtype="float64")[scored] for v in forecasts.values()]
+            ),
+        }
+    )
