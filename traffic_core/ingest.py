@@ -8,9 +8,11 @@ any point means a rerun of the same ranges, which rewrites the same files.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -97,6 +99,23 @@ def read_range(consumer: Consumer, offsets: OffsetRange, timeout: float = 60.0) 
     finally:
         consumer.unassign()
     return messages
+
+
+@contextmanager
+def _collection_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a range is read and classified.
+
+    Kafka messages are GC-tracked objects and a range holds up to millions of them, so every
+    automatic collection walks them all: a third of ingest's CPU. They form no cycles.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _up_to_last(batch: list[Message], offsets: OffsetRange) -> list[Message]:
@@ -215,8 +234,9 @@ def ingest_ranges(
     now = now or datetime.now(UTC)
     config = config or ValidationConfig()
     for offsets in sorted(ranges):
-        messages = read_range(consumer, offsets)
-        classified = classify_range(messages, offsets, config, now)
+        with _collection_paused():
+            messages = read_range(consumer, offsets)
+            classified = classify_range(messages, offsets, config, now)
         for rejection in classified.rejected:
             record = rejection.to_dlq_record()
             dlq.produce(dlq_topic, record.value, record.key, headers=record.headers)
