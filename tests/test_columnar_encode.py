@@ -1,5 +1,5 @@
 """Column-wise encoding gives byte for byte the messages of the per-record encoder, and the
-replay producer built on it sends exactly what it sent record by record."""
+replay producer built on it sends exactly what it sent record by record, through Kafka too."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
+from kafka_helpers import fresh_topics, read_all
 
+from infra.stack.kafka import KafkaBroker
 from traffic_core.events import INCIDENT, WEATHER, EncodeError, EventCodec
 from traffic_core.events.codec import Categorical, Doubles
-from traffic_core.producer import replay_speeds
+from traffic_core.producer import ReadingProducer, replay_speeds
 
 SENSORS = ["773869", "767541", "δ-7", "测试🚦", "", "x" * 200]
 NAN_PAYLOAD = struct.unpack("<d", struct.pack("<Q", 0x7FF8_0000_DEAD_BEEF))[0]
@@ -149,17 +151,20 @@ class RecordingSink:
         return 0
 
 
-def test_replay_sends_what_the_record_encoder_gives() -> None:
+def speeds_with_rejects() -> pd.DataFrame:
+    """More steps than one encoded block, missing cells, and three cells for the DLQ."""
     rng = np.random.default_rng(5)
-    index = pd.date_range("2012-03-01", periods=600, freq="5min")  # > one encoded block
+    index = pd.date_range("2012-03-01", periods=600, freq="5min")
     speeds = pd.DataFrame(rng.uniform(0, 80, (600, 5)), index=index, columns=[1, 22, 3, 4, 5])
     speeds.iloc[::7, 1] = np.nan
     speeds.iloc[3, 2], speeds.iloc[4, 0], speeds.iloc[5, 4] = -1.0, 500.0, np.inf
-    sink = RecordingSink()
-    summary = replay_speeds(speeds, sink, source="metr-la", is_synthetic=False)
+    return speeds
 
+
+def record_by_record(speeds: pd.DataFrame, events: str, dlq: str) -> list[tuple]:
+    """(topic, value, key, timestamp) of each message as the per-record producer sent them."""
     codec = EventCodec()
-    expected = []
+    sent = []
     for stamp, row in speeds.iterrows():
         millis = int(stamp.tz_localize("UTC").timestamp() * 1000)
         values = {
@@ -174,14 +179,42 @@ def test_replay_sends_what_the_record_encoder_gives() -> None:
             )
             for s, v in row.items()
         }
-        bad = [s for s, v in row.items() if v < 0 or v > 120 or np.isinf(v)]
-        expected += [("dlq", values[str(s)], str(s).encode(), millis) for s in bad]
-        expected += [
-            ("events", value, s.encode(), millis)
-            for s, value in values.items()
-            if int(s) not in bad
-        ]
-    assert [m[:4] for m in sink.sent] == expected
+        bad = [str(s) for s, v in row.items() if v < 0 or v > 120 or np.isinf(v)]
+        sent += [(dlq, values[s], s.encode(), millis) for s in bad]
+        sent += [(events, v, s.encode(), millis) for s, v in values.items() if s not in bad]
+    return sent
+
+
+def test_replay_sends_what_the_record_encoder_gives() -> None:
+    speeds = speeds_with_rejects()
+    sink = RecordingSink()
+    summary = replay_speeds(speeds, sink, source="metr-la", is_synthetic=False)
+
+    assert [m[:4] for m in sink.sent] == record_by_record(speeds, sink.topic, sink.dlq_topic)
     assert summary.events == speeds.size - 3
     assert sum(summary.rejected.values()) == 3
     assert summary.missing == int(speeds.isna().sum().sum())
+
+
+def by_topic_and_key(messages: list[tuple]) -> dict[tuple, list[tuple]]:
+    """Each key's (value, timestamp) in order: the order Kafka keeps (one key, one partition)."""
+    out: dict[tuple, list[tuple]] = {}
+    for topic, value, key, timestamp in messages:
+        out.setdefault((topic, key), []).append((value, timestamp))
+    return out
+
+
+@pytest.mark.integration
+def test_replay_reaches_kafka_with_keys_timestamps_and_bytes(kafka_broker: KafkaBroker) -> None:
+    events, dlq = fresh_topics(kafka_broker, partitions=3)
+    speeds = speeds_with_rejects()
+    sink = ReadingProducer(kafka_broker.bootstrap_servers, topic=events, dlq_topic=dlq)
+    summary = replay_speeds(speeds, sink, source="metr-la", is_synthetic=False)
+    assert summary.delivery_failures == 0
+
+    received = [
+        (m.topic(), m.value(), m.key(), m.timestamp()[1])
+        for topic, count in ((events, summary.events), (dlq, 3))
+        for m in read_all(kafka_broker, topic, count)
+    ]
+    assert by_topic_and_key(received) == by_topic_and_key(record_by_record(speeds, events, dlq))

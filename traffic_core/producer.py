@@ -127,7 +127,10 @@ class ReadingProducer:
             if not value:
                 continue
             try:
-                produce(self.topic, value, key, timestamp=timestamp_ms)
+                # Positional (topic, value, key, partition, callback, on_delivery, timestamp):
+                # partition -1 lets the partitioner choose and None callbacks leave delivery
+                # reports to the producer's own; parsing keywords costs as much as the produce.
+                produce(self.topic, value, key, -1, None, None, timestamp_ms)
             except BufferError:
                 self.send(self.topic, value, key, timestamp_ms)
         self.producer.poll(0)
