@@ -62,10 +62,6 @@ def _lineage(version: str) -> None:
             "dashboard an auditor token in TRAFFIC_DASHBOARD_AUDIT_TOKEN and restart it."
         )
         return
-    cols = st.columns(3)
-    cols[0].metric("Training data version", _short(lineage.training_data_version))
-    cols[1].metric("Code version", _short(lineage.code_version))
-    cols[2].metric("Feature version", _short(lineage.feature_version))
     st.markdown(
         f"**Training data**: `{lineage.training_data_version}` &middot; **code**: "
         f"`{lineage.code_version}` &middot; **features**: `{lineage.feature_version}` "
@@ -123,7 +119,3 @@ def _selected_mae(entry: object) -> float | None:
         return None
     value = scores.get(entry.get("selected"))
     return float(value) if isinstance(value, int | float) else None
-
-
-def _short(value: str) -> str:
-    return value if len(value) <= 14 else value[:12] + "…"
