@@ -1,0 +1,175 @@
+"""Load time of the dashboard's live map with all 207 sensors, in headless Chromium.
+
+One figure per run: seconds from navigation start until the map page shows its sensor count
+(207) and the deck.gl canvas, with every lazily loaded element in place. Each run opens a fresh
+browser context (no HTTP cache) against a warm Streamlit server, spaced beyond the dashboard's
+10-second live cache so every run asks the API for forecasts and network status again. The
+very first load of a fresh server (imports of pandas, pydeck, Altair) is reported on its own.
+Target: 3 s on 2 cores, measured, not asserted.
+
+By default it brings up the real stack as bench/api_latency.py does and shares its state and
+ports (so not both at once): a broker, a ridge model trained on 1-5 March 2012 (cached), 6
+March 06:00-07:55 replayed, `uvicorn serving.app:app`; then `streamlit run dashboard/app.py`.
+With --api-url and --token it measures against an API already running (e.g. `make demo`).
+Prints one JSON object on stdout, progress on stderr.
+
+    .venv/bin/python bench/dashboard_load.py [--runs 10] [--api-url URL --token JWT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+from playwright.sync_api import Browser, sync_playwright
+
+from bench import api_latency as stack
+from bench.ingest_throughput import machine
+from dashboard.client import LIVE_TTL_SECONDS
+from dashboard.harness import VIEWPORT, launch_chromium, running_dashboard, settle
+from infra.stack.web import api_service
+from serving.security import SecuritySettings, issue_token
+from traffic_core.datasets import load_speed_csv
+from traffic_core.producer import ReadingProducer, replay_speeds
+from traffic_core.settings import LOCAL_STATE_DIR, PlatformSettings
+
+STATE = LOCAL_STATE_DIR / "bench" / "dashboard"
+API_PORT = 39181
+TARGET_S = 3.0
+SENSORS = 207
+COUNT = '[data-testid="stMetric"]:has-text("Sensors on map") [data-testid="stMetricValue"]'
+CANVAS = '[data-testid="stDeckGlJsonChart"] canvas'
+
+
+def say(message: str) -> None:
+    print(f"[dashboard_load] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def own_api() -> Iterator[tuple[str, str]]:
+    """The real API over a real broker and model, as in bench/api_latency.py."""
+    data_dir = PlatformSettings().data_dir
+    speeds = load_speed_csv(data_dir / stack.SIX_DAYS)
+    registry, version = stack.published_model(
+        "ridge", speeds.loc[: stack.TRAIN_UNTIL], data_dir, retrain=False
+    )
+    api = api_service(STATE / "api", port=API_PORT)
+    for leftover in (api, stack.BROKER):  # a previous run killed mid-way
+        leftover.stop()
+    shutil.rmtree(stack.STATE / "kafka", ignore_errors=True)
+    with stack.stopped_on_exit(api, stack.BROKER):
+        say("starting the broker and replaying 6 March 06:00-07:55")
+        stack.start_broker(stack.BROKER)
+        sink = ReadingProducer(
+            stack.BROKER.bootstrap_servers, topic=stack.EVENTS, dlq_topic=stack.DLQ
+        )
+        live = speeds.loc[stack.LIVE_FROM : stack.LIVE_FROM + pd.Timedelta("115min")]
+        replayed = replay_speeds(live, sink, source="metr-la", is_synthetic=False)
+        if replayed.delivery_failures:
+            raise SystemExit(f"{replayed.delivery_failures} readings not delivered")
+        del sink
+        secret = secrets.token_urlsafe(48)
+        say(f"starting the API with model {version} on {api.url}")
+        api.start(stack.api_env(registry, stack.BROKER, secret))
+        stack.wait_ready(api)
+        token = issue_token("bench", ["planner"], SecuritySettings(jwt_secret=secret), ttl=3600)
+        yield api.url, token
+
+
+def map_load_seconds(browser: Browser, url: str, timeout_s: float) -> float:
+    """Navigation start to the sensor count and the drawn map, in a context with no cache."""
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        started = time.perf_counter()
+        page.goto(url, wait_until="commit", timeout=timeout_s * 1000)
+        page.locator(COUNT).filter(has_text=str(SENSORS)).wait_for(timeout=timeout_s * 1000)
+        settle(page, CANVAS, timeout_s)
+        return time.perf_counter() - started
+    finally:
+        context.close()
+
+
+def figures(seconds: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(float(np.percentile(seconds, 50)), 3),
+        "p90": round(float(np.percentile(seconds, 90)), 3),
+        "max": round(max(seconds), 3),
+        "min": round(min(seconds), 3),
+    }
+
+
+def measure(api_url: str, token: str, runs: int, pause: float, timeout_s: float) -> dict:
+    env = {
+        "TRAFFIC_API_URL": api_url,
+        "TRAFFIC_DASHBOARD_TOKEN": token,
+        "TRAFFIC_LAKE_DIR": str(STATE / "lake"),  # the map page does not read the lake
+    }
+    with running_dashboard(STATE / "dashboard", env) as dashboard, sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        say(f"dashboard at {dashboard.url}; first load of a fresh server")
+        first = map_load_seconds(browser, dashboard.url, timeout_s)
+        seconds = []
+        for run in range(runs):
+            time.sleep(pause)
+            seconds.append(map_load_seconds(browser, dashboard.url, timeout_s))
+            say(f"run {run + 1}/{runs}: {seconds[-1]:.2f} s")
+        browser.close()
+    return {"first_load_s": round(first, 3), "map_visible_s": figures(seconds), "runs_s": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=LIVE_TTL_SECONDS + 1.0,
+        help="seconds between runs; past the live cache by default",
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per load")
+    parser.add_argument("--api-url", help="an API already running (default: start one)")
+    parser.add_argument("--token", default=os.environ.get("TRAFFIC_DASHBOARD_TOKEN"))
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if args.api_url and not args.token:
+        parser.error("--api-url needs --token (or TRAFFIC_DASHBOARD_TOKEN)")
+
+    with contextlib.ExitStack() as stack_of:
+        if args.api_url:
+            api_url, token, source = args.api_url, args.token, "given"
+        else:
+            api_url, token = stack_of.enter_context(own_api())
+            source = "own real stack (ridge model, 6 March 06:00-07:55 replayed)"
+        result = measure(api_url, token, args.runs, args.pause, args.timeout)
+    print(
+        json.dumps(
+            {
+                "bench": "dashboard_load",
+                "page": "live map",
+                "sensors": SENSORS,
+                "api": source,
+                "browser": "Debian chromium, headless, fresh context per run",
+                "runs": args.runs,
+                "pause_s": args.pause,
+                **result,
+                "target_s": TARGET_S,
+                "target_met": result["map_visible_s"]["max"] <= TARGET_S,
+                "machine": {**machine(), "load_average": os.getloadavg()},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
