@@ -7,12 +7,16 @@ because importing the asset module would pull Dagster and Spark into the dashboa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from traffic_core.lake import raw_files
 
 AGGREGATES_ZONE = ("aggregates", "traffic_5min")
 PART_FILE = "part.parquet"
@@ -53,6 +57,20 @@ def read_aggregates(
     frame = pd.concat(parts, ignore_index=True)
     frame["window_start"] = pd.to_datetime(frame["window_start"], utc=True)
     return frame.sort_values(["sensor_id", "window_start"], ignore_index=True)
+
+
+def synthetic_days(lake_dir: Path, days: Iterable[date]) -> list[date]:
+    """Days whose raw readings include simulator output (`is_synthetic`); the aggregates do not
+    carry the flag, so the raw zone tells. A day without raw files counts as real."""
+    found = []
+    for day in days:
+        files = [str(p) for p in raw_files(Path(lake_dir), day)]
+        if not files:
+            continue
+        flags = ds.dataset(files, format="parquet").to_table(columns=[SYNTHETIC_COLUMN])
+        if pc.any(flags[SYNTHETIC_COLUMN]).as_py():
+            found.append(day)
+    return found
 
 
 def _existing_columns(path: Path, columns: Sequence[str]) -> list[str]:

@@ -13,11 +13,18 @@ import pytest
 
 from dashboard.corridors import corridors, worst_corridors
 from dashboard.frames import live_sensor_frame
-from dashboard.lake import aggregate_files, day_profile, read_aggregates, weekday_hour_matrix
+from dashboard.lake import (
+    aggregate_files,
+    day_profile,
+    read_aggregates,
+    synthetic_days,
+    weekday_hour_matrix,
+)
 from dashboard.map_layers import NOW, basemap_style, map_points, network_deck
 from dashboard.metrics_tables import metrics_tables
 from serving.schemas import ForecastBatch, SensorInfo
 from traffic_core.datasets.graph import load_metr_la_graph
+from traffic_core.lake import OffsetRange, write_raw_range
 
 
 def sensor(sensor_id: str, up: list[str], down: list[str], lon: float = -118.0) -> SensorInfo:
@@ -180,3 +187,30 @@ def test_the_basemap_calls_no_server_unless_tiles_are_configured() -> None:
     tiles = "https://tiles.example/{z}/{x}/{y}.png"
     online = json.loads(unquote(basemap_style(tiles)).split(",", 1)[1])
     assert online["sources"]["basemap"]["tiles"] == [tiles]
+
+
+def write_raw(lake: Path, day: str, synthetic: bool) -> None:
+    stamps = pd.date_range(day, periods=3, freq="5min", tz="UTC")
+    rows = pd.DataFrame(
+        {
+            "sensor_id": "a",
+            "event_time": stamps,
+            "speed_mph": 60.0,
+            "volume": None,
+            "occupancy": None,
+            "source": "simulator" if synthetic else "metr-la",
+            "is_synthetic": synthetic,
+            "kafka_topic": "traffic-events",
+            "kafka_partition": 0,
+            "kafka_offset": range(3),
+        }
+    )
+    start = 100 if synthetic else 0
+    write_raw_range(lake, OffsetRange("traffic-events", 0, start, start + 2), rows)
+
+
+def test_simulated_days_are_found_in_the_raw_zone(tmp_path: Path) -> None:
+    write_raw(tmp_path, "2012-03-05", synthetic=False)
+    write_raw(tmp_path, "2012-03-06", synthetic=True)
+    days = [date(2012, 3, d) for d in (4, 5, 6)]
+    assert synthetic_days(tmp_path, days) == [date(2012, 3, 6)]

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from dashboard.lake import SYNTHETIC_COLUMN, read_aggregates
+from dashboard.lake import SYNTHETIC_COLUMN, read_aggregates, synthetic_days
 from serving.schemas import SensorHistory
 from traffic_core.windows import DEFAULT_THRESHOLDS
 
@@ -69,7 +69,10 @@ def from_lake(lake_dir: Path, request: ReportRequest) -> ReportData | None:
     )
     if rows.empty:
         return None
-    synthetic = bool(rows[SYNTHETIC_COLUMN].any()) if SYNTHETIC_COLUMN in rows else False
+    days = pd.date_range(request.start, request.end, freq="D").date
+    synthetic = bool(synthetic_days(lake_dir, days)) or (
+        SYNTHETIC_COLUMN in rows and bool(rows[SYNTHETIC_COLUMN].any())
+    )
     return ReportData(request, rows, "lake", synthetic)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +12,14 @@ from dashboard.charts import congested_sensors_chart, network_speed_chart, weekd
 from dashboard.context import api, config
 from dashboard.corridors import corridors, worst_corridors
 from dashboard.frames import network_history_frame
-from dashboard.lake import aggregate_files, aggregates_dir, day_profile, weekday_hour_matrix
-from dashboard.states import guarded, synthetic_banner, unless_not_ready
+from dashboard.lake import (
+    aggregate_files,
+    aggregates_dir,
+    day_profile,
+    synthetic_days,
+    weekday_hour_matrix,
+)
+from dashboard.states import SYNTHETIC_LABEL, guarded, synthetic_banner, unless_not_ready
 
 HOURS = (3, 6, 12, 24, 48)
 """The API keeps (and answers for) the last 48 hours."""
@@ -100,14 +107,22 @@ def _weekly_heatmap() -> None:
         key="heatmap_value",
     )
     value = value or "mean_speed_mph"
+    days = list(files)
+    simulated = _synthetic_days(lake_dir, tuple(days))
+    synthetic_banner(bool(simulated))
     profiles = [_day_profile(path, path.stat().st_mtime_ns) for path in files.values()]
     matrix = weekday_hour_matrix(profiles)
     st.altair_chart(weekday_hour_heatmap(matrix, value, HEATMAP_VALUES[value]), width="stretch")
-    days = list(files)
     st.caption(
         f"All sensors, {len(days)} days of aggregates from {days[0]} to {days[-1]} (hours UTC). "
         "Weekdays seen only once are single days, not averages."
+        + (f" {SYNTHETIC_LABEL} days: {', '.join(map(str, simulated))}." if simulated else "")
     )
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _synthetic_days(lake_dir: Path, days: tuple[date, ...]) -> list[date]:
+    return synthetic_days(lake_dir, days)
 
 
 @st.cache_data(ttl=3600, show_spinner="Reading the lake…", max_entries=2000)
