@@ -11,7 +11,6 @@ import json
 import math
 from urllib.parse import quote
 
-import numpy as np
 import pandas as pd
 import pydeck as pdk
 
@@ -19,6 +18,9 @@ from dashboard.congestion import LABELS, RGB
 
 NOW = 0
 """The view `minutes` of the current observation; 15/30/60 show forecasts that far ahead."""
+
+TOOLTIP_HORIZON = 15
+"""The forecast the tooltip shows while the map colours the present."""
 
 FREE_FLOW_MPH = 65.0
 """Heat weight is the speed deficit below this, so the heat shows where traffic is slowest."""
@@ -51,33 +53,39 @@ def _speed_text(speeds: pd.Series, classes: pd.Series) -> list[str]:
 
 
 def map_points(frame: pd.DataFrame, minutes: int) -> pd.DataFrame:
-    """The columns the layers and the tooltip read, for the chosen view (no NaN: JSON-safe)."""
+    """The columns the layers and the tooltip read, for the chosen view (no NaN: JSON-safe).
+
+    Colour and heat follow the view; the tooltip always shows the speed now and a forecast
+    with its interval (the 15-minute one while the map shows the present).
+    """
+    ahead = TOOLTIP_HORIZON if minutes == NOW else minutes
+    forecast = frame[f"f{ahead}_speed"]
+    forecast_class = _known(frame[f"f{ahead}_congestion"])
     if minutes == NOW:
-        speed, congestion = frame["observed_speed"], frame["observed_congestion"]
-        lower = upper = pd.Series(np.nan, index=frame.index)
-        title = "Now"
+        speed, congestion = frame["observed_speed"], _known(frame["observed_congestion"])
     else:
-        speed, congestion = frame[f"f{minutes}_speed"], frame[f"f{minutes}_congestion"]
-        lower, upper = frame[f"f{minutes}_lower"], frame[f"f{minutes}_upper"]
-        title = f"In {minutes} min"
-    congestion = congestion.where(congestion.isin(list(RGB)), "unknown")
+        speed, congestion = forecast, forecast_class
     interval = [
         "—" if pd.isna(lo) or pd.isna(hi) else f"{lo:.0f} to {hi:.0f} mph"
-        for lo, hi in zip(lower, upper, strict=True)
+        for lo, hi in zip(frame[f"f{ahead}_lower"], frame[f"f{ahead}_upper"], strict=True)
     ]
     return pd.DataFrame(
         {
             "sensor_id": frame["sensor_id"],
             "position": list(zip(frame["longitude"], frame["latitude"], strict=True)),
             "fill": [[*RGB[c], 230] for c in congestion],
-            "line": [list(RGB.get(c, RGB["unknown"])) for c in frame["observed_congestion"]],
+            "line": [list(RGB[c]) for c in _known(frame["observed_congestion"])],
             "weight": (FREE_FLOW_MPH - speed).clip(lower=0).fillna(0.0).round(1),
             "now_text": _speed_text(frame["observed_speed"], frame["observed_congestion"]),
-            "view_title": title,
-            "view_text": _speed_text(speed, congestion),
+            "view_title": f"In {ahead} min",
+            "view_text": _speed_text(forecast, forecast_class),
             "interval_text": interval,
         }
     )
+
+
+def _known(classes: pd.Series) -> pd.Series:
+    return classes.where(classes.isin(list(RGB)), "unknown")
 
 
 def network_deck(
