@@ -14,7 +14,7 @@ def api_status() -> None:
     """A line in the sidebar on every page: is the API up, and is a model serving?"""
     try:
         readiness = api().readiness()
-    except ApiError:
+    except ApiError:  # the page itself says what to do
         st.sidebar.error(f"API unreachable at {config().api_url}")
         return
     if readiness.ready:

@@ -37,5 +37,13 @@ class DashboardConfig:
             lake_dir=Path(env["TRAFFIC_LAKE_DIR"])
             if env.get("TRAFFIC_LAKE_DIR")
             else PlatformSettings().lake_dir,
-            refresh_seconds=max(5, int(env.get("TRAFFIC_DASHBOARD_REFRESH_SECONDS", "30"))),
+            refresh_seconds=_seconds(env.get("TRAFFIC_DASHBOARD_REFRESH_SECONDS")),
         )
+
+
+def _seconds(value: str | None, default: int = 30, least: int = 5) -> int:
+    """A refresh interval; a typo falls back to the default rather than stopping every page."""
+    try:
+        return max(least, int(value)) if value else default
+    except ValueError:
+        return default

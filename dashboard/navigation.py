@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
+from dashboard.states import guarded
+
 
 @dataclass(frozen=True)
 class PageSpec:
@@ -29,13 +31,14 @@ DEFAULT = "map"
 
 
 def _lazy(module: str) -> Callable[[], None]:
-    """Import a view only when its page is first opened: the map need not wait for reportlab."""
+    """Import a view only when its page is first opened (the map need not wait for reportlab),
+    and run it guarded: whatever fails, the page shows a notice, never a traceback."""
 
     def render() -> None:
         importlib.import_module(module).render()
 
-    render.__name__ = module.rsplit(".", 1)[-1]
-    return render
+    render.__name__ = render.__qualname__ = module  # names the page in the dashboard's log
+    return guarded(render)
 
 
 def page(key: str) -> StreamlitPage:

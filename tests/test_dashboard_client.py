@@ -144,3 +144,6 @@ def test_configuration_comes_from_the_environment(tmp_path) -> None:
     assert (config.token, config.audit_token, config.tiles) == ("t", None, None)
     assert config.lake_dir == tmp_path
     assert config.refresh_seconds == 5
+    assert (
+        DashboardConfig.from_env({"TRAFFIC_DASHBOARD_REFRESH_SECONDS": "3O"}).refresh_seconds == 30
+    )

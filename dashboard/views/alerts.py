@@ -21,7 +21,6 @@ PERIODS = {
 LIMITS = (50, 200, 1000)
 
 
-@guarded
 def render() -> None:
     st.title("Alerts")
     st.caption(

@@ -12,7 +12,6 @@ from dashboard.states import guarded
 from serving.schemas import Lineage, ModelSummary
 
 
-@guarded
 def render() -> None:
     st.title("Model quality")
     try:

@@ -23,13 +23,12 @@ from dashboard.reports.dataset import (
     to_csv,
 )
 from dashboard.reports.pdf import build_pdf
-from dashboard.states import guarded, notice_for, show, synthetic_banner, unless_not_ready
+from dashboard.states import notice_for, show, synthetic_banner, unless_not_ready
 
 MAX_HISTORY_HOURS = 48
 """The longest history the API answers for (its live state keeps two days)."""
 
 
-@guarded
 def render() -> None:
     st.title("Reports")
     lake_days = list(aggregate_files(config().lake_dir))

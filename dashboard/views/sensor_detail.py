@@ -8,7 +8,7 @@ from dashboard.charts import sensor_speed_chart
 from dashboard.context import api
 from dashboard.frames import HORIZONS, alerts_frame, sensor_forecast_frame, sensor_observed_frame
 from dashboard.navigation import page
-from dashboard.states import guarded, synthetic_banner, unless_not_ready
+from dashboard.states import synthetic_banner, unless_not_ready
 from serving.schemas import OneForecast, SensorHistory, SensorInfo
 
 HOURS = (1, 3, 6, 12, 24)
@@ -20,7 +20,6 @@ def _pick_to_url() -> None:
     st.query_params["sensor"] = st.session_state[PICK]
 
 
-@guarded
 def render() -> None:
     st.title("Sensor detail")
     sensors = {s.sensor_id: s for s in api().sensors()}
