@@ -168,7 +168,9 @@ def test_live_map_shows_all_207_sensors_on_a_drawn_map(
     screenshot(page, "live-map-now")
     page.get_by_text("In 30 min").click()  # the forecast view redraws without an error
     settle(page, MAP_CANVAS, PAGE_TIMEOUT_S)
-    done(page, "live-map-in-30-min")
+    page.get_by_text("Heat layer (slow traffic)").click()
+    settle(page, MAP_CANVAS, PAGE_TIMEOUT_S)
+    done(page, "live-map-in-30-min-heat")
 
 
 def test_sensor_detail_draws_speeds_against_forecasts(

@@ -26,7 +26,13 @@ def render() -> None:
         key="map_view",
         help="Fill: congestion now or forecast that far ahead. Ring: congestion now.",
     )
-    heat = right.toggle("Heat layer (slow traffic)", value=True, key="map_heat")
+    heat = right.toggle(
+        "Heat layer (slow traffic)",
+        value=False,
+        key="map_heat",
+        help="Where traffic is slowest. Off at first: without graphics acceleration it takes "
+        "seconds to draw.",
+    )
     _legend()
     live_map(NOW if minutes is None else minutes, heat)
 
