@@ -104,7 +104,7 @@ class Readiness:
 
 
 class TrafficApi:
-    """Typed calls to /v1; `cache=False` (tests, the benchmark) always asks the API."""
+    """Typed calls to /v1; `cache=False` (unit tests) always asks the API."""
 
     def __init__(
         self,
@@ -162,9 +162,6 @@ class TrafficApi:
             return adapter.validate_python(body)
         except ValidationError as exc:
             raise UnexpectedAnswer(f"{path} answered outside the API contract: {exc}") from None
-
-    def health(self) -> dict[str, Any]:
-        return self.get_json("/v1/health")
 
     def readiness(self) -> Readiness:
         """/v1/ready answers 503 with a reason while it is not ready: that is data, not an error."""
