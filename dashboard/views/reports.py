@@ -46,7 +46,9 @@ def render() -> None:
         )
         chosen = right.multiselect("Sensors (none chosen = all)", sensor_ids, key="report_sensors")
         submitted = st.form_submit_button("Prepare report", type="primary")
-    if submitted:
+    if submitted and not period:
+        st.warning("Choose the first and the last day of the report.")
+    elif submitted:
         start, end = period if len(period) == 2 else (period[0], period[0])
         st.session_state["report"] = _prepare(ReportRequest(start, end, tuple(chosen)))
     prepared = st.session_state.get("report")
