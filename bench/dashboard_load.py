@@ -7,9 +7,10 @@ browser context (no HTTP cache) against a warm Streamlit server, spaced beyond t
 very first load of a fresh server (imports of pandas, pydeck, Altair) is reported on its own.
 Target: 3 s on 2 cores, measured, not asserted.
 
-By default it brings up the real stack as bench/api_latency.py does and shares its state and
-ports (so not both at once): a broker, a ridge model trained on 1-5 March 2012 (cached), 6
-March 06:00-07:55 replayed, `uvicorn serving.app:app`; then `streamlit run dashboard/app.py`.
+By default it brings up the real stack as bench/api_latency.py does, on ports 39281/39292/39293
+and state under .local/bench/dashboard of its own: a broker, a ridge model trained on 1-5 March
+2012 (cached), 6 March 06:00-07:55 replayed, `uvicorn serving.app:app`; then `streamlit run
+dashboard/app.py`.
 With --api-url and --token it measures against an API already running (e.g. `make demo`).
 Prints one JSON object on stdout, progress on stderr.
 
@@ -27,6 +28,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,14 +38,24 @@ from bench import api_latency as stack
 from bench.ingest_throughput import machine
 from dashboard.client import LIVE_TTL_SECONDS
 from dashboard.harness import VIEWPORT, launch_chromium, running_dashboard, settle
+from infra.stack.kafka import KafkaBroker
 from infra.stack.web import api_service
 from serving.security import SecuritySettings, issue_token
-from traffic_core.datasets import load_speed_csv
+from traffic_core.datasets import load_metr_la_graph, load_speed_csv
+from traffic_core.features import FEATURE_VERSION
+from traffic_core.models.quick import train_and_publish
 from traffic_core.producer import ReadingProducer, replay_speeds
+from traffic_core.registry import ModelRegistry, frame_fingerprint
 from traffic_core.settings import LOCAL_STATE_DIR, PlatformSettings
 
 STATE = LOCAL_STATE_DIR / "bench" / "dashboard"
-API_PORT = 39181
+API_PORT = 39281
+BROKER = KafkaBroker(
+    state_dir=STATE / "kafka",
+    libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
+    port=39292,
+    controller_port=39293,
+)
 TARGET_S = 3.0
 SENSORS = 207
 COUNT = '[data-testid="stMetric"]:has-text("Sensors on map") [data-testid="stMetricValue"]'
@@ -54,24 +66,37 @@ def say(message: str) -> None:
     print(f"[dashboard_load] {message}", file=sys.stderr, flush=True)
 
 
+def published_ridge(speeds: pd.DataFrame, data_dir: Path) -> tuple[Path, str]:
+    """A ridge model on `speeds` in this bench's own registry, reused while the feature code
+    and the data stay the same (the bench measures the dashboard, not training)."""
+    key = f"ridge-{FEATURE_VERSION}-{frame_fingerprint(speeds)[:12]}"
+    root = STATE / "models" / key
+    registry = ModelRegistry(root)
+    if registry.latest() is None:
+        shutil.rmtree(root, ignore_errors=True)
+        say(f"training ridge on {speeds.index[0]} .. {speeds.index[-1]}")
+        graph = load_metr_la_graph(data_dir / "metr-la")
+        train_and_publish(root, speeds, graph, "ridge", {"alpha": 10.0}, code_version="bench")
+    version = registry.latest()
+    assert version is not None
+    return root, version
+
+
 @contextlib.contextmanager
 def own_api() -> Iterator[tuple[str, str]]:
-    """The real API over a real broker and model, as in bench/api_latency.py."""
+    """The real API over its own broker and a real model, set up as bench/api_latency.py does
+    but on ports and state of its own, so the two benches never touch each other."""
     data_dir = PlatformSettings().data_dir
     speeds = load_speed_csv(data_dir / stack.SIX_DAYS)
-    registry, version = stack.published_model(
-        "ridge", speeds.loc[: stack.TRAIN_UNTIL], data_dir, retrain=False
-    )
+    registry, version = published_ridge(speeds.loc[: stack.TRAIN_UNTIL], data_dir)
     api = api_service(STATE / "api", port=API_PORT)
-    for leftover in (api, stack.BROKER):  # a previous run killed mid-way
+    for leftover in (api, BROKER):  # this bench's own, from a run killed mid-way
         leftover.stop()
-    shutil.rmtree(stack.STATE / "kafka", ignore_errors=True)
-    with stack.stopped_on_exit(api, stack.BROKER):
+    shutil.rmtree(STATE / "kafka", ignore_errors=True)
+    with stack.stopped_on_exit(api, BROKER):
         say("starting the broker and replaying 6 March 06:00-07:55")
-        stack.start_broker(stack.BROKER)
-        sink = ReadingProducer(
-            stack.BROKER.bootstrap_servers, topic=stack.EVENTS, dlq_topic=stack.DLQ
-        )
+        stack.start_broker(BROKER)
+        sink = ReadingProducer(BROKER.bootstrap_servers, topic=stack.EVENTS, dlq_topic=stack.DLQ)
         live = speeds.loc[stack.LIVE_FROM : stack.LIVE_FROM + pd.Timedelta("115min")]
         replayed = replay_speeds(live, sink, source="metr-la", is_synthetic=False)
         if replayed.delivery_failures:
@@ -79,7 +104,8 @@ def own_api() -> Iterator[tuple[str, str]]:
         del sink
         secret = secrets.token_urlsafe(48)
         say(f"starting the API with model {version} on {api.url}")
-        api.start(stack.api_env(registry, stack.BROKER, secret))
+        audit = f"sqlite:///{STATE / 'audit.sqlite3'}"
+        api.start({**stack.api_env(registry, BROKER, secret), "TRAFFIC_API_AUDIT_URL": audit})
         stack.wait_ready(api)
         token = issue_token("bench", ["planner"], SecuritySettings(jwt_secret=secret), ttl=3600)
         yield api.url, token
