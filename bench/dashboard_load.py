@@ -8,7 +8,7 @@ very first load of a fresh server (imports of pandas, pydeck, Altair) is reporte
 Target: 3 s on 2 cores, measured, not asserted.
 
 By default it brings up the real stack as bench/api_latency.py does, on ports 39281/39292/39293
-and state under .local/bench/dashboard of its own: a broker, a ridge model trained on 1-5 March
+and state under .local/dashboard-bench of its own: a broker, a ridge model trained on 1-5 March
 2012 (cached), 6 March 06:00-07:55 replayed, `uvicorn serving.app:app`; then `streamlit run
 dashboard/app.py`.
 With --api-url and --token it measures against an API already running (e.g. `make demo`).
@@ -48,7 +48,8 @@ from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.registry import ModelRegistry, frame_fingerprint
 from traffic_core.settings import LOCAL_STATE_DIR, PlatformSettings
 
-STATE = LOCAL_STATE_DIR / "bench" / "dashboard"
+STATE = LOCAL_STATE_DIR / "dashboard-bench"
+"""Not under .local/bench: bench/ingest_throughput.py wipes that whole folder when it starts."""
 API_PORT = 39281
 BROKER = KafkaBroker(
     state_dir=STATE / "kafka",

@@ -42,9 +42,15 @@ def running_dashboard(
     stopped); `state_dir` receives its pid file and log."""
     service = dashboard_service(state_dir, port=free_port())
     service.start(env=dict(env), timeout=timeout)
+    pid = service.process.pid()
     try:
         yield service
     finally:
+        if pid is not None and not service.process.pid_file.exists():
+            # Someone wiped the state folder: restore the pid file so stop() finds the server
+            # (it still checks the pid's command line, so a recycled pid is left alone).
+            service.process.pid_file.parent.mkdir(parents=True, exist_ok=True)
+            service.process.pid_file.write_text(str(pid))
         service.stop()
 
 
