@@ -16,6 +16,7 @@ from dagster import (
 
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
+from traffic_assets.models.baselines import baseline_models, load_baselines
 from traffic_assets.models.candidates import candidate_models, load_candidate
 from traffic_assets.models.training_data import features_dir
 from traffic_core import features as f
@@ -44,12 +45,13 @@ def kafka_lineage(context: AssetExecutionContext, days: list[str]) -> list[dict]
 
 
 @asset(
-    deps=candidate_models,
+    deps=[*candidate_models, baseline_models],
     group_name="models",
-    code_version="1",
+    code_version="2",
     kinds={"onnx"},
     description="Per horizon, the candidate with the lowest cross-validated masked MAE, as ONNX "
-    "with 90% split-conformal intervals, published to the model registry (`latest`).",
+    "with 90% split-conformal intervals, published to the model registry (`latest`); the "
+    "baselines' CV MAE on the same rows stands next to the candidates' in its manifest.",
 )
 def best_model(
     context: AssetExecutionContext, lake: LakeResource, model_store: ModelStoreResource
@@ -59,6 +61,14 @@ def best_model(
         for minutes in f.HORIZONS
     }
     best = select_best(candidates)
+    baselines = load_baselines(lake)
+    for minutes, model in best.items():
+        if baselines.validation_rows[minutes] != len(model.residuals):
+            raise ValueError(
+                f"{minutes} min: baselines were scored on {baselines.validation_rows[minutes]} "
+                f"CV rows, the candidates on {len(model.residuals)}: run baseline_models with "
+                "the candidates' config"
+            )
     days = features_dir(lake).joinpath("days.txt").read_text().split()
     training = pd.read_parquet(features_dir(lake) / "training.parquet")
     metrics = {
@@ -66,6 +76,7 @@ def best_model(
             "selected": best[minutes].family,
             "cv_mae": {m.family: m.cv_mae for m in models},
             "params": best[minutes].params,
+            "baselines": baselines.mae(minutes),
         }
         for minutes, models in candidates.items()
     }
@@ -92,6 +103,7 @@ def best_model(
                 "horizon_min": m,
                 "selected": v["selected"],
                 **{k: round(x, 3) for k, x in v["cv_mae"].items()},
+                **{k: round(x, 3) for k, x in v["baselines"].items()},
                 "interval_90_mph": round(v["interval"]["half_width_mph"], 2),
             }
             for m, v in metrics.items()
