@@ -7,7 +7,7 @@ browser context (no HTTP cache) against a warm Streamlit server, spaced beyond t
 very first load of a fresh server (imports of pandas, pydeck, Altair) is reported on its own.
 Target: 3 s on 2 cores, measured, not asserted.
 
-By default it brings up the real stack as bench/api_latency.py does, on ports 39281/39292/39293
+By default it brings up the real stack as bench/api_latency.py does, on ports 29281/29292/29293
 and state under .local/dashboard-bench of its own: a broker, a ridge model trained on 1-5 March
 2012 (cached), 6 March 06:00-07:55 replayed, `uvicorn serving.app:app`; then `streamlit run
 dashboard/app.py`.
@@ -50,13 +50,15 @@ from traffic_core.settings import LOCAL_STATE_DIR, PlatformSettings
 
 STATE = LOCAL_STATE_DIR / "dashboard-bench"
 """Not under .local/bench: bench/ingest_throughput.py wipes that whole folder when it starts."""
-API_PORT = 39281
+API_PORT = 29281
 BROKER = KafkaBroker(
     state_dir=STATE / "kafka",
     libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
-    port=39292,
-    controller_port=39293,
+    port=29292,
+    controller_port=29293,
 )
+"""Fixed ports below Linux's ephemeral range (32768-60999): a load test's client sockets there
+once held 39293 in TIME-WAIT and the broker could not bind it."""
 TARGET_S = 3.0
 SENSORS = 207
 COUNT = '[data-testid="stMetric"]:has-text("Sensors on map") [data-testid="stMetricValue"]'
