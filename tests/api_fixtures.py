@@ -137,7 +137,11 @@ class ApiServer:
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        self.wait_ready(ready_timeout)
+        try:
+            self.wait_ready(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
