@@ -82,9 +82,12 @@ class _DeferredHandler(logging.Handler):
     def flush(self) -> None:
         with self._drain_lock:
             records = self._records
-            while records:
-                self.target.handle(records.popleft())
-            self.target.flush()
+            try:
+                while records:
+                    self.target.handle(records.popleft())
+                self.target.flush()
+            except ValueError:  # the stream was closed under us (a test's captured stderr)
+                records.clear()
 
     def close(self) -> None:
         self._stopping = True
