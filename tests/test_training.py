@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, RegressorMixin
+from xgboost import XGBRegressor
 
 from traffic_core import features as f
 from traffic_core.cv import forward_chaining_splits
@@ -22,8 +23,11 @@ from traffic_core.models import (
     coverage,
     crossfit_features,
     select_best,
+    to_onnx,
     train_horizon,
 )
+from traffic_core.models.export import onnx_predict
+from traffic_core.models.residual import ResidualRegressor
 from traffic_core.windows import WINDOW
 
 SIX_DAYS = "metr-la/los_loop_speed_2012-03-01_to_03-06.csv"
@@ -128,6 +132,22 @@ def test_select_best_per_horizon() -> None:
     assert {h: m.family for h, m in chosen.items()} == {15: "xgboost", 60: "ridge"}
     with pytest.raises(ValueError, match="different rows"):
         select_best({15: [_trained("ridge", 2.0, rows=10), _trained("xgboost", 1.0, rows=9)]})
+
+
+def test_residual_regressor_adds_the_first_present_base_in_python_and_onnx() -> None:
+    """Learns the change from column 0, falling back to column 1, then 0 mph."""
+    rng = np.random.default_rng(4)
+    X = rng.uniform(20, 70, (400, 3)).astype("float32")
+    X[::7, 0] = np.nan
+    X[::21, 1] = np.nan
+    model = ResidualRegressor(Constant(-2.0, log=[]), (0, 1)).fit(X, X[:, 2])
+    base = np.where(np.isnan(X[:, 0]), X[:, 1], X[:, 0])
+    expected = np.nan_to_num(base, nan=0.0) - 2.0
+    np.testing.assert_allclose(model.predict(X), expected)
+    assert np.isnan(base).any()
+    booster = ResidualRegressor(XGBRegressor(n_estimators=5, max_depth=2), (0, 1)).fit(X, X[:, 2])
+    onnx = onnx_predict(to_onnx(booster, X.shape[1]), X)
+    assert np.abs(onnx - booster.predict(X)).max() <= 1e-3
 
 
 @pytest.mark.parametrize("nominal", [0.8, 0.9, 0.95])

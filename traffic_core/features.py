@@ -28,7 +28,7 @@ import pandas as pd
 from traffic_core.datasets import SensorGraph
 from traffic_core.windows import WINDOW, WINDOWS_PER_DAY
 
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"
 """Bump whenever a feature's definition changes; manifests record it and models trained on
 another version must not be served with this code."""
 
@@ -39,8 +39,11 @@ LOOKBACK = 12
 """Steps of history a moment's features use: the last hour, all the API holds."""
 
 DIFF_STEPS = (1, 3, 6)
-NEIGHBOUR_LAGS = (0, 3)
-ROLLING = {"30min": 6, "60min": 12}
+NEIGHBOUR_LAGS = (0, 3, 6)
+ROLLING = {"15min": 3, "30min": 6, "60min": 12}
+SIDES = ("upstream", "downstream", "upstream2", "downstream2")
+"""Neighbour sets: direct links, and sensors two links away (a 60-minute forecast needs to see
+a queue before it reaches the direct neighbour)."""
 WEEK_SLOTS = 7 * WINDOWS_PER_DAY
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -53,7 +56,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "dow_sin",
     "dow_cos",
     "is_weekend",
-    *(f"{side}_mean_lag{k}" for side in ("upstream", "downstream") for k in NEIGHBOUR_LAGS),
+    *(f"{side}_mean_lag{k}" for side in SIDES for k in NEIGHBOUR_LAGS),
+    *(f"{side}_deviation" for side in SIDES),
     "profile_now",
     *(f"profile_{minutes}min" for minutes in HORIZONS),
     "profile_deviation",
@@ -152,15 +156,21 @@ class FeatureContext:
             columns=self.sensor_ids
         )
         links = self.adjacency * (1.0 - np.eye(n))
-        self._neighbours = {"upstream": _padded(links.T), "downstream": _padded(links)}
+        # two links away, weighted by the path's product, excluding direct links and itself
+        second = (links @ links) * (links == 0) * (1.0 - np.eye(n))
+        self._neighbours = {
+            "upstream": _padded(links.T),
+            "downstream": _padded(links),
+            "upstream2": _padded(second.T),
+            "downstream2": _padded(second),
+        }
 
     @classmethod
     def from_graph(cls, graph: SensorGraph, profile: pd.DataFrame) -> FeatureContext:
         return cls(list(graph.sensor_ids), graph.adjacency, profile)
 
     def neighbours(self, side: str) -> tuple[np.ndarray, np.ndarray]:
-        """(index, weight) arrays (sensors, max degree) of upstream or downstream links;
-        padding has weight 0."""
+        """(index, weight) arrays (sensors, max degree) of one of SIDES; padding has weight 0."""
         return self._neighbours[side]
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -247,10 +257,12 @@ def _feature_cube(grid: pd.DataFrame, context: FeatureContext) -> np.ndarray:
         (day >= 5).astype("float64"),
     ]
     columns += [np.broadcast_to(c[:, None], shape) for c in clock]
-    for side in ("upstream", "downstream"):
+    now = profile_at(context.profile, stamps)
+    for side in SIDES:
         side_lags = _lags(_neighbour_mean(values, *context.neighbours(side)), LOOKBACK)
         columns += [side_lags[..., k] for k in NEIGHBOUR_LAGS]
-    now = profile_at(context.profile, stamps)
+    # how much slower than their usual the neighbours are now: a jam on its way
+    columns += [_neighbour_mean(values - now, *context.neighbours(side)) for side in SIDES]
     columns.append(now)
     columns += [profile_at(context.profile, stamps + steps * WINDOW) for steps in HORIZONS.values()]
     columns.append(lags[..., 0] - now)

