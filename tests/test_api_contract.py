@@ -164,8 +164,7 @@ def test_rate_limit_answers_429_with_retry_after(model_registry: Path) -> None:
 
 @pytest.fixture(scope="module")
 def live_schema(api_server: ApiServer) -> schemathesis.BaseSchema:
-    schema = schemathesis.openapi.from_url(f"{api_server.url}/openapi.json")
-    return schema.exclude(path="/v1/stream/sse")
+    return schemathesis.openapi.from_url(f"{api_server.url}/openapi.json")
 
 
 schema = schemathesis.pytest.from_fixture("live_schema")

@@ -18,7 +18,12 @@ from serving.routes.common import service
 router = APIRouter(prefix="/v1/stream", tags=["streams"])
 
 
-@router.get("/sse", dependencies=allow(*STREAM), response_class=EventSourceResponse)
+@router.get(
+    "/sse",
+    dependencies=allow(*STREAM),
+    response_class=EventSourceResponse,
+    include_in_schema=False,  # an endless stream: documented in the README, not fuzzable
+)
 async def sse(request: Request) -> EventSourceResponse:
     """Server-Sent Events: one `data:` line per message, a ping every 15 s."""
     broadcaster = service(request).broadcaster
