@@ -1,8 +1,6 @@
 """Read the lake's 5-minute aggregates: one Parquet file per day, written by the Dagster asset
-`traffic_5min_aggregates` (columns `traffic_core.windows.AGGREGATE_COLUMNS`).
-
-The zone path mirrors `traffic_assets.aggregation.assets.AGGREGATES_ZONE`; it is repeated here
-because importing the asset module would pull Dagster and Spark into the dashboard.
+`traffic_5min_aggregates` (columns `traffic_core.windows.AGGREGATE_COLUMNS`) under
+`traffic_core.lake.AGGREGATES_ZONE`.
 """
 
 from __future__ import annotations
@@ -16,9 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from traffic_core.lake import raw_files
+from traffic_core.lake import AGGREGATES_ZONE, raw_files
 
-AGGREGATES_ZONE = ("aggregates", "traffic_5min")
 PART_FILE = "part.parquet"
 SYNTHETIC_COLUMN = "is_synthetic"
 

@@ -146,11 +146,9 @@ class ForecastService:
 
     def _push(self, snapshot: ForecastSnapshot) -> None:
         alerts = self.alerts.update(snapshot)
-        self.broadcaster.publish(
-            {"type": "forecasts", "data": orjson.loads(snapshot.batch_json(None))}
-        )
+        self.broadcaster.publish("forecasts", snapshot.batch_json(None))
         for alert in alerts:
-            self.broadcaster.publish({"type": "alert", "data": alert})
+            self.broadcaster.publish("alert", alert)
         if self.publisher is not None:
             self.publisher.send(
                 self.publisher.predictions_topic,

@@ -35,11 +35,13 @@ class Broadcaster:
     def subscribers(self) -> int:
         return len(self._queues)
 
-    def publish(self, message: dict[str, Any]) -> None:
-        """Thread-safe: encode once, fan out on the loop."""
+    def publish(self, kind: str, data: dict[str, Any] | bytes) -> None:
+        """Thread-safe: a `{"type": kind, "data": ...}` message encoded once (`data` may be
+        JSON already, as forecast batches are), fanned out on the loop."""
         if self._loop is None or not self._queues:
             return
-        data = orjson.dumps(message)
+        body = data if isinstance(data, bytes) else orjson.dumps(data)
+        data = b'{"type":' + orjson.dumps(kind) + b',"data":' + body + b"}"
         self.published += 1
         self._loop.call_soon_threadsafe(self._fan_out, data)
 

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 RAW_ZONE = "raw/traffic_events"
+AGGREGATES_ZONE = ("aggregates", "traffic_5min")
+"""Folders of the 5-minute aggregates under the lake root (one `date=YYYY-MM-DD` per day)."""
 
 RAW_SCHEMA = pa.schema(
     [

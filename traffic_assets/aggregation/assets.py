@@ -30,9 +30,7 @@ from resources.lake import LakeResource
 from traffic_assets.aggregation.spark_windows import aggregate_with_spark
 from traffic_assets.partitions import daily_partitions
 from traffic_core import windows as core
-from traffic_core.lake import raw_day_dir, raw_files, replace_durably
-
-AGGREGATES_ZONE = ("aggregates", "traffic_5min")
+from traffic_core.lake import AGGREGATES_ZONE, raw_day_dir, raw_files, replace_durably
 
 EAGER_ALL_PARTITIONS = AutomationCondition.eager().without(
     AutomationCondition.in_latest_time_window()
