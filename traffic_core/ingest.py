@@ -102,7 +102,7 @@ def read_range(consumer: Consumer, offsets: OffsetRange, timeout: float = 60.0) 
 
 
 @contextmanager
-def _collection_paused() -> Iterator[None]:
+def collection_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a range is read and classified.
 
     Kafka messages are GC-tracked objects and a range holds up to millions of them, so every
@@ -218,6 +218,26 @@ def classify_range(
     return ClassifiedRange(columnar_table(readings, rows, offsets, kept), rejected, counts)
 
 
+def send_rejects(dlq: Producer, dlq_topic: str, rejected: list[Rejection], *, flush: bool) -> None:
+    """Produce rejects to the dead-letter topic; with flush, wait until all are acknowledged.
+
+    A transactional caller leaves flush off: committing its transaction delivers them.
+    """
+    for rejection in rejected:
+        record = rejection.to_dlq_record()
+        dlq.produce(dlq_topic, record.value, record.key, headers=record.headers)
+    if flush and rejected and dlq.flush(60) > 0:
+        raise IngestError("dead-letter topic did not acknowledge the rejects")
+
+
+def store_classified(
+    lake_root: Path, offsets: OffsetRange, classified: ClassifiedRange
+) -> RangeOutcome:
+    """Write the valid rows of one classified range durably (one immutable file per date)."""
+    files = write_raw_range(lake_root, offsets, classified.table)
+    return RangeOutcome(offsets, classified.table.num_rows, classified.counts, files)
+
+
 def ingest_ranges(
     consumer: Consumer,
     dlq: Producer,
@@ -234,20 +254,15 @@ def ingest_ranges(
     now = now or datetime.now(UTC)
     config = config or ValidationConfig()
     for offsets in sorted(ranges):
-        with _collection_paused():
+        with collection_paused():
             messages = read_range(consumer, offsets)
             classified = classify_range(messages, offsets, config, now)
-        for rejection in classified.rejected:
-            record = rejection.to_dlq_record()
-            dlq.produce(dlq_topic, record.value, record.key, headers=record.headers)
-        if classified.rejected and dlq.flush(60) > 0:
-            raise IngestError(f"{offsets}: dead-letter topic did not acknowledge the rejects")
-        files = write_raw_range(lake_root, offsets, classified.table)
+        send_rejects(dlq, dlq_topic, classified.rejected, flush=True)
+        outcome = store_classified(lake_root, offsets, classified)
         consumer.commit(
             offsets=[TopicPartition(offsets.topic, offsets.partition, offsets.last + 1)],
             asynchronous=False,
         )
-        outcome = RangeOutcome(offsets, classified.table.num_rows, classified.counts, files)
         report.ranges.append(outcome)
         if after_range is not None:
             after_range(outcome)

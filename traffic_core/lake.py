@@ -154,13 +154,30 @@ def read_raw_day(lake_root: Path, day: date) -> pd.DataFrame:
     return pa.concat_tables(pq.read_table(f, schema=RAW_SCHEMA) for f in files).to_pandas()
 
 
-def stored_offset_ranges(lake_root: Path) -> list[OffsetRange]:
-    """Offset ranges that have files in the lake (the ingestion ledger)."""
+def stored_offset_ranges(
+    lake_root: Path, topic: str | None = None, partition: int | None = None
+) -> list[OffsetRange]:
+    """Offset ranges that have files in the lake (the ingestion ledger), optionally of one
+    topic and partition only."""
+    pattern = "/".join(
+        (
+            "date=*",
+            "topic=*" if topic is None else f"topic={topic}",
+            "partition=*" if partition is None else f"partition={partition:03d}",
+            "offsets=*.parquet",
+        )
+    )
     ranges = set()
-    for path in raw_files(lake_root):
+    for path in (lake_root / RAW_ZONE).glob(pattern):
         match = _FILE_RE.search(path.name)
-        assert match is not None
-        topic = path.parent.parent.name.removeprefix("topic=")
-        partition = int(path.parent.name.removeprefix("partition="))
-        ranges.add(OffsetRange(topic, partition, int(match[1]), int(match[2])))
+        if match is None:
+            continue
+        ranges.add(
+            OffsetRange(
+                path.parent.parent.name.removeprefix("topic="),
+                int(path.parent.name.removeprefix("partition=")),
+                int(match[1]),
+                int(match[2]),
+            )
+        )
     return sorted(ranges)

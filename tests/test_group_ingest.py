@@ -1,0 +1,376 @@
+"""Scale-out ingestion workers of one consumer group: the dedupe rule against stored ranges,
+flush-and-commit on revocation, and worker processes killed and added mid-stream leaving every
+valid event in the lake exactly once and every invalid one in the DLQ exactly once."""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from kafka_helpers import fresh_topics, read_all
+
+from infra.stack.kafka import KafkaBroker
+from traffic_core.datasets import load_speed_csv
+from traffic_core.events import EventCodec, ValidationConfig
+from traffic_core.group_ingest import GroupIngestWorker, WorkerSettings, split_by_stored
+from traffic_core.ingest import classify_range, read_range, store_classified
+from traffic_core.lake import OffsetRange, raw_files, stored_offset_ranges
+from traffic_core.producer import ReadingProducer, replay_speeds
+from traffic_core.settings import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+CODEC = EventCodec()
+
+
+def test_split_by_stored_never_overlaps_stored_offsets() -> None:
+    def r(first: int, last: int) -> OffsetRange:
+        return OffsetRange("t", 0, first, last)
+
+    stored = [r(0, 12), r(15, 17), r(16, 20), r(40, 50)]
+    assert split_by_stored(r(10, 29), stored) == [
+        (r(10, 12), True),
+        (r(13, 14), False),
+        (r(15, 17), True),
+        (r(18, 20), True),
+        (r(21, 29), False),
+    ]
+    assert split_by_stored(r(5, 9), []) == [(r(5, 9), False)]
+    assert split_by_stored(r(41, 45), stored) == [(r(41, 45), True)]
+
+    rng = random.Random(7)
+    for _ in range(500):
+        held = [r(a, a + rng.randrange(8)) for a in rng.sample(range(60), rng.randrange(6))]
+        covered = {o for h in held for o in range(h.first, h.last + 1)}
+        first = rng.randrange(50)
+        whole = r(first, first + rng.randrange(20))
+        parts = split_by_stored(whole, held)
+        offsets = [o for part, _ in parts for o in range(part.first, part.last + 1)]
+        assert offsets == list(range(whole.first, whole.last + 1))
+        for part, stored_part in parts:
+            inside = {o in covered for o in range(part.first, part.last + 1)}
+            assert inside == {stored_part}
+
+
+def reading(sensor: str, minute: int, speed: float | None = 60.0) -> bytes:
+    return CODEC.encode(
+        {
+            "sensor_id": sensor,
+            "event_time": datetime(2012, 3, 1, 8, tzinfo=UTC) + timedelta(minutes=minute),
+            "speed_mph": speed,
+            "source": "test",
+            "is_synthetic": False,
+        }
+    )
+
+
+def invalid_value(i: int) -> bytes:
+    """Invalid whatever the batch around it (no duplicate-dependent reasons), all distinct."""
+    kind = i % 4
+    if kind == 0:
+        return b"\x00\xff\xfe" + str(i).encode()
+    if kind == 1:
+        return reading(f"bad-{i}", 10_000 + i, float("nan"))
+    if kind == 2:
+        return reading(f"bad-{i}", 10_000 + i, -1.0 - i)
+    return orjson.dumps({"sensor_id": f"bad-{i}", "speed_mph": 50.0})
+
+
+def lake_offsets(lake: Path) -> list[tuple[int, int]]:
+    """(partition, offset) of every stored row, duplicates included."""
+    out: list[tuple[int, int]] = []
+    for path in raw_files(lake):
+        table = pq.read_table(path, columns=["kafka_partition", "kafka_offset"])
+        out += zip(
+            table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist(), strict=True
+        )
+    return out
+
+
+def dlq_sources(messages: list[Message]) -> list[tuple[int, int]]:
+    sources = []
+    for message in messages:
+        headers = {k: v.decode() for k, v in message.headers() or []}
+        sources.append((int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"])))
+    return sources
+
+
+def committed(broker: KafkaBroker, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def worker_settings(broker: KafkaBroker, lake: Path, topic: str, dlq: str, group: str, name: str):
+    return WorkerSettings(
+        bootstrap_servers=broker.bootstrap_servers,
+        lake_root=lake,
+        topic=topic,
+        dlq_topic=dlq,
+        group_id=group,
+        worker_id=name,
+        flush_messages=10**9,  # nothing is flushed but by a rebalance or close
+        flush_seconds=3600,
+        session_timeout_ms=6000,
+    )
+
+
+def poll_until(workers: list[GroupIngestWorker], done, seconds: float = 45.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        for worker in workers:
+            worker.poll(0.1)
+
+
+def test_revoked_partition_is_flushed_and_stored_offsets_are_not_rewritten(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    events, dlq = fresh_topics(kafka_broker, partitions=2)
+    lake, group = tmp_path / "lake", f"writers-{uuid.uuid4().hex[:6]}"
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    bad_offsets = {30, 70}
+    for partition in (0, 1):
+        for i in range(100):
+            value = invalid_value(i) if i in bad_offsets else reading(f"s{partition}", i)
+            producer.produce(events, value, partition=partition)
+    assert producer.flush(30) == 0
+
+    # What a killed worker leaves: files of 20..49 written, nothing committed, no rejects sent.
+    reader = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": "x"})
+    for partition in (0, 1):
+        leftover = OffsetRange(events, partition, 20, 49)
+        messages = read_range(reader, leftover)
+        classified = classify_range(messages, leftover, ValidationConfig(), datetime.now(UTC))
+        store_classified(lake, leftover, classified)
+    reader.close()
+
+    first = GroupIngestWorker(worker_settings(kafka_broker, lake, events, dlq, group, "w1"))
+    first.subscribe()
+    poll_until([first], lambda: first.held == {0: 100, 1: 100})
+    assert stored_offset_ranges(lake) == [OffsetRange(events, p, 20, 49) for p in (0, 1)]
+
+    second = GroupIngestWorker(worker_settings(kafka_broker, lake, events, dlq, group, "w2"))
+    second.subscribe()
+    poll_until([first, second], lambda: len(first.held) == 1 and second.consumer.assignment())
+    (moved,) = {0, 1} - set(first.held)
+    (kept,) = first.held
+    assert first.held == {kept: 100}, "the partition that stays keeps its batch (cooperative)"
+    assert committed(kafka_broker, group, events, 2)[moved] == 100
+    assert stored_offset_ranges(lake, events, moved) == [
+        OffsetRange(events, moved, 0, 19),
+        OffsetRange(events, moved, 20, 49),
+        OffsetRange(events, moved, 50, 99),
+    ]
+    revoked = first.metrics.registry.get_sample_value(
+        "traffic_ingest_rebalances_total", {"event": "revoked"}
+    )
+    assert revoked == 1
+
+    first.close()
+    second.close()
+    assert committed(kafka_broker, group, events, 2) == {0: 100, 1: 100}
+    stored = lake_offsets(lake)
+    assert len(stored) == len(set(stored)) == 2 * 98
+    assert set(stored) == {(p, o) for p in (0, 1) for o in range(100) if o not in bad_offsets}
+    dead = read_all(kafka_broker, dlq, expected=4)
+    assert sorted(dlq_sources(dead)) == [(p, o) for p in (0, 1) for o in sorted(bad_offsets)]
+    skipped = first.metrics.registry.get_sample_value(
+        "traffic_ingest_already_stored_total", {"topic": events}
+    )
+    assert skipped == 60, "the stored 20..49 of both partitions was read, not written again"
+
+
+def test_lost_partition_drops_its_batch(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    events, dlq = fresh_topics(kafka_broker, partitions=1)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    for i in range(10):
+        producer.produce(events, reading("s", i), partition=0)
+    assert producer.flush(30) == 0
+    group = f"writers-{uuid.uuid4().hex[:6]}"
+    worker = GroupIngestWorker(worker_settings(kafka_broker, tmp_path, events, dlq, group, "w"))
+    worker.subscribe()
+    poll_until([worker], lambda: worker.held == {0: 10})
+    worker._on_lost(worker.consumer, [TopicPartition(events, 0)])
+    assert worker.held == {}
+    worker.close()
+    assert raw_files(tmp_path) == []
+    assert committed(kafka_broker, group, events, 1)[0] < 0, "nothing was committed"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WorkerProcess:
+    """`python -m traffic_core.group_ingest` with its JSON log in a file."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, metrics_port: int = 0) -> None:
+        self.log = log_dir / f"{name}.log"
+        self.metrics_port = metrics_port
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "traffic_core.group_ingest", "--worker-id", name),
+                *(*args, "--metrics-port", str(metrics_port)),
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
+        )
+
+    def lines(self) -> list[dict]:
+        return [orjson.loads(line) for line in self.log.read_bytes().splitlines() if line]
+
+    def wait_for(self, message: str, seconds: float = 30.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not any(line.get("message") == message for line in self.lines()):
+            assert self.proc.poll() is None, f"worker exited: {self.log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"no {message!r} within {seconds}s"
+            time.sleep(0.1)
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def stream_readings(
+    bootstrap: str, topic: str, dlq: str, speeds: pd.DataFrame, invalid: list[bytes]
+) -> Counter[str]:
+    """Real readings a few steps at a time with invalid records between, over a few seconds."""
+    sink = ReadingProducer(bootstrap, topic=topic, dlq_topic=dlq)
+    raw = Producer({"bootstrap.servers": bootstrap})
+    rejected_by_producer: Counter[str] = Counter()
+    chunks = 10
+    step = len(speeds) // chunks
+    for c in range(chunks):
+        summary = replay_speeds(
+            speeds.iloc[c * step : (c + 1) * step], sink, source="test", is_synthetic=False
+        )
+        rejected_by_producer += summary.rejected
+        for i in range(c, len(invalid), chunks):
+            raw.produce(topic, invalid[i], key=f"bad-{i}".encode())
+        assert raw.flush(30) == 0
+        time.sleep(0.5)
+    return rejected_by_producer
+
+
+@pytest.mark.slow
+def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
+    kafka_broker: KafkaBroker, shared_data: Path, tmp_path: Path
+) -> None:
+    events, dlq = fresh_topics(kafka_broker, partitions=6)
+    lake = tmp_path / "lake"
+    speeds = load_speed_csv(shared_data / "metr-la" / "los_loop_speed_2012-03-01_to_03-06.csv")
+    speeds = speeds.iloc[:40]  # 40 steps x 207 sensors = 8,280 readings
+    invalid = [invalid_value(i) for i in range(40)]
+    args = [
+        "--bootstrap-servers",
+        kafka_broker.bootstrap_servers,
+        "--topic",
+        events,
+        "--dlq-topic",
+        dlq,
+        "--group-id",
+        f"writers-{uuid.uuid4().hex[:6]}",
+        "--lake-dir",
+        str(lake),
+        "--flush-seconds",
+        "0.3",
+        "--flush-messages",
+        "1000",
+        "--session-timeout-ms",
+        "6000",
+        "--no-sensor-catalogue",
+    ]
+    a = WorkerProcess("a", args, tmp_path)
+    b = WorkerProcess("b", args, tmp_path, metrics_port=free_port())
+    workers = [a, b]
+    try:
+        a.wait_for("partitions assigned")
+        b.wait_for("partitions assigned")
+        outcome: dict[str, Counter[str]] = {}
+        streamer = threading.Thread(
+            target=lambda: outcome.update(
+                rejected=stream_readings(
+                    kafka_broker.bootstrap_servers, events, dlq, speeds, invalid
+                )
+            )
+        )
+        streamer.start()
+        a.wait_for("committed")
+        a.kill()  # SIGKILL mid-stream: no flush, no commit, no leaving the group
+        c = WorkerProcess("c", args, tmp_path)
+        workers.append(c)
+        streamer.join(60)
+        assert not streamer.is_alive()
+        assert outcome["rejected"] == Counter(), "the real readings are all valid"
+
+        expected_valid = speeds.size
+        deadline = time.monotonic() + 60
+        while len(lake_offsets(lake)) < expected_valid:
+            assert time.monotonic() < deadline, f"lake holds {len(lake_offsets(lake))} only"
+            time.sleep(0.5)
+
+        exposition = b.metrics()
+        for name in (
+            "traffic_ingest_events_total",
+            "traffic_ingest_files_total",
+            "traffic_ingest_rebalances_total",
+            "traffic_ingest_consumer_lag",
+            "traffic_ingest_last_commit_timestamp_seconds",
+        ):
+            assert name in exposition, name
+
+        for worker in (b, c):
+            worker.proc.send_signal(signal.SIGTERM)
+        for worker in (b, c):
+            assert worker.proc.wait(30) == 0
+            worker.wait_for("left group", seconds=1)
+    finally:
+        for worker in workers:
+            worker.kill()
+
+    everything = read_all(kafka_broker, events, expected=expected_valid + len(invalid))
+    by_value = {m.value(): (m.partition(), m.offset()) for m in everything}
+    invalid_at = {by_value[v] for v in invalid}
+    valid_at = {(m.partition(), m.offset()) for m in everything} - invalid_at
+    assert len(valid_at) == expected_valid
+
+    stored = lake_offsets(lake)
+    assert len(stored) == len(set(stored)), "an offset is stored twice"
+    assert set(stored) == valid_at
+
+    dead = read_all(kafka_broker, dlq, expected=len(invalid), timeout_loops=60)
+    assert len(dead) == len(invalid), "every invalid record in the DLQ, exactly once"
+    assert set(dlq_sources(dead)) == invalid_at
+
+    for partition in range(6):
+        ranges = stored_offset_ranges(lake, events, partition)
+        assert all(x.last < y.first for x, y in pairwise(ranges))
