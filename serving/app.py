@@ -77,6 +77,7 @@ def create_app(
             status_code=503, content={"detail": str(error)}, headers={"Retry-After": "5"}
         )
 
+    app.add_middleware(forecasts.OneSensorFastPath)  # innermost: inside CORS, audit, metrics
     install_security(app, security or SecuritySettings())
     app.add_middleware(RequestMetrics, registry=app.state.metrics)
     return app

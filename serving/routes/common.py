@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import HTTPException, Path, Request
@@ -12,6 +13,8 @@ from serving.service import ForecastService
 SensorPath = Annotated[
     str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="Sensor id")
 ]
+VALID_SENSOR_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""What `SensorPath` admits, for code answering without FastAPI's parameter validation."""
 
 
 def service(request: Request) -> ForecastService:

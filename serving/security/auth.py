@@ -258,6 +258,23 @@ def _authenticate(conn: HTTPConnection, state: dict[str, Any]) -> Principal:
     return principal
 
 
+def admit(conn: HTTPConnection, allowed: frozenset[Role]) -> Principal:
+    """Authenticate `conn` (once per request), spend its rate-limit budget and check that it
+    holds one of `allowed` (any authenticated caller when empty); raises the HTTP (or
+    WebSocket) error to answer with. `require` wraps this for FastAPI; a pure ASGI fast path
+    calls it directly, so both admit callers by the same rules."""
+    state = conn.scope.setdefault("state", {})
+    principal = state.get(STATE_PRINCIPAL)
+    if principal is None:  # a second check on the same request reuses the first
+        principal = _authenticate(conn, state)
+    if allowed and allowed.isdisjoint(principal.roles):
+        held = ", ".join(sorted(principal.roles)) or "none"
+        names = ", ".join(sorted(allowed))
+        detail = f"requires one of the roles: {names} ({principal.subject} has: {held})"
+        raise _reject(conn, status.HTTP_403_FORBIDDEN, detail, {})
+    return principal
+
+
 def require(*roles: Role) -> Callable[[HTTPConnection], Awaitable[Principal]]:
     """A dependency admitting callers holding any of `roles` (any authenticated caller when
     none are given); use in `dependencies=[Depends(...)]` or as a parameter for the Principal.
@@ -265,18 +282,9 @@ def require(*roles: Role) -> Callable[[HTTPConnection], Awaitable[Principal]]:
     Async on purpose: a sync dependency would cost a threadpool hop on every request.
     """
     allowed = frozenset(Role(role) for role in roles)
-    names = ", ".join(sorted(allowed))
 
     async def dependency(conn: HTTPConnection) -> Principal:
-        state = conn.scope.setdefault("state", {})
-        principal = state.get(STATE_PRINCIPAL)
-        if principal is None:  # a second `require` on the same request reuses the first
-            principal = _authenticate(conn, state)
-        if allowed and allowed.isdisjoint(principal.roles):
-            held = ", ".join(sorted(principal.roles)) or "none"
-            detail = f"requires one of the roles: {names} ({principal.subject} has: {held})"
-            raise _reject(conn, status.HTTP_403_FORBIDDEN, detail, {})
-        return principal
+        return admit(conn, allowed)
 
     dependency.__name__ = f"require_{'_or_'.join(sorted(allowed)) or 'authenticated'}"
     dependency.required_roles = allowed  # type: ignore[attr-defined]  # read for OpenAPI

@@ -47,6 +47,9 @@ def _sweep(storage: weakref.ref[_SweptMemoryStorage], seconds: float) -> None:
         del live
 
 
+_PRUNE_AT = 10_000
+
+
 class RateLimited(Exception):
     """The caller spent its budget; retry_after is whole seconds until a slot frees."""
 
@@ -61,6 +64,10 @@ class RateLimits:
         self._limiter = MovingWindowRateLimiter(_SweptMemoryStorage())
         self._per_principal = parse_many(per_principal) if per_principal else []
         self._auth_failures = parse_many(auth_failures) if auth_failures else []
+        self._failure_memory = max((item.get_expiry() for item in self._auth_failures), default=0)
+        self._last_failure: dict[str, float] = {}
+        """Client -> time of its last failed authentication, so the common case (a client that
+        has not failed lately) skips the limiter's bookkeeping."""
 
     def hit_principal(self, method: str, subject: str) -> None:
         """Spend one request of the principal's budget, or raise RateLimited."""
@@ -74,6 +81,9 @@ class RateLimits:
     def check_client(self, client: str) -> None:
         """Refuse a client IP that used up its failed-authentication budget (before checking
         its credentials, so guessing cannot continue at full speed)."""
+        last = self._last_failure.get(client)
+        if last is None or time.monotonic() - last > self._failure_memory:
+            return
         for item in self._auth_failures:
             if not self._limiter.test(item, "auth-failure", client):
                 raise RateLimited(
@@ -82,6 +92,13 @@ class RateLimits:
                 )
 
     def record_failure(self, client: str) -> None:
+        if not self._auth_failures:
+            return
+        now = time.monotonic()
+        if len(self._last_failure) >= _PRUNE_AT:  # as many keys as the limiter holds anyway
+            horizon = now - self._failure_memory
+            self._last_failure = {c: t for c, t in self._last_failure.items() if t >= horizon}
+        self._last_failure[client] = now
         for item in self._auth_failures:
             self._limiter.hit(item, "auth-failure", client)
 
