@@ -136,6 +136,7 @@ class GroupIngestWorker:
                 "isolation.level": "read_committed",
                 "max.partition.fetch.bytes": 16 << 20,
                 "fetch.wait.max.ms": 100,
+                "logger": LOG,
             }
         )
         self.dlq = Producer(
@@ -146,9 +147,11 @@ class GroupIngestWorker:
                 "transaction.timeout.ms": settings.transaction_timeout_ms,
                 "linger.ms": 5,
                 "compression.type": "lz4",
+                "logger": LOG,
             }
         )
-        self.dlq.init_transactions(30)
+        # The broker creates its transaction log on first use, which can take a while.
+        self.dlq.init_transactions(120)
 
     @property
     def held(self) -> dict[int, int]:
