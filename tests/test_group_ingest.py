@@ -272,15 +272,23 @@ class WorkerProcess:
 
 
 def stream_readings(
-    bootstrap: str, topic: str, dlq: str, speeds: pd.DataFrame, invalid: list[bytes]
+    bootstrap: str,
+    topic: str,
+    dlq: str,
+    speeds: pd.DataFrame,
+    invalid: list[bytes],
+    last_chunks_after: threading.Event,
 ) -> Counter[str]:
-    """Real readings a few steps at a time with invalid records between, over a few seconds."""
+    """Real readings a few steps at a time with invalid records between, over a few seconds;
+    the last three chunks wait for last_chunks_after (so a worker added meanwhile gets some)."""
     sink = ReadingProducer(bootstrap, topic=topic, dlq_topic=dlq)
     raw = Producer({"bootstrap.servers": bootstrap})
     rejected_by_producer: Counter[str] = Counter()
     chunks = 10
     step = -(-len(speeds) // chunks)
     for c in range(chunks):
+        if c == chunks - 3:
+            assert last_chunks_after.wait(90), "the added worker got no partitions"
         summary = replay_speeds(
             speeds.iloc[c * step : (c + 1) * step], sink, source="test", is_synthetic=False
         )
@@ -288,7 +296,7 @@ def stream_readings(
         for i in range(c, len(invalid), chunks):
             raw.produce(topic, invalid[i], key=f"bad-{i}".encode())
         assert raw.flush(30) == 0
-        time.sleep(1.0)
+        time.sleep(0.5)
     return rejected_by_producer
 
 
@@ -323,6 +331,7 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
     a = WorkerProcess("a", args, tmp_path)
     b = WorkerProcess("b", args, tmp_path, metrics_port=free_port())
     workers = [a, b]
+    c_joined = threading.Event()
     try:
         # The first transactional producer may wait for the broker to create its log.
         a.wait_for("partitions assigned", seconds=120, with_field="partitions")
@@ -331,9 +340,10 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
         streamer = threading.Thread(
             target=lambda: outcome.update(
                 rejected=stream_readings(
-                    kafka_broker.bootstrap_servers, events, dlq, speeds, invalid
+                    kafka_broker.bootstrap_servers, events, dlq, speeds, invalid, c_joined
                 )
-            )
+            ),
+            daemon=True,
         )
         streamer.start()
         a.wait_for("committed")
@@ -341,6 +351,7 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
         c = WorkerProcess("c", args, tmp_path)
         workers.append(c)
         c.wait_for("partitions assigned", seconds=60, with_field="partitions")
+        c_joined.set()
         streamer.join(60)
         assert not streamer.is_alive()
         assert outcome["rejected"] == Counter(), "the real readings are all valid"
@@ -371,7 +382,9 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
         for worker in (b, c):
             assert worker.proc.wait(30) == 0
             worker.wait_for("left group", seconds=1)
+        c.wait_for("batch stored", seconds=1)
     finally:
+        c_joined.set()
         for worker in workers:
             worker.kill()
 

@@ -65,8 +65,8 @@ class WorkerSettings:
     worker_id: str = field(default_factory=default_worker_id)
     flush_messages: int = 50_000
     """A partition's batch is flushed once it holds this many messages..."""
-    flush_seconds: float = 2.0
-    """...or once its first message has waited this long."""
+    flush_seconds: float = 30.0
+    """...or once its first message has waited this long (longer: fewer, bigger files)."""
     session_timeout_ms: int = 10_000
     """How long a silent (killed) worker keeps its partitions before the group moves them."""
     transaction_timeout_ms: int = 30_000
