@@ -12,6 +12,8 @@ from infra.stack.process import ManagedProcess, ServiceError
 from infra.stack.web import WebService
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PG_RUN_RETRIES = REPO_ROOT / "infra" / "dagster" / "postgres_run_retries.yaml"
+"""Retries for runs that met the database down; appended whenever storage is PostgreSQL."""
 PG_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
 
 
@@ -32,12 +34,13 @@ def storage_snippet(env: Mapping[str, str]) -> Path | None:
 
 
 def prepare_home(home: Path, env: Mapping[str, str] = os.environ) -> Path:
-    """Write $DAGSTER_HOME/dagster.yaml: the project's dagster.yaml plus the storage choice."""
+    """Write $DAGSTER_HOME/dagster.yaml: the project's dagster.yaml plus the storage choice
+    (and, on PostgreSQL, retries for runs an outage failed)."""
     home.mkdir(parents=True, exist_ok=True)
     text = (REPO_ROOT / "dagster.yaml").read_text()
     snippet = storage_snippet(env)
     if snippet is not None:
-        text += "\n" + snippet.read_text()
+        text += "\n" + snippet.read_text() + "\n" + PG_RUN_RETRIES.read_text()
     target = home / "dagster.yaml"
     if not target.exists() or target.read_text() != text:
         target.write_text(text)

@@ -1,8 +1,9 @@
 """Who called what: an `api_audit_log` row per guarded request, written off the request path.
 
 The middleware only appends a tuple to a bounded backlog; a daemon thread drains it in batches
-into SQLite (default) or PostgreSQL. When the database falls behind and the backlog fills, rows
-are dropped and counted rather than making requests wait.
+into SQLite (default) or PostgreSQL. While the database is down, a failed batch goes back to the
+front of the backlog and is retried every `retry_seconds`, so a restart loses nothing; only when
+the backlog fills are rows dropped and counted rather than making requests wait.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class AuditWriter:
         self.written = 0
         self.dropped = 0
         self.failed = 0
+        self._failing = False
         self._last_drop_warning = 0.0
 
     def start(self) -> None:
@@ -162,7 +164,16 @@ class AuditWriter:
                 engine = create_engine(url, connect_args={"timeout": 30})
                 event.listen(engine, "connect", _sqlite_wal)
             else:
-                engine = create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+                # pre-ping replaces the connection a database restart killed; the connect
+                # timeout keeps an unreachable host from stalling the writer.
+                postgres = url.get_backend_name() == "postgresql"
+                engine = create_engine(
+                    url,
+                    pool_size=1,
+                    max_overflow=0,
+                    pool_pre_ping=True,
+                    connect_args={"connect_timeout": 10} if postgres else {},
+                )
             self._engine = engine
         return self._engine
 
@@ -179,34 +190,50 @@ class AuditWriter:
         self._table_ready = True
 
     def _run(self) -> None:
-        while not self._stop.wait(self._flush_seconds):
-            self._drain(final=False)
+        wait = self._flush_seconds
+        while not self._stop.wait(wait):
+            wait = self._flush_seconds if self._drain(final=False) else self._retry_seconds
         self._drain(final=True)
 
-    def _drain(self, final: bool) -> None:
+    def _drain(self, final: bool) -> bool:
+        """Write the backlog in batches; False when the database refused one, which then
+        waits at the front of the backlog for the next try (on the final drain it is lost)."""
         pending = self._pending
         while pending:
             batch = [pending.popleft() for _ in range(min(len(pending), self._batch_size))]
-            self._write(batch, final)
+            if self._write(batch):
+                continue
+            if final:
+                self.failed += len(batch) + len(pending)
+                log.error("audit: %d rows not written at shutdown", len(batch) + len(pending))
+                pending.clear()
+            else:
+                pending.extendleft(reversed(batch))
+            return False
+        return True
 
-    def _write(self, batch: Sequence[AuditRow], final: bool) -> None:
+    def _write(self, batch: Sequence[AuditRow]) -> bool:
         rows = [row._asdict() for row in batch]
         for row in rows:
             row["ts"] = datetime.fromtimestamp(row.pop("started"), UTC)
-        for attempt in (1, 2):
-            try:
-                self._ensure_table()
-                with self._engine_for_url().begin() as conn:
-                    conn.execute(audit_log.insert(), rows)
-                self.written += len(rows)
-                return
-            except Exception:
-                if attempt == 2 or final:
-                    self.failed += len(rows)
-                    log.exception("audit: could not write %d rows to the audit log", len(rows))
-                    return
-                log.warning("audit: write failed, retrying in %.0fs", self._retry_seconds)
-                time.sleep(self._retry_seconds)
+        try:
+            self._ensure_table()
+            with self._engine_for_url().begin() as conn:
+                conn.execute(audit_log.insert(), rows)
+        except Exception:
+            if not self._failing:
+                log.warning(
+                    "audit: cannot write to the audit log; keeping rows and retrying every %.0fs",
+                    self._retry_seconds,
+                    exc_info=True,
+                )
+            self._failing = True
+            return False
+        if self._failing:
+            log.warning("audit: writing again, %d rows waiting", len(self._pending))
+            self._failing = False
+        self.written += len(rows)
+        return True
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
