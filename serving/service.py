@@ -57,6 +57,7 @@ class ForecastService:
                 self.live,
                 on_close=self.on_close,
                 rebuild_hours=settings.rebuild_hours,
+                group_id=settings.consumer_group(),
             )
             if settings.live
             else None

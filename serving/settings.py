@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field
@@ -33,7 +34,15 @@ class ApiSettings(BaseSettings):
     live_hours: float = Field(default=6.0, gt=1.0, le=48.0)
     rebuild_hours: float = Field(default=2.0, gt=1.0, le=48.0)
     model_poll_seconds: float = Field(default=2.0, gt=0.0)
+    live_group_id: str | None = Field(
+        default=None,
+        description="Consumer group id under which this replica commits its live positions "
+        "(default traffic-api-live-<host>-<port>, one per replica).",
+    )
     history_hours: float = Field(default=24.0, gt=0.0, le=168.0)
     alert_horizon_minutes: int = 30
     alert_margin_mph: float = Field(default=2.0, ge=0.0)
     alert_history: int = 5_000
+
+    def consumer_group(self) -> str:
+        return self.live_group_id or f"traffic-api-live-{socket.gethostname()}-{self.port}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from kafka_helpers import fresh_topics
 
@@ -345,6 +345,25 @@ def garbage(broker: KafkaBroker, topic: str, stamp: pd.Timestamp) -> None:
     assert producer.flush(10) == 0
 
 
+def committed(broker: KafkaBroker, group: str, topic: str) -> dict[int, int]:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    request = [ConsumerGroupTopicPartitions(group)]
+    answer = admin.list_consumer_group_offsets(request)[group].result(timeout=10)
+    return {tp.partition: tp.offset for tp in answer.topic_partitions if tp.topic == topic}
+
+
+def end_offsets(broker: KafkaBroker, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "ends"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
 @pytest.mark.integration
 def test_consumer_rebuilds_follows_and_restarts_from_kafka(
     kafka_broker: KafkaBroker, six_days: pd.DataFrame
@@ -358,7 +377,8 @@ def test_consumer_rebuilds_follows_and_restarts_from_kafka(
 
     state = LiveWindows(six_days.columns, hours=3.0)
     recorder = Recorder()
-    consumer = LiveConsumer(kafka_broker.bootstrap_servers, events, state, recorder)
+    group = f"api-replica-{uuid.uuid4().hex[:8]}"
+    consumer = LiveConsumer(kafka_broker.bootstrap_servers, events, state, recorder, group_id=group)
     consumer.start()
     consumer.start()  # idempotent
     try:
@@ -369,18 +389,17 @@ def test_consumer_rebuilds_follows_and_restarts_from_kafka(
         # The windows closed while rebuilding are announced once, in order, when ready.
         assert recorder.windows == list(expected.index[:24]) and len(recorder.calls) == 1
 
-        sent = time.perf_counter()
         replay_speeds(six_days.iloc[24:25], sink, source="metr-la", is_synthetic=False)
         assert wait_for(lambda: len(recorder.calls) == 2, 10), "the live window did not close"
-        latency = recorder.calls[1][0] - sent
         assert recorder.calls[1][1] == [expected.index[24]]
-        assert latency < 2.0, f"window closed {latency:.3f}s after its readings were sent"
         pd.testing.assert_frame_equal(state.speeds(steps=25), expected, check_freq=False)
         assert state.stats().late_updates == 0
     finally:
         consumer.stop()
         consumer.stop()
     assert not consumer.running and not consumer.ready
+    # The replica's group holds what it applied: every message, so Kafka's tools show lag 0.
+    assert committed(kafka_broker, group, events) == end_offsets(kafka_broker, events)
 
     # A restart: a new state rebuilt from the last hour only, before it reports ready.
     restarted = LiveWindows(six_days.columns, hours=3.0)

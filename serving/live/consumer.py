@@ -1,9 +1,12 @@
 """Keeps a `LiveWindows` current from the readings topic, rebuilding it from Kafka at each start.
 
 Every API replica needs the whole stream, so the consumer assigns itself all partitions instead
-of joining a group, and commits nothing: at start it seeks each partition back by time to the
-last `rebuild_hours` (Kafka timestamps are event times, see traffic_core.producer), reads up to
-the end offsets seen at start, closes the windows that are due and only then reports ready.
+of sharing them through group membership. It reads under a consumer group id of its own
+replica and commits the positions it has applied (never used to resume), so Kafka's own tools
+show each replica's lag (`kafka-consumer-groups.sh --describe --group traffic-api-live-...`).
+At start it seeks each partition back by time to the last `rebuild_hours` (Kafka timestamps
+are event times, see traffic_core.producer), reads up to the end offsets seen at start, closes
+the windows that are due and only then reports ready.
 Decoding and validation are ingestion's (columnar fast path, message by message for odd
 batches), so the API sees what the lake stores; a bad record is counted and skipped.
 """
@@ -58,8 +61,10 @@ class LiveConsumer:
         batch_size: int = 10_000,
         poll_timeout: float = 0.1,
         retry_interval: float = 0.5,
+        group_id: str | None = None,
     ) -> None:
         self.topic = topic
+        self.group_id = group_id or f"traffic-api-live-{uuid.uuid4().hex[:12]}"
         self.state = state
         self.on_close = on_close
         self.rebuild_hours = state.hours if rebuild_hours is None else rebuild_hours
@@ -71,9 +76,9 @@ class LiveConsumer:
         overrides = dict(client_config or {})
         self._consumer_config = {
             "bootstrap.servers": bootstrap_servers,
-            "group.id": f"traffic-api-live-{uuid.uuid4().hex[:12]}",  # never joined: assign()
+            "group.id": self.group_id,  # for committed positions only: assign(), never joined
             "client.id": "traffic-api-live",
-            "enable.auto.commit": False,
+            "enable.auto.commit": True,  # what _step stored, every 5 s and at close
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",  # a rebuild start deleted by retention meanwhile
@@ -285,8 +290,17 @@ class LiveConsumer:
         messages = self._without_events(batch) if any(map(Message.error, batch)) else batch
         if messages:
             self._apply(messages, close)
+            self._store_positions(consumer, {m.partition() for m in messages})
         self._update_lag(consumer)
         return len(messages)
+
+    def _store_positions(self, consumer: Consumer, partitions: set[int]) -> None:
+        """Mark what was applied for the next automatic commit (monitoring only)."""
+        offsets = [TopicPartition(self.topic, p, self._position[p]) for p in partitions]
+        try:
+            consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:  # lag reporting is not worth stopping the stream for
+            log.debug("live consumer: positions not stored: %s", exc)
 
     def _without_events(self, batch: list[Message]) -> list[Message]:
         """Messages of a batch holding error events: end-of-partition moves the position, other
