@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from dagster import ConfigurableResource
 
 
+def local_lake_path(root: str) -> Path:
+    """A plain path, or a `file:` URL (`file:///x`, or `file:/x` as pathlib leaves it)."""
+    parsed = urlparse(root)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"lake root {root!r}: a file URL must name a local path")
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme:
+        raise ValueError(
+            f"lake root {root!r}: only local folders (a path or a file:// URL) are supported"
+        )
+    return Path(root)
+
+
 class LakeResource(ConfigurableResource):
-    """A folder (local path) under which every asset writes its own zone."""
+    """A folder (local path or `file://` URL) under which every asset writes its own zone."""
 
     root: str
 
     def path(self, *parts: str) -> Path:
-        return Path(self.root).joinpath(*parts)
+        return local_lake_path(self.root).joinpath(*parts)

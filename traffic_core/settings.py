@@ -7,6 +7,7 @@ docker-compose topology and the local scripts configure the system identically.
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,7 +53,16 @@ class SparkSettings(BaseSettings):
 
     master: str = "local[2]"
     driver_memory: str = "2g"
+    executor_memory: str = Field(
+        default="1g", description="Per executor on a cluster; must fit in a worker's memory."
+    )
+    executor_cores: int = 1
     shuffle_partitions: int = 4
+    python: str = Field(
+        default=sys.executable,
+        validation_alias="PYSPARK_PYTHON",
+        description="Interpreter of executors' Python workers: the driver's, so UDFs match.",
+    )
 
 
 class PostgresSettings(BaseSettings):

@@ -7,17 +7,25 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
 from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
 from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token
+from infra.stack.spark import SparkCluster
 from traffic_core.kafka.topics import ensure_topics, topic_layout
 from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
 from traffic_core.simulator import Simulator, incidents_path
 
 SERVICES = ("kafka", "postgres", "dagster", "api", "dashboard")
+OPTIONAL_SERVICES = ("spark",)
+"""Started only when named; `stop` and `status` with no names cover them too."""
+
+
+def service(stack: LocalStack, name: str) -> Any:
+    return SparkCluster.from_env(LOCAL_STATE_DIR) if name == "spark" else getattr(stack, name)
 
 
 def create_topics(stack: LocalStack) -> dict[str, str]:
@@ -53,18 +61,22 @@ def start(stack: LocalStack, names: list[str]) -> None:
     if "dashboard" in names:
         stack.dashboard.start(env=dashboard_env(stack))
         print(f"dashboard {stack.dashboard.status()}")
+    if "spark" in names:
+        cluster = SparkCluster.from_env(LOCAL_STATE_DIR)
+        cluster.start()
+        print(f"spark     {cluster.status()}  (use it: SPARK_MASTER={cluster.master_url})")
 
 
 def stop(stack: LocalStack, names: list[str]) -> None:
-    for name in reversed(SERVICES):
+    for name in reversed((*SERVICES, *OPTIONAL_SERVICES)):
         if name in names:
-            stopped = getattr(stack, name).stop()
+            stopped = service(stack, name).stop()
             print(f"{name:<9} {'stopped' if stopped else 'was not running'}")
 
 
 def status(stack: LocalStack) -> None:
-    for name in SERVICES:
-        print(f"{name:<9} {getattr(stack, name).status()}")
+    for name in (*SERVICES, *OPTIONAL_SERVICES):
+        print(f"{name:<9} {service(stack, name).status()}")
 
 
 def example_calls(stack: LocalStack) -> str:
@@ -155,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "services",
         nargs="*",
-        help=f"any of {', '.join(SERVICES)} or all (default); `kill` is for kafka, as a crash",
+        help=f"any of {', '.join(SERVICES)} or all (default), or the optional "
+        f"{', '.join(OPTIONAL_SERVICES)}; `kill` is for kafka, as a crash",
     )
     parser.add_argument(
         "--data",
@@ -165,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--days", type=int, default=90, help="demo: days of simulated data")
     args = parser.parse_args(argv)
-    unknown = set(args.services) - {*SERVICES, "all"}
+    unknown = set(args.services) - {*SERVICES, *OPTIONAL_SERVICES, "all"}
     if unknown:
-        parser.error(f"unknown service(s) {sorted(unknown)}; choose from {[*SERVICES, 'all']}")
-    names = list(SERVICES) if not args.services or "all" in args.services else args.services
+        choices = [*SERVICES, *OPTIONAL_SERVICES, "all"]
+        parser.error(f"unknown service(s) {sorted(unknown)}; choose from {choices}")
+    everything = list(SERVICES) if args.command == "start" else [*SERVICES, *OPTIONAL_SERVICES]
+    names = everything if not args.services or "all" in args.services else args.services
     stack = LocalStack.from_env()
     try:
         if args.command == "start":

@@ -57,9 +57,9 @@ def traffic_5min_aggregates(
     context: AssetExecutionContext, pyspark: LazyPySparkResource, lake: LakeResource
 ) -> MaterializeResult:
     day = context.partition_key
-    files = raw_files(Path(lake.root), date.fromisoformat(day))
+    files = raw_files(lake.path(), date.fromisoformat(day))
     if not files:
-        folder = raw_day_dir(Path(lake.root), date.fromisoformat(day))
+        folder = raw_day_dir(lake.path(), date.fromisoformat(day))
         raise Failure(
             description=(
                 f"no raw readings for {day}: no offsets=*.parquet files under {folder}; "
@@ -68,10 +68,18 @@ def traffic_5min_aggregates(
             metadata={"raw_dir": MetadataValue.path(str(folder))},
         )
     out = aggregates_path(lake, day)
-    write_single_parquet(aggregate_with_spark(pyspark.spark_session, files), out)
+    frame = aggregate_with_spark(pyspark.spark_session, [spark_url(f) for f in files])
+    write_single_parquet(frame, out)
     table = pd.read_parquet(out)
     context.log.info("wrote %d windows from %d raw files to %s", len(table), len(files), out)
     return MaterializeResult(metadata=summary(table, out, raw_file_count=len(files)))
+
+
+def spark_url(path: Path) -> str:
+    """A `file://` URL: on a cluster, a bare path could mean the executors' default file
+    system rather than this machine's disk. Not percent-encoded (unlike `Path.as_uri`): Hadoop
+    takes a path string literally, so `date%3D...` would name another folder."""
+    return f"file://{path.absolute()}"
 
 
 def write_single_parquet(frame: DataFrame, path: Path) -> None:
@@ -82,7 +90,7 @@ def write_single_parquet(frame: DataFrame, path: Path) -> None:
         (
             frame.coalesce(1)
             .sortWithinPartitions("sensor_id", "window_start")
-            .write.parquet(str(tmp), compression="zstd")
+            .write.parquet(spark_url(tmp), compression="zstd")
         )
         [part] = tmp.glob("part-*.parquet")
         replace_durably(part, path)
