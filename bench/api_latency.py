@@ -52,7 +52,7 @@ from infra.stack.kafka import KafkaBroker
 from infra.stack.web import WebService, api_service
 from serving.security import SecuritySettings, issue_token
 from traffic_core import features
-from traffic_core.datasets import load_metr_la_graph, load_speed_csv
+from traffic_core.datasets import SensorGraph, load_metr_la_graph, load_speed_csv
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.models.quick import train_and_publish
 from traffic_core.producer import ReadingProducer, replay_speeds
@@ -101,59 +101,66 @@ def percentiles(values_ms: list[float] | np.ndarray) -> dict[str, float | None]:
 # --- set-up --------------------------------------------------------------------------------
 
 
-def ensure_vegeta() -> Path:
+def ensure_vegeta(vegeta: Path = VEGETA) -> Path:
     """A fresh machine builds vegeta once with Go (the module proxy serves it)."""
-    if VEGETA.exists():
-        return VEGETA
+    if vegeta.exists():
+        return vegeta
     go = shutil.which("go") or "/usr/local/go/bin/go"
     if not Path(go).exists():
         raise SystemExit("vegeta is missing and no Go toolchain was found to build it")
-    say(f"installing vegeta ({VEGETA_MODULE}) into {VEGETA.parent}")
-    VEGETA.parent.mkdir(parents=True, exist_ok=True)
+    say(f"installing vegeta ({VEGETA_MODULE}) into {vegeta.parent}")
+    vegeta.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [go, "install", VEGETA_MODULE],
-        env={**os.environ, "GOBIN": str(VEGETA.parent)},
+        env={**os.environ, "GOBIN": str(vegeta.parent)},
         check=True,
         timeout=900,
         stdout=sys.stderr,
     )
-    return VEGETA
+    return vegeta
 
 
-def model_root(family: str, speeds: pd.DataFrame) -> Path:
+def model_root(family: str, speeds: pd.DataFrame, state: Path = STATE) -> Path:
     key = json.dumps(
         [family, MODEL_PARAMS[family], features.FEATURE_VERSION, frame_fingerprint(speeds)],
         sort_keys=True,
     )
-    return STATE / "models" / f"{family}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return state / "models" / f"{family}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def published_model(
-    family: str, speeds: pd.DataFrame, data_dir: Path, retrain: bool
+    family: str,
+    speeds: pd.DataFrame,
+    graph: Callable[[], SensorGraph],
+    retrain: bool,
+    state: Path = STATE,
 ) -> tuple[Path, str]:
-    """A registry holding one model trained on `speeds`, reused while family, parameters,
-    features and data stay the same (the bench measures serving, not training)."""
+    """A registry holding one model trained on `speeds` over the network `graph()` (built only
+    when training), reused while family, parameters, features and data stay the same (the
+    bench measures serving, not training)."""
     params = MODEL_PARAMS[family]
-    root = model_root(family, speeds)
+    root = model_root(family, speeds, state)
     registry = ModelRegistry(root)
     if retrain or registry.latest() is None:
         shutil.rmtree(root, ignore_errors=True)
         say(f"training {family} {params} on {speeds.index[0]} .. {speeds.index[-1]}")
         started = time.perf_counter()
-        graph = load_metr_la_graph(data_dir / "metr-la")
-        train_and_publish(root, speeds, graph, family, params, code_version="bench")
+        train_and_publish(root, speeds, graph(), family, params, code_version="bench")
         say(f"trained and published in {time.perf_counter() - started:.0f} s")
     version = registry.latest()
     assert version is not None
     return root, version
 
 
+def api_topics(events: str = EVENTS) -> list[TopicSpec]:
+    """What the API reads (`events`, 12 partitions as deployed) and writes."""
+    topics = [TopicSpec(events, 12), TopicSpec(DLQ, 1)]
+    return topics + [TopicSpec(f"{events}-{kind}", 2) for kind in ("predictions", "alerts")]
+
+
 def start_broker(broker: KafkaBroker) -> None:
     broker.start()
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-    topics = [TopicSpec(EVENTS, 12), TopicSpec(DLQ, 1)]
-    topics += [TopicSpec(f"{EVENTS}-{kind}", 2) for kind in ("predictions", "alerts")]
-    ensure_topics(admin, topics)
+    ensure_topics(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), api_topics())
 
 
 def server_options() -> list[str]:
@@ -167,17 +174,26 @@ def server_options() -> list[str]:
     return options
 
 
-def api_env(registry: Path, broker: KafkaBroker, jwt_secret: str) -> dict[str, str]:
+def api_env(
+    registry: Path,
+    broker: KafkaBroker,
+    jwt_secret: str,
+    state: Path = STATE,
+    dataset: str | None = None,
+    events: str = EVENTS,
+) -> dict[str, str]:
+    """The API's settings; `dataset` names its network (default: the API's own, metr-la),
+    `events` the topic it follows (with the `api_topics(events)`)."""
     return {
         "TRAFFIC_API_MODEL_DIR": str(registry),
         "TRAFFIC_API_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "TRAFFIC_API_EVENTS_TOPIC": EVENTS,
-        "TRAFFIC_API_PREDICTIONS_TOPIC": f"{EVENTS}-predictions",
-        "TRAFFIC_API_ALERTS_TOPIC": f"{EVENTS}-alerts",
+        "TRAFFIC_API_EVENTS_TOPIC": events,
+        "TRAFFIC_API_PREDICTIONS_TOPIC": f"{events}-predictions",
+        "TRAFFIC_API_ALERTS_TOPIC": f"{events}-alerts",
         "TRAFFIC_API_JWT_SECRET": jwt_secret,
         "TRAFFIC_API_RATE_LIMIT": "1000000/second",  # the bench is one principal
-        "TRAFFIC_API_AUDIT_URL": f"sqlite:///{STATE / 'api' / 'audit.sqlite3'}",
-    }
+        "TRAFFIC_API_AUDIT_URL": f"sqlite:///{state / 'api' / 'audit.sqlite3'}",
+    } | ({"TRAFFIC_API_DATASET": dataset} if dataset else {})
 
 
 def wait_ready(api: WebService, timeout: float = 180.0) -> dict[str, Any]:
@@ -269,8 +285,10 @@ def attack(
     rate: int,
     seconds: float,
     results: Path,
+    max_body: int = -1,
 ) -> dict[str, Any]:
-    """vegeta at `rate` requests/s for `seconds`, cycling over `urls`; its JSON report."""
+    """vegeta at `rate` requests/s for `seconds`, cycling over `urls`; its JSON report.
+    `max_body` caps the bytes of each body kept in the results file (-1: all)."""
     targets = results.with_suffix(".targets")
     targets.write_text("".join(f"GET {url}\n" for url in urls))
     started = children_cpu_seconds()
@@ -284,6 +302,7 @@ def attack(
             f"-header=Authorization: Bearer {token}",
             f"-targets={targets}",
             f"-output={results}",
+            f"-max-body={max_body}",
         ],
         check=True,
         timeout=seconds + 120,
@@ -308,13 +327,16 @@ def http_phase(
     seconds: float,
     warmup: float,
     target_ms: float,
+    out: Path = STATE,
+    max_body: int = -1,
 ) -> dict[str, Any]:
-    """A warm-up attack (discarded: connections, caches), then the measured one."""
+    """A warm-up attack (discarded: connections, caches), then the measured one; vegeta's
+    files go to `out`."""
     name = "one_sensor" if route == ONE_ROUTE else "all_sensors"
     say(f"{name}: warm-up {warmup:g} s, then {rate}/s for {seconds:g} s")
-    attack(vegeta, urls, token, rate, warmup, STATE / f"{name}-warmup.bin")
+    attack(vegeta, urls, token, rate, warmup, out / f"{name}-warmup.bin", max_body)
     server = ServerSide(api, route)
-    report = attack(vegeta, urls, token, rate, seconds, STATE / f"{name}.bin")
+    report = attack(vegeta, urls, token, rate, seconds, out / f"{name}.bin", max_body)
     codes = {str(k): int(v) for k, v in report.get("status_codes", {}).items()}
     errors = int(report["requests"]) - codes.get("200", 0)
     latency = report["latencies"]
@@ -347,13 +369,21 @@ def http_phase(
 
 
 async def push_latency(
-    api: WebService, token: str, sink: ReadingProducer, windows: pd.DataFrame, pause: float
+    api: WebService,
+    token: str,
+    sink: ReadingProducer,
+    windows: pd.DataFrame,
+    pause: float,
+    source: str = "metr-la",
+    wait: float = 10.0,
 ) -> dict[str, Any]:
     """Produce one window's readings at a time and wait for its forecasts on the WebSocket.
 
     Timed from just before the readings are produced (producer linger and acks included) to
-    the message's arrival. The split: until the broker had acknowledged all 207 readings
-    (`produced_and_acked`), then consuming, forecasting and pushing (`after_acked`).
+    the message's arrival. The split: until the broker had acknowledged all of the window's
+    readings (`produced_and_acked`), then consuming, forecasting and pushing (`after_acked`).
+    Readings of a `source` other than metr-la are flagged synthetic; a window whose forecasts
+    take longer than `wait` seconds counts as missed.
     """
     url = api.url.replace("http://", "ws://", 1) + f"/v1/stream/ws?access_token={token}"
     loop = asyncio.get_running_loop()
@@ -381,19 +411,19 @@ async def push_latency(
                     replay_speeds,
                     windows.loc[[stamp]],
                     sink,
-                    source="metr-la",
-                    is_synthetic=False,
+                    source=source,
+                    is_synthetic=source != "metr-la",
                 )
                 acked_at = time.perf_counter()
                 acked.append((acked_at - started) * 1000)
                 failures += summary.delivery_failures
                 try:
-                    arrived = await asyncio.wait_for(waiting[stamp], timeout=10)
+                    arrived = await asyncio.wait_for(waiting[stamp], timeout=wait)
                     latencies.append((arrived - started) * 1000)
                     after_acked.append((arrived - acked_at) * 1000)
                 except TimeoutError:
                     missed.append(str(stamp))
-                    say(f"push: no forecasts for {stamp} within 10 s")
+                    say(f"push: no forecasts for {stamp} within {wait:g} s")
                 await asyncio.sleep(pause)
         finally:
             receiver.cancel()
@@ -471,7 +501,10 @@ def main() -> None:
     data_dir = PlatformSettings().data_dir
     speeds = load_speed_csv(data_dir / SIX_DAYS)
     registry, version = published_model(
-        args.model, speeds.loc[:TRAIN_UNTIL], data_dir, args.retrain
+        args.model,
+        speeds.loc[:TRAIN_UNTIL],
+        lambda: load_metr_la_graph(data_dir / "metr-la"),
+        args.retrain,
     )
     options = server_options()
     api = api_service(STATE / "api", port=args.port, extra_args=options)

@@ -51,6 +51,17 @@ def machine() -> dict[str, object]:
     return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
 
 
+def bench_broker(state_dir: Path, port: int) -> KafkaBroker:
+    """A broker of a bench's own: its state folder, `port` and the controller on port + 1."""
+    return KafkaBroker(
+        state_dir=state_dir,
+        libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
+        port=port,
+        controller_port=port + 1,
+        heap="1g",
+    )
+
+
 def ingest_share(bootstrap: str, lake: str, ranges: list[OffsetRange]) -> int:
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "bench-ingest", **RANGE_CONSUMER_CONFIG}
@@ -102,6 +113,42 @@ def follow_share(
         consumer.close()
 
 
+def produce_then_ingest(
+    bootstrap: str,
+    speeds: pd.DataFrame,
+    lake: Path,
+    partitions: int,
+    workers: int,
+    topic: str = EVENTS,
+) -> dict[str, Any]:
+    """Replay `speeds` into `topic` as fast as possible, then ingest every partition's offset
+    range with `workers` processes; the stage figures and their end-to-end rate."""
+    sink = ReadingProducer(bootstrap, topic=topic, dlq_topic=DLQ)
+    produced = replay_speeds(speeds, sink, source="synthetic", is_synthetic=True)
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "b"})
+    ranges = []
+    for p in range(partitions):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        ranges.append(OffsetRange(topic, p, low, high - 1))
+    consumer.close()
+    shares = [ranges[i::workers] for i in range(workers)]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        stored = sum(pool.map(ingest_share, [bootstrap] * workers, [str(lake)] * workers, shares))
+    ingest_seconds = time.perf_counter() - started
+    assert stored == produced.events, (stored, produced.events)
+    return {
+        "events": produced.events,
+        "produce_seconds": round(produced.seconds, 2),
+        "produce_events_per_s": round(produced.events_per_second),
+        "ingest_seconds": round(ingest_seconds, 2),
+        "ingest_events_per_s": round(stored / ingest_seconds),
+        "end_to_end_events_per_s": round(stored / (produced.seconds + ingest_seconds)),
+        "lake_files": len(raw_files(lake)),
+    }
+
+
 def pipelined(
     bootstrap: str, speeds: pd.DataFrame, lake: Path, partitions: int, workers: int
 ) -> dict[str, float]:
@@ -146,13 +193,7 @@ def main() -> None:
     args = parser.parse_args()
 
     state = LOCAL_STATE_DIR / "bench"
-    broker = KafkaBroker(
-        state_dir=state / "kafka",
-        libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
-        port=39092,
-        controller_port=39093,
-        heap="1g",
-    )
+    broker = bench_broker(state / "kafka", 39092)
     broker.stop()
     shutil.rmtree(state, ignore_errors=True)
     broker.start()
@@ -162,30 +203,10 @@ def main() -> None:
         ensure_topics(admin, [*topics, TopicSpec(DLQ, 1)])
         speeds = simulate(args.days, args.sensors, seed=7).speeds_nan()
 
-        sink = ReadingProducer(broker.bootstrap_servers, topic=EVENTS, dlq_topic=DLQ)
-        produced = replay_speeds(speeds, sink, source="synthetic", is_synthetic=True)
-
-        consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "b"})
-        ranges = []
-        for p in range(args.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(EVENTS, p), timeout=10)
-            ranges.append(OffsetRange(EVENTS, p, low, high - 1))
-        consumer.close()
-        shares = [ranges[i :: args.workers] for i in range(args.workers)]
         lake = state / "lake"
-        started = time.perf_counter()
-        with ProcessPoolExecutor(args.workers) as pool:
-            stored = sum(
-                pool.map(
-                    ingest_share,
-                    [broker.bootstrap_servers] * args.workers,
-                    [str(lake)] * args.workers,
-                    shares,
-                )
-            )
-        ingest_seconds = time.perf_counter() - started
-        assert stored == produced.events, (stored, produced.events)
-        lake_files = len(raw_files(lake))
+        sequential = produce_then_ingest(
+            broker.bootstrap_servers, speeds, lake, args.partitions, args.workers
+        )
         figures = pipelined(
             broker.bootstrap_servers,
             speeds,
@@ -200,15 +221,10 @@ def main() -> None:
                     "synthetic": True,
                     "days": args.days,
                     "sensors": args.sensors,
-                    "events": produced.events,
+                    "events": sequential["events"],
                     "partitions": args.partitions,
                     "ingest_workers": args.workers,
-                    "produce_seconds": round(produced.seconds, 2),
-                    "produce_events_per_s": round(produced.events_per_second),
-                    "ingest_seconds": round(ingest_seconds, 2),
-                    "ingest_events_per_s": round(stored / ingest_seconds),
-                    "end_to_end_events_per_s": round(stored / (produced.seconds + ingest_seconds)),
-                    "lake_files": lake_files,
+                    **sequential,
                     **figures,
                     "machine": machine(),
                 }
