@@ -47,7 +47,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[SparkCluster]:
     leftover.stop()  # a session killed mid-way may have left it running; its pids are in TEST_STATE
     request.getfixturevalue("test_state_dir")
     cluster = _cluster()
-    cluster.start(timeout=120.0)
+    cluster.launch(timeout=120.0)  # workers register while local mode runs
     yield cluster
     cluster.stop()
 
@@ -101,6 +101,8 @@ def test_cluster_day_equals_local_mode_and_runs_on_both_workers(
     session.stop()
     assert len(local) == WINDOWS_PER_DAY * 207
 
+    cluster.wait_ready(timeout=120.0)
+    assert cluster.alive_workers() == 2
     on_cluster, session = materialize_day(lake.as_uri(), cluster.master_url)
     context = session.sparkContext
     app_id = context.applicationId

@@ -100,6 +100,9 @@ class SparkCluster:
             marker=f"--work-dir {self.worker_dir(index)} ",
         )
 
+    def _processes(self) -> list[ManagedProcess]:
+        return [self.master_process, *map(self.worker_process, range(self.workers))]
+
     def _env(self) -> dict[str, str]:
         """SPARK_HOME and SPARK_SCALA_VERSION let workers build executor command lines (what
         bin/load-spark-env.sh would export); SPARK_LOCAL_IP keeps RPC and web UIs (which bind
@@ -108,7 +111,6 @@ class SparkCluster:
             "SPARK_HOME": str(self.spark_home),
             "SPARK_SCALA_VERSION": scala_version(self.spark_home),
             "SPARK_LOCAL_IP": self.host,
-            "SPARK_LOG_DIR": str(self.state_dir / "logs"),
             "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
         }
 
@@ -163,6 +165,12 @@ class SparkCluster:
 
     def start(self, timeout: float = 120.0) -> None:
         """Start whatever part is not running, then wait until every worker is ALIVE."""
+        self.launch(timeout)
+        self.wait_ready(timeout)
+
+    def launch(self, timeout: float = 120.0) -> None:
+        """Start the master (waiting until it answers, so workers register at once) and the
+        workers, without waiting for them: callers may do other work meanwhile."""
         if shutil.which("java") is None:
             raise ServiceError(
                 "spark: Java not found. Install a JRE 17+: apt-get install openjdk-17-jre-headless"
@@ -170,14 +178,15 @@ class SparkCluster:
         if not (self.spark_home / "jars").is_dir():
             raise ServiceError(f"spark: no jars folder in {self.spark_home}; reinstall pyspark")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        started: list[ManagedProcess] = []
+        for process in self._processes():
+            if not process.running():  # a pid file left by a crash would read as "exited"
+                process.pid_file.unlink(missing_ok=True)
         master = self.master_process
         if not master.running():
             require_free_port(self.host, self.port, "spark master")
             require_free_port(self.host, self.webui_port, "spark master web UI")
             master.spawn(self._master_argv(), env=self._env(), cwd=self.state_dir)
-            started.append(master)
-        self._wait(lambda: self.master_state() is not None, "the master", started, timeout)
+        self._wait(lambda: self.master_state() is not None, "the master", timeout)
         for index in range(self.workers):
             worker = self.worker_process(index)
             if worker.running():
@@ -185,28 +194,23 @@ class SparkCluster:
             require_free_port(self.host, self.worker_webui_port(index), f"spark worker {index}")
             self.worker_dir(index).mkdir(parents=True, exist_ok=True)
             worker.spawn(self._worker_argv(index), env=self._env(), cwd=self.state_dir)
-            started.append(worker)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait until the master lists every worker ALIVE."""
         self._wait(
             lambda: self.alive_workers() >= self.workers,
             f"{self.workers} workers to register ALIVE with {self.master_url}",
-            started,
             timeout,
         )
 
-    def _wait(
-        self,
-        ready: Callable[[], bool],
-        what: str,
-        started: list[ManagedProcess],
-        timeout: float,
-    ) -> None:
-        """Poll ready(), failing fast with its log when a process started here has exited."""
+    def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
+        """Poll ready(), failing fast with its log when a process of the cluster has exited."""
 
         def check() -> bool:
-            for process in started:
-                if not process.running():
+            for process in self._processes():
+                if process.pid_file.exists() and not process.running():
                     raise ServiceError(
-                        f"spark: {process.name} exited during start-up; last log lines:\n"
+                        f"spark: {process.name} exited; last log lines:\n"
                         f"{process.log_tail()}\n(full log: {process.log_file})"
                     )
             return ready()
