@@ -306,13 +306,12 @@ def serve(bootstrap: str, speeds: pd.DataFrame, effort: Effort, vegeta: Path) ->
 # --- running -------------------------------------------------------------------------------
 
 
-def simulated(n: int, effort: Effort) -> pd.DataFrame:
-    """Speeds of the `synthetic-<n>` network: enough days for the ingest sample and for
-    the training days plus a served day."""
-    ingest_steps = math.ceil(effort.ingest_events / n)
-    days = max(TRAIN_DAYS + 1, math.ceil(ingest_steps / STEPS_PER_DAY))
+def simulated(n: int, steps: int) -> pd.DataFrame:
+    """The first `steps` 5-minute steps of the `synthetic-<n>` network's speeds. Whole days
+    are simulated, and the same days whatever the steps asked, so cached models stay valid."""
+    days = math.ceil(steps / STEPS_PER_DAY)
     graph = load_network_graph(f"synthetic-{n}")
-    return simulate(days, graph=graph, seed=SEED).speeds_nan()
+    return simulate(days, graph=graph, seed=SEED).speeds_nan().iloc[:steps]
 
 
 def main() -> None:
@@ -337,7 +336,7 @@ def main() -> None:
     vegeta = api_latency.ensure_vegeta(VEGETA) if "api" in phases else VEGETA
 
     say(f"simulating {counts} sensors")
-    speeds = {n: simulated(n, effort) for n in counts}
+    speeds = {n: simulated(n, (TRAIN_DAYS + 1) * STEPS_PER_DAY) for n in counts}
     results: dict[int, dict[str, Any]] = {n: {"sensors": n} for n in counts}
     BROKER.stop()
     shutil.rmtree(BROKER.state_dir, ignore_errors=True)
@@ -351,13 +350,16 @@ def main() -> None:
         for n in counts if "ingest" in phases else []:
             steps = math.ceil(effort.ingest_events / n)
             say(f"ingest: {n} sensors, {steps} steps")
-            results[n]["ingest"] = ingest(BROKER.bootstrap_servers, speeds[n].iloc[:steps])
+            results[n]["ingest"] = ingest(BROKER.bootstrap_servers, simulated(n, steps))
+            say(json.dumps(results[n]["ingest"]))
         for n in counts if "aggregate" in phases else []:
             say(f"aggregate: {n} sensors, one day")
             results[n]["aggregation"] = aggregate(speeds[n].iloc[:STEPS_PER_DAY])
+            say(json.dumps(results[n]["aggregation"]))
         for n in counts if "api" in phases else []:
             say(f"api: {n} sensors")
             results[n]["api"] = serve(BROKER.bootstrap_servers, speeds[n], effort, vegeta)
+            say(json.dumps(results[n]["api"]))
     print(
         json.dumps(
             {
