@@ -55,7 +55,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SLOT = int(os.environ.get("TRAFFIC_TEST_SLOT", "0"))
 ITEMS = 8
-FEED_INTERVAL = 1.5  # seconds between feed items
+FEED_INTERVAL = 2.0  # seconds between the items fed during the outage
 HOLD_STEP = 2  # this step's run is mid-execution when PostgreSQL stops
 RELEASE_AFTER = 3.0  # seconds into the outage the held step finishes
 OUTAGE_SECONDS = 12.0
@@ -102,24 +102,30 @@ def _or_none(query: Callable[[], T]) -> T | None:
 
 
 class Feed:
-    """Raises the item count in the feed file at a steady pace from a thread."""
+    """Raises the item count in the feed file from a thread: the items up to the held one
+    (plus one queued behind it) at once, the rest at a steady pace once the outage begins, so
+    they arrive while PostgreSQL is down."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.count = 0
-        self.path.write_text("0")
+        self.outage = threading.Event()
+        self._write(0)
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _write(self, count: int) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(str(count))
+        tmp.replace(self.path)
 
     def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
-        for item in range(1, ITEMS + 1):
+        self._write(HOLD_STEP + 1)
+        self.outage.wait(600)
+        for item in range(HOLD_STEP + 2, ITEMS + 1):
             time.sleep(FEED_INTERVAL)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(str(item))
-            tmp.replace(self.path)
-            self.count = item
+            self._write(item)
 
     def join(self) -> None:
         self._thread.join(ITEMS * FEED_INTERVAL + 10)
@@ -226,6 +232,7 @@ def test_daemon_and_sensor_runs_survive_a_postgres_restart(
         down_at = time.monotonic()
         down_wall = datetime.now(UTC)
         server.stop()
+        feed.outage.set()
         time.sleep(RELEASE_AFTER)
         release_marker(feed_file).write_text("")
         time.sleep(OUTAGE_SECONDS - RELEASE_AFTER)
@@ -242,7 +249,7 @@ def test_daemon_and_sensor_runs_survive_a_postgres_restart(
         assert wait_until(ticked_after_restart, 120, 0.5), daemon_log.read_text()[-4000:]
         resumed_after = time.monotonic() - up_at
         feed.join()
-        assert wait_until(lambda: _all_succeeded(instance), 300, 1.0), (
+        assert wait_until(lambda: _all_succeeded(instance), 420, 1.0), (
             _describe(instance) + daemon_log.read_text()[-4000:]
         )
         all_done_after = time.monotonic() - up_at
