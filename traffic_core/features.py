@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from traffic_core.datasets import SensorGraph
 from traffic_core.windows import WINDOW, WINDOWS_PER_DAY
@@ -137,17 +138,21 @@ def profile_at(profile: pd.DataFrame, stamps: pd.DatetimeIndex) -> np.ndarray:
 class FeatureContext:
     """What features need besides speeds: the sensor order, the road graph (adjacency[i, j] > 0:
     i is upstream of j) and the typical-speed profile from `fit_profile`. Saved with a model so
-    the API computes the same features as training did."""
+    the API computes the same features as training did.
+
+    The graph is kept sparse (a sensor has a handful of links), so building a context is linear
+    in the number of sensors: a dense matrix and its square took 7 GB and minutes at 10,000.
+    """
 
     sensor_ids: list[str]
-    adjacency: np.ndarray
+    adjacency: sparse.csr_array
     profile: pd.DataFrame
     _neighbours: dict[str, tuple[np.ndarray, np.ndarray]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sensor_ids = [str(s) for s in self.sensor_ids]
         n = len(self.sensor_ids)
-        self.adjacency = np.asarray(self.adjacency, dtype="float64")
+        self.adjacency = sparse.csr_array(self.adjacency, dtype="float64")
         if self.adjacency.shape != (n, n):
             raise ValueError(f"adjacency is {self.adjacency.shape}, expected {(n, n)}")
         if len(self.profile) != WEEK_SLOTS:
@@ -155,13 +160,14 @@ class FeatureContext:
         self.profile = self.profile.set_axis(self.profile.columns.astype(str), axis=1).reindex(
             columns=self.sensor_ids
         )
-        links = self.adjacency * (1.0 - np.eye(n))
+        links = _without_diagonal(self.adjacency)
         # two links away, weighted by the path's product, excluding direct links and itself
-        second = (links @ links) * (links == 0) * (1.0 - np.eye(n))
+        paths = sparse.csr_array(links @ links)
+        second = _without_diagonal(paths - paths.multiply(links.astype(bool)))
         self._neighbours = {
-            "upstream": _padded(links.T),
+            "upstream": _padded(sparse.csr_array(links.T)),
             "downstream": _padded(links),
-            "upstream2": _padded(second.T),
+            "upstream2": _padded(sparse.csr_array(second.T)),
             "downstream2": _padded(second),
         }
 
@@ -179,7 +185,9 @@ class FeatureContext:
             np.savez(
                 handle,
                 sensor_ids=np.asarray(self.sensor_ids),
-                adjacency=self.adjacency,
+                adjacency_data=self.adjacency.data,
+                adjacency_indices=self.adjacency.indices,
+                adjacency_indptr=self.adjacency.indptr,
                 profile=self.profile.to_numpy(),
                 feature_version=np.asarray(FEATURE_VERSION),
             )
@@ -196,15 +204,39 @@ class FeatureContext:
             profile = pd.DataFrame(
                 data["profile"], index=pd.RangeIndex(WEEK_SLOTS, name="week_slot"), columns=ids
             )
-            return cls(ids, data["adjacency"], profile)
+            if "adjacency" in data:  # contexts saved before the graph was kept sparse
+                return cls(ids, data["adjacency"], profile)
+            parts = (data["adjacency_data"], data["adjacency_indices"], data["adjacency_indptr"])
+            return cls(ids, sparse.csr_array(parts, shape=(len(ids), len(ids))), profile)
 
 
-def _padded(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row i's nonzero columns and weights, strongest first, padded to the largest degree."""
-    order = np.argsort(-weights, axis=1, kind="stable")
-    degree = max(int((weights > 0).sum(axis=1).max()), 1)
-    index = order[:, :degree]
-    return index, np.take_along_axis(weights, index, axis=1)
+def _without_diagonal(matrix: sparse.csr_array) -> sparse.csr_array:
+    matrix = sparse.csr_array(matrix, copy=True)
+    matrix.setdiag(0)
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _padded(weights: sparse.csr_array) -> tuple[np.ndarray, np.ndarray]:
+    """Row i's positive columns and weights, strongest first (ties: lower column first), padded
+    to the largest degree with weight 0 and the lowest other columns."""
+    n = weights.shape[0]
+    rows = [
+        (weights.indices[lo:hi], weights.data[lo:hi])
+        for lo, hi in zip(weights.indptr[:-1], weights.indptr[1:], strict=True)
+    ]
+    rows = [(columns[w > 0], w[w > 0]) for columns, w in rows]
+    degree = max(max((len(columns) for columns, _ in rows), default=0), 1)
+    index = np.empty((n, degree), dtype=np.intp)
+    values = np.zeros((n, degree))
+    for i, (columns, w) in enumerate(rows):
+        order = np.lexsort((columns, -w))
+        k = len(order)
+        index[i, :k] = columns[order]
+        values[i, :k] = w[order]
+        if k < degree:
+            index[i, k:] = np.setdiff1d(np.arange(degree + k), columns)[: degree - k]
+    return index, values
 
 
 def _lags(values: np.ndarray, steps: int) -> np.ndarray:
