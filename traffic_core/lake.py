@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 RAW_ZONE = "raw/traffic_events"
@@ -39,13 +42,18 @@ RAW_SCHEMA = pa.schema(
         pa.field("kafka_topic", pa.string(), nullable=False),
         pa.field("kafka_partition", pa.int32(), nullable=False),
         pa.field("kafka_offset", pa.int64(), nullable=False),
+        pa.field("ingest_id", pa.string()),
     ]
 )
 """Columns of every raw file; speed_mph null means the detector reported no reading.
 
-Nothing run-specific (run id, ingestion time) is stored, so a rerun writes identical bytes;
-which run wrote which file is in the Dagster event log.
+`ingest_id` names the producer replay a reading came from (null for readings sent without
+one, and absent from files written before it existed: readers get nulls). It is part of the
+message, so a rerun still writes identical bytes; which run wrote which file is in the Dagster
+event log.
 """
+OPTIONAL_RAW_COLUMNS = ("ingest_id",)
+"""Columns older raw files lack; `read_raw_day` and `_raw_table` fill them with nulls."""
 
 _EPOCH_DAY = date(1970, 1, 1)
 _WRITERS = 4  # files of one range written at once: enough to overlap fsync waits
@@ -132,9 +140,11 @@ def _raw_table(rows: pa.Table | pd.DataFrame) -> pa.Table:
     """Rows in RAW_SCHEMA in Kafka offset order, with no pandas metadata: the same rows give
     the same bytes whichever way they were built."""
     if isinstance(rows, pd.DataFrame):
-        table = pa.Table.from_pandas(rows, schema=RAW_SCHEMA, preserve_index=False)
-    else:
-        table = rows.select(RAW_SCHEMA.names).cast(RAW_SCHEMA)
+        rows = pa.Table.from_pandas(rows, preserve_index=False)
+    for name in OPTIONAL_RAW_COLUMNS:
+        if name not in rows.column_names:
+            rows = rows.append_column(RAW_SCHEMA.field(name), pa.nulls(rows.num_rows, pa.string()))
+    table = rows.select(RAW_SCHEMA.names).cast(RAW_SCHEMA)
     offsets = table["kafka_offset"].to_numpy()
     if (np.diff(offsets) < 0).any():
         table = table.take(np.argsort(offsets, kind="stable"))
@@ -152,6 +162,34 @@ def read_raw_day(lake_root: Path, day: date) -> pd.DataFrame:
     if not files:
         return RAW_SCHEMA.empty_table().to_pandas()
     return pa.concat_tables(pq.read_table(f, schema=RAW_SCHEMA) for f in files).to_pandas()
+
+
+def ingest_id_counts(files: Iterable[Path]) -> Counter[str | None]:
+    """Readings per ingest id (None: readings without one) in raw files, reading only that
+    column (dictionary-encoded, so a file of one replay decodes one string)."""
+    counts: Counter[str | None] = Counter()
+    for path in files:
+        parquet = pq.ParquetFile(path, read_dictionary=["ingest_id"])
+        if "ingest_id" not in parquet.schema_arrow.names:
+            counts[None] += parquet.metadata.num_rows
+            continue
+        counts.update(count_values(parquet.read(columns=["ingest_id"])["ingest_id"]))
+    return counts
+
+
+def count_values(column: pa.Array | pa.ChunkedArray) -> Counter[str | None]:
+    """How often each value (None for null) occurs in a string or dictionary column."""
+    counted = pc.value_counts(column)
+    values, counts = counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+    return Counter(dict(zip(values, counts, strict=True)))
+
+
+def ingest_id_list(counts: Mapping[str | None, int]) -> list[dict[str, str | int | None]]:
+    """Counts as JSON-ready `[{"ingest_id", "readings"}]`, named ids first in order."""
+    return [
+        {"ingest_id": name, "readings": int(counts[name])}
+        for name in sorted(counts, key=lambda n: (n is None, n or ""))
+    ]
 
 
 def stored_offset_ranges(

@@ -1,5 +1,7 @@
 """`training_features`: the aggregates as one speed grid, with features and targets."""
 
+import json
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -9,11 +11,13 @@ from resources.lake import LakeResource
 from traffic_assets.aggregation.assets import AGGREGATES_ZONE, traffic_5min_aggregates
 from traffic_core import features as f
 from traffic_core.datasets.graph import load_network_graph
+from traffic_core.lake import ingest_id_counts, ingest_id_list, raw_files
 from traffic_core.models import crossfit_features
 from traffic_core.registry import frame_fingerprint
 from traffic_core.settings import PlatformSettings
 
 FEATURES_ZONE = ("features", "training")
+INGEST_IDS_FILE = "ingest_ids.json"
 
 
 def features_dir(lake: LakeResource) -> Path:
@@ -31,6 +35,18 @@ def speed_grid(lake: LakeResource) -> tuple[pd.DataFrame, list[str]]:
     grid = frame.pivot(index="window_start", columns="sensor_id", values="speed_mean")
     grid.index = pd.DatetimeIndex(grid.index).tz_convert("UTC").tz_localize(None)
     return grid.sort_index(), [p.parent.name.removeprefix("date=") for p in files]
+
+
+def days_ingest_ids(lake: LakeResource, days: list[str]) -> list[dict]:
+    """Producer replays (ingest ids) behind the raw readings of the given days, with counts."""
+    files = [f for day in days for f in raw_files(lake.path(), date.fromisoformat(day))]
+    return ingest_id_list(ingest_id_counts(files))
+
+
+def training_ingest_ids(lake: LakeResource) -> list[dict]:
+    """The ingest ids `training_features` recorded for its rows ([] before it recorded any)."""
+    path = features_dir(lake) / INGEST_IDS_FILE
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 @asset(
@@ -55,14 +71,23 @@ def training_features(context: AssetExecutionContext, lake: LakeResource) -> Mat
     frame.to_parquet(out / "training.parquet", index=False)
     feature_context.save(out / "feature_context.npz")
     (out / "days.txt").write_text("\n".join(days))
+    ingest_ids = days_ingest_ids(lake, days)
+    (out / INGEST_IDS_FILE).write_text(json.dumps(ingest_ids))
     version = frame_fingerprint(frame)
-    context.log.info("%d rows over %d days and %d sensors", len(frame), len(days), len(sensors))
+    context.log.info(
+        "%d rows over %d days and %d sensors, from ingest ids %s",
+        len(frame),
+        len(days),
+        len(sensors),
+        [i["ingest_id"] for i in ingest_ids],
+    )
     return MaterializeResult(
         data_version=DataVersion(version),
         metadata={
             "dagster/row_count": len(frame),
             "dagster/uri": MetadataValue.path(str(out)),
             "days": MetadataValue.json(days),
+            "ingest_ids": MetadataValue.json(ingest_ids),
             "sensors": len(sensors),
             "feature_version": f.FEATURE_VERSION,
             "training_data_version": version,
