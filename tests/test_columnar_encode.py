@@ -4,6 +4,7 @@ replay producer built on it sends exactly what it sent record by record, through
 from __future__ import annotations
 
 import random
+import re
 import struct
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ from kafka_helpers import fresh_topics, read_all
 from infra.stack.kafka import KafkaBroker
 from traffic_core.events import INCIDENT, WEATHER, EncodeError, EventCodec
 from traffic_core.events.codec import Categorical, Doubles
-from traffic_core.producer import ReadingProducer, replay_speeds
+from traffic_core.producer import ReadingProducer, new_ingest_id, replay_speeds
 
 SENSORS = ["773869", "767541", "δ-7", "测试🚦", "", "x" * 200]
 NAN_PAYLOAD = struct.unpack("<d", struct.pack("<Q", 0x7FF8_0000_DEAD_BEEF))[0]
@@ -161,7 +162,9 @@ def speeds_with_rejects() -> pd.DataFrame:
     return speeds
 
 
-def record_by_record(speeds: pd.DataFrame, events: str, dlq: str) -> list[tuple]:
+def record_by_record(
+    speeds: pd.DataFrame, events: str, dlq: str, ingest_id: str | None
+) -> list[tuple]:
     """(topic, value, key, timestamp) of each message as the per-record producer sent them."""
     codec = EventCodec()
     sent = []
@@ -175,6 +178,7 @@ def record_by_record(speeds: pd.DataFrame, events: str, dlq: str) -> list[tuple]
                     "speed_mph": None if np.isnan(v) else v,
                     "source": "metr-la",
                     "is_synthetic": False,
+                    "ingest_id": ingest_id,
                 }
             )
             for s, v in row.items()
@@ -188,9 +192,13 @@ def record_by_record(speeds: pd.DataFrame, events: str, dlq: str) -> list[tuple]
 def test_replay_sends_what_the_record_encoder_gives() -> None:
     speeds = speeds_with_rejects()
     sink = RecordingSink()
-    summary = replay_speeds(speeds, sink, source="metr-la", is_synthetic=False)
+    summary = replay_speeds(
+        speeds, sink, source="metr-la", is_synthetic=False, ingest_id="ingest-test-1"
+    )
 
-    assert [m[:4] for m in sink.sent] == record_by_record(speeds, sink.topic, sink.dlq_topic)
+    expected = record_by_record(speeds, sink.topic, sink.dlq_topic, "ingest-test-1")
+    assert [m[:4] for m in sink.sent] == expected
+    assert summary.ingest_id == "ingest-test-1"
     assert summary.events == speeds.size - 3
     assert sum(summary.rejected.values()) == 3
     assert summary.missing == int(speeds.isna().sum().sum())
@@ -217,4 +225,18 @@ def test_replay_reaches_kafka_with_keys_timestamps_and_bytes(kafka_broker: Kafka
         for topic, count in ((events, summary.events), (dlq, 3))
         for m in read_all(kafka_broker, topic, count)
     ]
-    assert by_topic_and_key(received) == by_topic_and_key(record_by_record(speeds, events, dlq))
+    expected = record_by_record(speeds, events, dlq, summary.ingest_id)
+    assert by_topic_and_key(received) == by_topic_and_key(expected)
+
+
+def test_each_replay_gets_its_own_ingest_id() -> None:
+    speeds = speeds_with_rejects()
+    ids = [
+        replay_speeds(speeds, RecordingSink(), source="metr-la", is_synthetic=False).ingest_id
+        for _ in range(2)
+    ]
+    assert ids[0] != ids[1]
+    assert all(re.fullmatch(r"ingest-\d{8}T\d{6}-[0-9a-f]{6}", i) for i in ids)
+    assert new_ingest_id(datetime(2026, 11, 26, 4, 5, 6, tzinfo=UTC)).startswith(
+        "ingest-20261126T040506-"
+    )

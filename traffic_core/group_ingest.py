@@ -43,7 +43,7 @@ from traffic_core.events import Rejection, ValidationConfig
 from traffic_core.group_ingest_metrics import IngestMetrics, configure_worker_logging
 from traffic_core.ingest import classify_range, collection_paused, send_rejects, store_classified
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
-from traffic_core.lake import OffsetRange, stored_offset_ranges
+from traffic_core.lake import OffsetRange, ordered_ids, stored_offset_ranges
 from traffic_core.reference import known_sensor_ids
 from traffic_core.settings import KafkaSettings, PlatformSettings
 
@@ -244,6 +244,7 @@ class GroupIngestWorker:
         now = datetime.now(UTC)
         rejects: list[Rejection] = []
         written, skipped = [], []
+        ingest_ids: set[str | None] = set()
         for part, stored in split_by_stored(whole, self._stored.get(partition, [])):
             messages = batch.messages[
                 bisect_left(offsets, part.first) : bisect_right(offsets, part.last)
@@ -260,6 +261,7 @@ class GroupIngestWorker:
             if outcome.files:
                 self._stored.setdefault(partition, []).append(part)
             written.append([part.first, part.last, outcome.accepted])
+            ingest_ids.update(*outcome.ingest_ids.values())
             self.metrics.events.labels(topic).inc(outcome.accepted)
             self.metrics.files.labels(topic).inc(len(outcome.files))
         LOG.info(
@@ -272,6 +274,7 @@ class GroupIngestWorker:
                 "written": written,
                 "already_stored": skipped,
                 "rejected": len(rejects),
+                "ingest_ids": ordered_ids(ingest_ids),
             },
         )
         return rejects

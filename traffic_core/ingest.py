@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from traffic_core.events import RawMessage, ReadingValidator, Rejection, ValidationConfig
@@ -48,6 +49,8 @@ class RangeOutcome:
     accepted: int
     rejected: Counter[str]
     files: dict[date, Path]
+    ingest_ids: dict[date, Counter[str | None]] = field(default_factory=dict)
+    """Stored readings per event date and ingest id (None: sent without one)."""
 
 
 @dataclass
@@ -65,6 +68,10 @@ class IngestReport:
     @property
     def messages(self) -> int:
         return sum(r.offsets.count for r in self.ranges)
+
+    def ingest_ids(self, day: date) -> Counter[str | None]:
+        """Readings stored for one event date per ingest id, over every range."""
+        return sum((r.ingest_ids.get(day, Counter()) for r in self.ranges), Counter())
 
     def rows_by_date(self) -> dict[date, list[Path]]:
         out: dict[date, list[Path]] = {}
@@ -136,7 +143,8 @@ def _up_to_last(batch: list[Message], offsets: OffsetRange) -> list[Message]:
     return kept
 
 
-_READINGS = pa.schema([RAW_SCHEMA.field(name) for name in RAW_SCHEMA.names[:7]])
+_READINGS = pa.schema([f for f in RAW_SCHEMA if not f.name.startswith("kafka_")])
+"""What the message carries; `_with_origin` adds where in Kafka it was read."""
 
 
 def readings_table(
@@ -163,6 +171,7 @@ def columnar_table(
         pa.array(readings.occupancy[rows], mask=readings.occupancy_null[rows]),
         readings.source.take(taken),
         pa.array(readings.is_synthetic[rows]),
+        readings.ingest_id.take(taken),
     ]
     return _with_origin(pa.table(columns, schema=_READINGS), offsets, kafka_offsets)
 
@@ -235,7 +244,25 @@ def store_classified(
 ) -> RangeOutcome:
     """Write the valid rows of one classified range durably (one immutable file per date)."""
     files = write_raw_range(lake_root, offsets, classified.table)
-    return RangeOutcome(offsets, classified.table.num_rows, classified.counts, files)
+    ingest_ids = ingest_ids_by_date(classified.table)
+    return RangeOutcome(offsets, classified.table.num_rows, classified.counts, files, ingest_ids)
+
+
+def ingest_ids_by_date(table: pa.Table) -> dict[date, Counter[str | None]]:
+    """Readings per (event date, ingest id) of a raw table: one hash group-by, no Python loop
+    over rows."""
+    if not table.num_rows:
+        return {}
+    keys = pa.table(
+        {"day": pc.cast(table["event_time"], pa.date32()), "ingest_id": table["ingest_id"]}
+    )
+    groups = keys.group_by(["day", "ingest_id"]).aggregate([([], "count_all")])
+    out: dict[date, Counter[str | None]] = {}
+    for day, name, count in zip(
+        *(groups[c].to_pylist() for c in ("day", "ingest_id", "count_all")), strict=True
+    ):
+        out.setdefault(day, Counter())[name] = count
+    return out
 
 
 def ingest_ranges(

@@ -186,10 +186,12 @@ def count_values(column: pa.Array | pa.ChunkedArray) -> Counter[str | None]:
 
 def ingest_id_list(counts: Mapping[str | None, int]) -> list[dict[str, str | int | None]]:
     """Counts as JSON-ready `[{"ingest_id", "readings"}]`, named ids first in order."""
-    return [
-        {"ingest_id": name, "readings": int(counts[name])}
-        for name in sorted(counts, key=lambda n: (n is None, n or ""))
-    ]
+    return [{"ingest_id": name, "readings": int(counts[name])} for name in ordered_ids(counts)]
+
+
+def ordered_ids(names: Iterable[str | None]) -> list[str | None]:
+    """Ingest ids sorted (they start with their replay's time), None last."""
+    return sorted(names, key=lambda n: (n is None, n or ""))
 
 
 def stored_offset_ranges(

@@ -5,23 +5,30 @@ stamped with their event time as the Kafka timestamp (so consumers can seek by t
 readings travel as an explicit null speed, never as 0 mph. Values no detector can report
 (negative, above the validation limit, infinite) go to the dead-letter topic with a reason.
 The producer is idempotent: a broker restart mid-replay neither loses nor duplicates readings.
+Every replay has an ingest id (`ingest-<UTC start>-<6 hex>` or `--ingest-id`) carried in each
+reading's `ingest_id` field, so the lake, Dagster and the API can name the replay behind any row
+(a field, not a Kafka header: the constant column is encoded once per block, a header per
+record would cost about half the producer's time).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import secrets
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from confluent_kafka import KafkaError, Producer
+from pythonjsonlogger.orjson import OrjsonFormatter
 from tqdm import tqdm
 
 from traffic_core.datasets import load_speeds
@@ -39,9 +46,18 @@ STEP_SECONDS = 300.0
 ENCODE_STEPS = 256  # steps encoded at once (~53k METR-LA readings): amortises numpy's overhead
 SEVERITY_LEVELS = (0.25, "MINOR"), (0.5, "MODERATE"), (0.75, "MAJOR"), (float("inf"), "SEVERE")
 
+log = logging.getLogger("traffic_core.producer")
+
+
+def new_ingest_id(now: datetime | None = None) -> str:
+    """`ingest-<UTC yyyymmddThhmmss>-<6 hex>`: sorts by start time, unique across replays."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"ingest-{stamp:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
 
 @dataclass
 class ReplaySummary:
+    ingest_id: str | None = None
     events: int = 0
     missing: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -60,8 +76,9 @@ class ReplaySummary:
         rejected = sum(self.rejected.values())
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
         return (
-            f"events={self.events} (missing readings={self.missing}) rejected={rejected} "
-            f"[{reasons}] incidents={self.incidents} weather={self.weather} "
+            f"ingest_id={self.ingest_id} events={self.events} "
+            f"(missing readings={self.missing}) rejected={rejected} [{reasons}] "
+            f"incidents={self.incidents} weather={self.weather} "
             f"delivery_failures={self.delivery_failures} seconds={self.seconds:.1f} "
             f"events/s={self.events_per_second:,.0f} "
             f"range={self.first_time} .. {self.last_time}"
@@ -158,16 +175,18 @@ def replay_speeds(
     start_from: pd.Timestamp | None = None,
     limits: ValidationConfig | None = None,
     progress: bool = False,
+    ingest_id: str | None = None,
 ) -> ReplaySummary:
     """Send every cell of a wide speed frame (index time, columns sensors, NaN = missing).
 
     speedup None replays as fast as possible; N replays N times faster than real time.
     start_from skips earlier rows, so an interrupted replay can resume where it stopped.
+    ingest_id goes into every reading (None: a new one); the summary names it.
     """
     limits = limits or ValidationConfig()
     if start_from is not None:
         speeds = speeds.loc[speeds.index >= start_from]
-    summary = ReplaySummary()
+    summary = ReplaySummary(ingest_id or new_ingest_id())
     if speeds.empty:
         return summary
     codec = EventCodec()
@@ -178,7 +197,8 @@ def replay_speeds(
     missing = np.isnan(values)
     bad = ~missing & ((values < 0) | (values > limits.max_speed_mph) | ~np.isfinite(values))
     started = time.perf_counter()
-    rows = _encoded_rows(codec, sensors, times_ms, values, source, is_synthetic)
+    constants = {"source": source, "is_synthetic": is_synthetic, "ingest_id": summary.ingest_id}
+    rows = _encoded_rows(codec, sensors, times_ms, values, constants)
     steps = tqdm(rows, total=len(values), unit="step", disable=not progress, file=sys.stderr)
     for i, row in steps:
         for j in np.flatnonzero(bad[i]).tolist():
@@ -209,12 +229,11 @@ def _encoded_rows(
     sensors: list[str],
     times_ms: list[int],
     speeds: np.ndarray,
-    source: str,
-    is_synthetic: bool,
+    constants: dict[str, Any],
 ) -> Iterator[tuple[int, list[bytes]]]:
     """(step, its messages sensor by sensor), encoded column-wise a block of steps at a time.
 
-    NaN speeds travel as null.
+    NaN speeds travel as null; `constants` are fields equal for every reading (encoded once).
     """
     width = len(sensors)
     for first in range(0, len(speeds), ENCODE_STEPS):
@@ -226,8 +245,7 @@ def _encoded_rows(
                     times_ms[first : first + len(block)], np.repeat(np.arange(len(block)), width)
                 ),
                 "speed_mph": Doubles(block.ravel(), np.isnan(block).ravel()),
-                "source": source,
-                "is_synthetic": is_synthetic,
+                **constants,
             }
         )
         for k in range(len(block)):
@@ -336,8 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap-servers", default=KafkaSettings().bootstrap_servers)
     parser.add_argument("--topic", default=TRAFFIC_EVENTS)
     parser.add_argument("--source", default="metr-la", help="source label of real data")
+    parser.add_argument(
+        "--ingest-id",
+        default=None,
+        help="id stamped on every reading of this replay (default: ingest-<UTC now>-<6 hex>)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    _log_json_lines()
+    ingest_id = args.ingest_id or new_ingest_id()
 
     speeds = load_speeds(args.data, start=args.start)
     if args.until:
@@ -348,8 +373,19 @@ def main(argv: list[str] | None = None) -> int:
     label = "SYNTHETIC " if synthetic else ""
     print(
         f"replaying {label}{speeds.shape[0]} steps x {speeds.shape[1]} sensors from "
-        f"{args.data} to {args.topic} at {args.bootstrap_servers}",
+        f"{args.data} to {args.topic} at {args.bootstrap_servers} as ingest id {ingest_id}",
         file=sys.stderr,
+    )
+    log.info(
+        "replay started",
+        extra={
+            "ingest_id": ingest_id,
+            "data": str(args.data),
+            "topic": args.topic,
+            "steps": speeds.shape[0],
+            "sensors": speeds.shape[1],
+            "synthetic": synthetic,
+        },
     )
     summary = replay_speeds(
         speeds,
@@ -359,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         speedup=args.speedup,
         start_from=pd.Timestamp(args.start_from) if args.start_from else None,
         progress=not args.no_progress,
+        ingest_id=ingest_id,
     )
     if args.incidents:
         summary.incidents = replay_incidents(pd.read_parquet(args.incidents), sink)
@@ -366,7 +403,35 @@ def main(argv: list[str] | None = None) -> int:
         summary.weather = replay_weather(args.weather, sink)
     summary.delivery_failures += sink.flush()
     print(f"summary: {summary.describe()}")
+    log.info(
+        "replay finished",
+        extra={
+            "ingest_id": ingest_id,
+            "topic": args.topic,
+            "events": summary.events,
+            "rejected": dict(summary.rejected),
+            "delivery_failures": summary.delivery_failures,
+            "first_time": str(summary.first_time),
+            "last_time": str(summary.last_time),
+        },
+    )
     return 1 if summary.delivery_failures else 0
+
+
+def _log_json_lines() -> None:
+    """The replay's start and end as JSON lines on stderr, for log search by ingest id."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        OrjsonFormatter(
+            "{levelname}{name}{message}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp=True,
+        )
+    )
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 if __name__ == "__main__":

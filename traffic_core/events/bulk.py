@@ -59,12 +59,13 @@ class ColumnarReadings:
     occupancy_null: np.ndarray
     source: pa.StringArray
     is_synthetic: np.ndarray
+    ingest_id: pa.StringArray  # null where the message has none; correlation_id is not kept
 
     def __len__(self) -> int:
         return len(self.event_time)
 
     def record(self, i: int) -> Record:
-        """Row i shaped like the per-message decoder's record (without the unstored ids)."""
+        """Row i shaped like the per-message decoder's record (without the ids)."""
         return {
             "sensor_id": self.sensor_id[i].as_py(),
             "event_time": _EPOCH + _MS * int(self.event_time[i]),
@@ -132,8 +133,8 @@ class _Reader:
         occupancy = self.double(~occupancy_null)
         source = self.string()
         is_synthetic = self.boolean()
-        for _ in ("ingest_id", "correlation_id"):  # not stored, but must decode
-            self.string(~self.union())
+        ingest_id = self.string(~self.union())
+        self.string(~self.union())  # correlation_id: traces single readings, not stored
         if not np.array_equal(self.pos, self.ends):
             raise _Fallback
         return ColumnarReadings(
@@ -147,6 +148,7 @@ class _Reader:
             occupancy_null,
             source,
             is_synthetic,
+            ingest_id,
         )
 
     def _advance(self, step: np.ndarray | int) -> None:
@@ -195,7 +197,7 @@ class _Reader:
         return tag == 0
 
     def string(self, where: np.ndarray | None = None) -> pa.StringArray:
-        """UTF-8 strings (empty where `where` is False); invalid UTF-8 falls back."""
+        """UTF-8 strings (null where `where` is False); invalid UTF-8 falls back."""
         sizes = self.long(where)  # already advanced past the length
         if where is not None:
             sizes[~where] = 0
@@ -206,10 +208,11 @@ class _Reader:
         if offsets[-1] > _INT_MAX:  # beyond one Arrow string array's 32-bit offsets
             raise _Fallback
         gather = np.repeat(self.pos - offsets[:-1], sizes) + np.arange(offsets[-1])
+        valid = None if where is None else pa.py_buffer(np.packbits(where, bitorder="little"))
         array = pa.Array.from_buffers(
             pa.string(),
             len(sizes),
-            [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(self.buf[gather])],
+            [valid, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(self.buf[gather])],
         )
         try:
             array.validate(full=True)
