@@ -175,6 +175,14 @@ class KafkaOffsetRange(BaseModel):
     last: int
 
 
+class IngestIdCount(BaseModel):
+    """A producer replay (its ingest id; null for readings sent without one) and how many of
+    its readings a model's training days hold."""
+
+    ingest_id: str | None
+    readings: int
+
+
 class Lineage(BaseModel):
     """Everything an auditor needs to trace a forecast back to the data and code behind it."""
 
@@ -186,6 +194,7 @@ class Lineage(BaseModel):
     training_data_version: str
     lake_partitions: list[str]
     kafka_offsets: list[KafkaOffsetRange]
+    ingest_ids: list[IngestIdCount]
     artifacts: dict[str, dict]
     metrics: dict
 

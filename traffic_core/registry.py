@@ -56,6 +56,9 @@ BUILDER_KEYS = (
     "kafka_offsets",
 )
 """Manifest entries the caller's builder supplies; the registry adds the rest."""
+INGEST_IDS = "ingest_ids"
+"""Optional builder entry: `[{"ingest_id", "readings"}]`, the producer replays behind the
+training rows. Manifests written before it existed read as an empty list."""
 
 
 class ManifestError(ValueError):
@@ -75,6 +78,9 @@ def validate_manifest(manifest: Mapping[str, Any]) -> None:
     for name, info in manifest["artifacts"].items():
         if not isinstance(info, dict) or "sha256" not in info:
             raise ManifestError(f"artifact {name!r} has no sha256")
+    for entry in manifest.get(INGEST_IDS, []):
+        if not isinstance(entry, dict) or not {"ingest_id", "readings"} <= set(entry):
+            raise ManifestError(f"ingest id entry {entry!r} lacks ingest_id or readings")
 
 
 def sha256_file(path: Path) -> str:
@@ -137,6 +143,7 @@ class ModelRegistry:
 
     def load_manifest(self, version: str) -> dict[str, Any]:
         manifest = json.loads((self.path(version) / MANIFEST).read_text())
+        manifest.setdefault(INGEST_IDS, [])
         validate_manifest(manifest)
         if manifest["version"] != version:
             raise ManifestError(f"folder {version} holds the manifest of {manifest['version']}")
@@ -176,6 +183,7 @@ class ModelRegistry:
             version = self._next_version(created, code_version)
             files = sorted(p for p in staging.rglob("*") if p.is_file())
             manifest = {
+                INGEST_IDS: [],
                 **entries,
                 "version": version,
                 "created_at": created.isoformat(),

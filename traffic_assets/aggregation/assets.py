@@ -3,6 +3,10 @@
 A day without raw files fails the run with a message naming the folder: an empty partition would
 look like a day of silent detectors and flow into features and training unnoticed.
 
+The ingest ids of the raw rows (the producer replays behind the day) are counted from the raw
+files' dictionary-encoded `ingest_id` column by the driver, not by a Spark job: Spark takes one
+file's schema, and raw files written before the column existed lack it.
+
 Automation is `eager` over every partition, not only the latest: plain `eager()` considers just
 the newest time window (yesterday), so replayed 2012 days and late readings for older days would
 never be aggregated.
@@ -30,7 +34,14 @@ from resources.lake import LakeResource
 from traffic_assets.aggregation.spark_windows import aggregate_with_spark
 from traffic_assets.partitions import daily_partitions
 from traffic_core import windows as core
-from traffic_core.lake import AGGREGATES_ZONE, raw_day_dir, raw_files, replace_durably
+from traffic_core.lake import (
+    AGGREGATES_ZONE,
+    ingest_id_counts,
+    ingest_id_list,
+    raw_day_dir,
+    raw_files,
+    replace_durably,
+)
 
 EAGER_ALL_PARTITIONS = AutomationCondition.eager().without(
     AutomationCondition.in_latest_time_window()
@@ -71,8 +82,16 @@ def traffic_5min_aggregates(
     frame = aggregate_with_spark(pyspark.spark_session, [spark_url(f) for f in files])
     write_single_parquet(frame, out)
     table = pd.read_parquet(out)
-    context.log.info("wrote %d windows from %d raw files to %s", len(table), len(files), out)
-    return MaterializeResult(metadata=summary(table, out, raw_file_count=len(files)))
+    ingest_ids = ingest_id_list(ingest_id_counts(files))
+    context.log.info(
+        "wrote %d windows from %d raw files to %s; ingest ids %s",
+        len(table),
+        len(files),
+        out,
+        {i["ingest_id"]: i["readings"] for i in ingest_ids},
+    )
+    metadata = summary(table, out, raw_file_count=len(files))
+    return MaterializeResult(metadata={**metadata, "ingest_ids": MetadataValue.json(ingest_ids)})
 
 
 def spark_url(path: Path) -> str:

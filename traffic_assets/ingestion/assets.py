@@ -18,7 +18,13 @@ from resources.lake import LakeResource
 from traffic_assets.partitions import daily_partitions
 from traffic_core.events import ValidationConfig
 from traffic_core.ingest import IngestReport, ingest_ranges
-from traffic_core.lake import OffsetRange, raw_day_dir, stored_offset_ranges
+from traffic_core.lake import (
+    OffsetRange,
+    ingest_id_list,
+    ordered_ids,
+    raw_day_dir,
+    stored_offset_ranges,
+)
 from traffic_core.reference import known_sensor_ids
 from traffic_core.settings import PlatformSettings
 
@@ -93,8 +99,18 @@ def raw_traffic_events(
                 asset_key=context.asset_key,
                 partition=other_day.isoformat(),
                 description=f"readings of {other_day} arriving with the run for {day}",
-                metadata={"written_by_partition": day.isoformat()},
+                metadata={
+                    "written_by_partition": day.isoformat(),
+                    "ingest_ids": MetadataValue.json(ingest_id_list(report.ingest_ids(other_day))),
+                },
             )
+        )
+    for outcome in report.ranges:
+        context.log.info(
+            "stored %s: %d readings by date and ingest id %s",
+            outcome.offsets,
+            outcome.accepted,
+            {d.isoformat(): dict(c) for d, c in sorted(outcome.ingest_ids.items())},
         )
     return MaterializeResult(metadata=_metadata(report, root, day))
 
@@ -113,6 +129,7 @@ def _metadata(report: IngestReport, root: Path, day: date) -> dict:
         "rejected": sum(rejected.values()),
         "dlq_rate": (sum(rejected.values()) / messages) if messages else 0.0,
         "rejected_by_reason": MetadataValue.json(dict(rejected)),
+        "ingest_ids": MetadataValue.json(ingest_id_list(report.ingest_ids(day))),
         "offset_ranges": MetadataValue.json(
             [
                 {
@@ -121,6 +138,7 @@ def _metadata(report: IngestReport, root: Path, day: date) -> dict:
                     "first": o.offsets.first,
                     "last": o.offsets.last,
                     "accepted": o.accepted,
+                    "ingest_ids": ordered_ids(set().union(*o.ingest_ids.values())),
                 }
                 for o in report.ranges
             ]

@@ -18,7 +18,7 @@ from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 from traffic_assets.models.baselines import baseline_models, load_baselines
 from traffic_assets.models.candidates import candidate_models, load_candidate
-from traffic_assets.models.training_data import features_dir
+from traffic_assets.models.training_data import features_dir, training_ingest_ids
 from traffic_core import features as f
 from traffic_core.models import FAMILIES, select_best
 from traffic_core.models.publish import write_bundle
@@ -92,6 +92,7 @@ def best_model(
             "training_data_version": frame_fingerprint(training),
             "lake_partitions": days,
             "kafka_offsets": kafka_lineage(context, days),
+            "ingest_ids": training_ingest_ids(lake),
         }
 
     registry = ModelRegistry(model_store.path)
