@@ -1,14 +1,23 @@
-"""`retrain_on_new_data`: retrain once enough newly aggregated days have arrived.
+"""`retrain_on_new_data`: retrain once a complete day arrived that the latest model lacks.
 
-The daily schedule keeps models fresh in steady state; this sensor reacts to backfills and
-replays (e.g. the demo's six days) without waiting for 03:00, and only when the pipeline is
-quiet, so a model is never trained on a half-ingested day.
+The daily schedule keeps models fresh in steady state; this sensor reacts to new days of a
+replay or of a fast stream without waiting for 03:00. It asks for a run when the complete
+days (`traffic_assets.models.complete_days`: the stream's watermark has passed them, and their
+ingestion and aggregation are done) include one that the last published model was not trained
+on, and pins those days in the run's config, so the model never sees a half-ingested day.
+Ingestion of later days may go on meanwhile; only a retrain already queued or running makes
+it wait, so one model is trained at a time.
+
+Training options for the candidates (`max_rows`, `n_splits`) come from
+`TRAFFIC_RETRAIN_MAX_ROWS` / `TRAFFIC_RETRAIN_N_SPLITS` when set (a soak trains smaller); the
+run's config shows what was used.
 """
+
+import hashlib
+import os
 
 from dagster import (
     AssetKey,
-    AssetRecordsFilter,
-    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
@@ -17,37 +26,56 @@ from dagster import (
     sensor,
 )
 
+from resources.lake import LakeResource
 from sensors.retrain import retrain_job
+from traffic_assets.models.baselines import baseline_models
+from traffic_assets.models.candidates import candidate_models
+from traffic_assets.models.complete_days import BUSY, MIN_TRAINING_DAYS, complete_days
 
-AGGREGATES = AssetKey("traffic_5min_aggregates")
 BEST_MODEL = AssetKey("best_model")
-MIN_NEW_DAYS = 1
-BUSY = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
+TRAINING_ENV = {"max_rows": "TRAFFIC_RETRAIN_MAX_ROWS", "n_splits": "TRAFFIC_RETRAIN_N_SPLITS"}
+
+
+def trained_days(context: SensorEvaluationContext) -> set[str]:
+    """The lake days behind the last published model (none before the first)."""
+    event = context.instance.get_latest_materialization_event(BEST_MODEL)
+    materialization = event.asset_materialization if event else None
+    days = materialization.metadata.get("lake_partitions") if materialization else None
+    return set(days.value) if days is not None else set()
+
+
+def training_run_config(days: list[str]) -> dict:
+    """The days to train on and, when the environment sets them, smaller training options."""
+    options = {key: int(os.environ[env]) for key, env in TRAINING_ENV.items() if env in os.environ}
+    ops = {"training_features": {"config": {"days": days}}}
+    if options:
+        for trained in [*candidate_models, baseline_models]:
+            ops[trained.key.to_user_string()] = {"config": options}
+    return {"ops": ops}
 
 
 @sensor(
     job=retrain_job,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
-    description=f"Retrains when at least {MIN_NEW_DAYS} aggregated day(s) arrived since the "
-    "last published model and no run is queued or in progress.",
+    description=f"Retrains on the complete days (at least {MIN_TRAINING_DAYS}) when one of them "
+    "is not in the last published model and no retrain is queued or running.",
 )
-def retrain_on_new_data(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+def retrain_on_new_data(
+    context: SensorEvaluationContext, lake: LakeResource
+) -> RunRequest | SkipReason:
     instance = context.instance
-    last_model = instance.get_latest_materialization_event(BEST_MODEL)
-    since = last_model.timestamp if last_model else 0.0
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AGGREGATES, after_timestamp=since), limit=10_000
-    ).records
-    days = {r.partition_key for r in records if r.partition_key}
-    if len(days) < MIN_NEW_DAYS:
-        return SkipReason(f"{len(days)} aggregated day(s) since the last model")
-    if instance.get_run_records(RunsFilter(statuses=BUSY), limit=1):
-        return SkipReason(f"{len(days)} new day(s), waiting for running work to finish")
-    newest = max(r.storage_id for r in records)
-    return RunRequest(run_key=f"retrain-after-{newest}", tags={"new_days": str(len(days))})
+    if instance.get_run_records(RunsFilter(job_name=retrain_job.name, statuses=BUSY), limit=1):
+        return SkipReason("a retrain is queued or running")
+    days = complete_days(instance, lake.path())
+    new = sorted(set(days) - trained_days(context))
+    if len(days) < MIN_TRAINING_DAYS:
+        return SkipReason(f"{len(days)} complete day(s); training needs {MIN_TRAINING_DAYS}")
+    if not new:
+        return SkipReason(f"the last model has every complete day ({days[0]}..{days[-1]})")
+    digest = hashlib.sha256(",".join(days).encode()).hexdigest()[:12]
+    return RunRequest(
+        run_key=f"retrain:{days[0]}..{days[-1]}:{digest}",
+        run_config=training_run_config(days),
+        tags={"new_days": str(len(new)), "training_days": f"{days[0]}..{days[-1]}"},
+    )

@@ -55,6 +55,7 @@ def test_models_trained_selected_and_published_with_lineage(
     training = {"max_rows": 4000, "n_splits": 3}
     trained = [*candidate_models, baseline_models]
     run_config = {"ops": {a.key.to_user_string(): {"config": training} for a in trained}}
+    run_config["ops"]["training_features"] = {"config": {"days": DAYS}}  # no raw zone here
     offsets = [{"topic": "traffic-events", "partition": 3, "first": 0, "last": 4967}]
     with DagsterInstance.ephemeral() as instance:
         instance.report_runless_asset_event(

@@ -1,33 +1,131 @@
-"""The retrain sensor asks for a run only when new aggregated days arrived after the last model."""
+"""The retrain sensor asks for a run on complete days only (the stream passed them in every
+Kafka partition, nothing for them is still running, their aggregates saw their last raw
+readings) when one is missing from the last model, and never next to a running retrain."""
 
 from __future__ import annotations
 
-from dagster import AssetMaterialization, DagsterInstance, RunRequest, build_sensor_context
+import uuid
+from datetime import date
+from pathlib import Path
 
+import pytest
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    MetadataValue,
+    RunRequest,
+    build_sensor_context,
+)
+
+from resources.lake import LakeResource
 from sensors.new_data import retrain_on_new_data
+from traffic_core.lake import OffsetRange, raw_file_path
+
+D1, D2, D3, D4 = "2012-03-01", "2012-03-02", "2012-03-03", "2012-03-04"
 
 
-def tick(instance: DagsterInstance) -> RunRequest | None:
-    result = retrain_on_new_data.evaluate_tick(build_sensor_context(instance=instance))
+@pytest.fixture
+def instance() -> DagsterInstance:
+    with DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> LakeResource:
+    return LakeResource(root=str(tmp_path / "lake"))
+
+
+def tick(instance: DagsterInstance, lake: LakeResource) -> RunRequest | None:
+    context = build_sensor_context(instance=instance, resources={"lake": lake})
+    result = retrain_on_new_data.evaluate_tick(context)
     return result.run_requests[0] if result.run_requests else None
 
 
-def test_retrains_after_new_days_and_not_again_until_more_arrive() -> None:
-    with DagsterInstance.ephemeral() as instance:
-        assert tick(instance) is None
-        for day in ("2012-03-01", "2012-03-02"):
-            instance.report_runless_asset_event(
-                AssetMaterialization("traffic_5min_aggregates", partition=day)
-            )
-        request = tick(instance)
-        assert request is not None and request.tags["new_days"] == "2"
-        assert tick(instance).run_key == request.run_key  # same evidence, same run key
+def ingest(instance: DagsterInstance, lake: LakeResource, day: str, partition: int) -> None:
+    """A raw file of `day` from one Kafka partition, and its raw materialization."""
+    offsets = OffsetRange("traffic-events", partition, 0, 9)
+    path = raw_file_path(lake.path(), date.fromisoformat(day), offsets)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    instance.report_runless_asset_event(AssetMaterialization("raw_traffic_events", partition=day))
 
-        instance.report_runless_asset_event(AssetMaterialization("best_model"))
-        assert tick(instance) is None
+
+def aggregate(instance: DagsterInstance, *days: str) -> None:
+    for day in days:
         instance.report_runless_asset_event(
-            AssetMaterialization("traffic_5min_aggregates", partition="2012-03-03")
+            AssetMaterialization("traffic_5min_aggregates", partition=day)
         )
-        later = tick(instance)
-        assert later is not None and later.run_key != request.run_key
-        assert later.tags["new_days"] == "1"
+
+
+def add_run(instance: DagsterInstance, job: str, tags: dict[str, str]) -> DagsterRun:
+    run = DagsterRun(
+        job_name=job, run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED, tags=tags
+    )
+    return instance.add_run(run)
+
+
+def training_days(request: RunRequest) -> list[str]:
+    return request.run_config["ops"]["training_features"]["config"]["days"]
+
+
+def test_trains_only_on_days_the_stream_has_passed_in_every_partition(
+    instance: DagsterInstance, lake: LakeResource
+) -> None:
+    assert tick(instance, lake) is None
+    for day in (D1, D2, D3):
+        ingest(instance, lake, day, partition=0)
+    for day in (D1, D2):
+        ingest(instance, lake, day, partition=1)
+    aggregate(instance, D1, D2, D3)
+    assert tick(instance, lake) is None  # partition 1 is still in D2: only D1 is complete
+
+    ingest(instance, lake, D3, partition=1)
+    request = tick(instance, lake)  # D3 is aggregated but still being delivered
+    assert request is not None and training_days(request) == [D1, D2]
+    assert request.tags["new_days"] == "2"
+    assert tick(instance, lake).run_key == request.run_key  # same evidence, same run key
+
+
+def test_a_day_is_incomplete_while_its_runs_go_on_or_its_aggregates_are_older(
+    instance: DagsterInstance, lake: LakeResource
+) -> None:
+    for day in (D1, D2, D3):
+        ingest(instance, lake, day, partition=0)
+    aggregate(instance, D1, D2)
+    ingest(instance, lake, D2, partition=0)  # more of D2 after its aggregation
+    assert tick(instance, lake) is None
+    aggregate(instance, D2)
+    run = add_run(instance, "__ASSET_JOB", {"dagster/partition": D2})
+    assert tick(instance, lake) is None  # e.g. D2's share of an offset range being ingested
+    instance.report_run_failed(run)
+    assert training_days(tick(instance, lake)) == [D1, D2]
+
+
+def test_waits_for_a_running_retrain_not_for_ingestion_and_then_adds_new_days(
+    instance: DagsterInstance, lake: LakeResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for day in (D1, D2, D3):
+        ingest(instance, lake, day, partition=0)
+    aggregate(instance, D1, D2, D3)
+    add_run(instance, "__ASSET_JOB", {"dagster/partition": D4})  # ingestion goes on
+    first = tick(instance, lake)
+    assert first is not None and training_days(first) == [D1, D2]
+
+    retrain = add_run(instance, "retrain_models", {})
+    assert tick(instance, lake) is None
+    instance.report_run_failed(retrain)
+    instance.report_runless_asset_event(
+        AssetMaterialization(
+            "best_model", metadata={"lake_partitions": MetadataValue.json([D1, D2])}
+        )
+    )
+    assert tick(instance, lake) is None  # the model has every complete day
+
+    ingest(instance, lake, D4, partition=0)
+    monkeypatch.setenv("TRAFFIC_RETRAIN_MAX_ROWS", "5000")
+    later = tick(instance, lake)
+    assert later is not None and later.run_key != first.run_key
+    assert training_days(later) == [D1, D2, D3] and later.tags["new_days"] == "1"
+    assert later.run_config["ops"]["xgboost_model"]["config"] == {"max_rows": 5000}

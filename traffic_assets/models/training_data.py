@@ -5,10 +5,19 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
 
 from resources.lake import LakeResource
 from traffic_assets.aggregation.assets import AGGREGATES_ZONE, traffic_5min_aggregates
+from traffic_assets.models.complete_days import MIN_TRAINING_DAYS, complete_days
 from traffic_core import features as f
 from traffic_core.datasets.graph import load_network_graph
 from traffic_core.lake import ingest_id_counts, ingest_id_list, raw_files
@@ -24,9 +33,20 @@ def features_dir(lake: LakeResource) -> Path:
     return lake.path(*FEATURES_ZONE)
 
 
-def speed_grid(lake: LakeResource) -> tuple[pd.DataFrame, list[str]]:
-    """Mean speed per sensor and 5-minute window over every aggregated day, and those days."""
+class TrainingDaysConfig(Config):
+    days: list[str] = Field(
+        default=[],
+        description="Aggregated days to train on (the retrain sensor passes the complete days "
+        "it saw). Empty: every complete day (see traffic_assets.models.complete_days).",
+    )
+
+
+def speed_grid(lake: LakeResource, days: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Mean speed per sensor and 5-minute window over the given (default: every) aggregated
+    day, and those days."""
     files = sorted(lake.path(*AGGREGATES_ZONE).glob("date=*/part.parquet"))
+    if days is not None:
+        files = [p for p in files if p.parent.name.removeprefix("date=") in days]
     if not files:
         raise ValueError("no traffic_5min_aggregates partitions in the lake yet")
     frame = pd.concat(
@@ -55,10 +75,18 @@ def training_ingest_ids(lake: LakeResource) -> list[dict]:
     code_version=f.FEATURE_VERSION,
     kinds={"pandas", "parquet"},
     description="Features and 15/30/60-minute targets for every sensor and window of the "
-    "aggregated days; each day's profile features come from the other days only.",
+    "complete aggregated days (never a day the stream is still delivering); each day's "
+    "profile features come from the other days only.",
 )
-def training_features(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    grid, days = speed_grid(lake)
+def training_features(
+    context: AssetExecutionContext, config: TrainingDaysConfig, lake: LakeResource
+) -> MaterializeResult:
+    chosen = sorted(config.days or complete_days(context.instance, lake.path()))
+    if len(chosen) < MIN_TRAINING_DAYS:
+        raise ValueError(f"training needs {MIN_TRAINING_DAYS} complete days; complete: {chosen}")
+    grid, days = speed_grid(lake, chosen)
+    if days != chosen:
+        raise ValueError(f"days without aggregates: {sorted(set(chosen) - set(days))}")
     settings = PlatformSettings()
     graph = load_network_graph(settings.dataset, settings.data_dir)
     sensors = [s for s in graph.sensor_ids if s in grid.columns]
