@@ -44,6 +44,8 @@ class ForecastSnapshot:
     half_widths: dict[int, float]
     coverage: float
     thresholds: CongestionThresholds = DEFAULT_THRESHOLDS
+    sources: Sequence[dict[str, Any] | None] | None = None
+    """Per sensor, the origin of its newest reading used (OneForecast.source); None: unknown."""
     _index: dict[str, int] = field(init=False, repr=False)
     _rows: list[dict[str, Any]] = field(init=False, repr=False)
     _one: list[bytes] = field(init=False, repr=False)
@@ -55,7 +57,15 @@ class ForecastSnapshot:
         rows = self._rows_of_all()
         head = {"model_version": self.model_version, "synthetic": self.synthetic}
         set_(self, "_rows", rows)
-        set_(self, "_one", [orjson.dumps({**row, **head}) for row in rows])
+        sources = self.sources or [None] * len(rows)
+        set_(
+            self,
+            "_one",
+            [
+                orjson.dumps({**row, **head, "source": source})
+                for row, source in zip(rows, sources, strict=True)
+            ],
+        )
         set_(self, "_all", self.batch_json(None))
 
     def _rows_of_all(self) -> list[dict[str, Any]]:
@@ -129,9 +139,11 @@ def forecast_all(
     at: pd.Timestamp,
     synthetic: bool,
     thresholds: CongestionThresholds = DEFAULT_THRESHOLDS,
+    sources: Sequence[dict[str, Any] | None] | None = None,
 ) -> ForecastSnapshot:
     """Forecasts for every sensor of the model's context from the wide speed frame (the hour
-    up to `at` is enough; missing readings stay NaN and the model handles them)."""
+    up to `at` is enough; missing readings stay NaN and the model handles them); `sources`
+    (in the context's sensor order) say where each sensor's newest reading came from."""
     frame = make_features(speeds, bundle.context, at=at)
     points = bundle.predict(frame[list(FEATURE_NAMES)].to_numpy())
     observed = (
@@ -149,6 +161,7 @@ def forecast_all(
         half_widths=bundle.half_widths,
         coverage=bundle.coverage,
         thresholds=thresholds,
+        sources=sources,
     )
 
 

@@ -51,9 +51,25 @@ class ForecastBatch(BaseModel):
     forecasts: list[SensorForecast]
 
 
+class ReadingSource(BaseModel):
+    """Where the newest reading behind a forecast came from: its producer replay and its
+    place in Kafka, the keys of the raw lake file that stores it (file names hold the
+    partition and offset range) and of the ingestion run's Dagster metadata."""
+
+    ingest_id: str | None = Field(description="Producer replay that sent it (null: none).")
+    kafka_topic: str
+    kafka_partition: int | None
+    kafka_offset: int | None
+    reading_time: datetime = Field(description="Event time of that reading (UTC).")
+
+
 class OneForecast(SensorForecast):
     model_version: str
     synthetic: bool
+    source: ReadingSource | None = Field(
+        description="The newest live reading of this sensor the forecast used; null if the "
+        "sensor reported nothing in the last hour."
+    )
 
 
 class Reading(BaseModel):

@@ -145,7 +145,12 @@ class ForecastService:
             speeds = self.live.speeds(end=window, steps=LOOKBACK)
             if speeds.empty:
                 return None
-            snapshot = forecast_all(bundle, speeds, window, self.live.is_synthetic, self.thresholds)
+            sources = self.live.sources(
+                window, bundle.context.sensor_ids, self.settings.events_topic, LOOKBACK
+            )
+            snapshot = forecast_all(
+                bundle, speeds, window, self.live.is_synthetic, self.thresholds, sources
+            )
             self._snapshots[window] = snapshot
             self._snapshots.move_to_end(window)
             while len(self._snapshots) > self._keep:

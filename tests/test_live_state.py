@@ -18,6 +18,7 @@ from kafka_helpers import fresh_topics
 
 from infra.stack.kafka import KafkaBroker
 from serving.live import LiveConsumer, LiveWindows
+from serving.live.state import ReadingOrigin
 from traffic_core import features as f
 from traffic_core.datasets import load_metr_la_graph, load_speed_csv
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
@@ -48,6 +49,42 @@ def feed(
         np.array([np.nan if r[2] is None else r[2] for r in rows]),
         np.full(len(rows), synthetic),
     )
+
+
+def test_each_kept_reading_remembers_its_replay_and_kafka_position() -> None:
+    state = LiveWindows(SENSORS, hours=1.0, lateness="0min")
+
+    def add(rows: list[tuple[str, float]], ids: list[str | None], offsets: list[int]) -> None:
+        state.add(
+            np.array([r[0] for r in rows], dtype=object),
+            np.array([at(r[1]) for r in rows], dtype=np.int64),
+            np.full(len(rows), 50.0),
+            None,
+            ReadingOrigin(ids, np.full(len(rows), 2), np.array(offsets)),
+            close=False,
+        )
+
+    add([("a", 0), ("b", 1), ("c", 2)], ["run-1", "run-1", None], [10, 11, 12])
+    add([("a", 5), ("a", 6)], ["run-2", "run-3"], [13, 14])  # the later reading wins
+    state.add(np.array(["b"], dtype=object), np.array([at(7)]), np.array([50.0]), close=False)
+
+    assert state.window_ingest_ids(window(0)) == {"run-1": 2, None: 1}
+    assert state.window_ingest_ids(window(5)) == {"run-3": 1, None: 1}
+    assert state.window_ingest_ids(window(-60)) == {}
+    a, b, c, unknown = state.sources(window(5), ["a", "b", "c", "zz"], "events", steps=12)
+    assert a == {
+        "ingest_id": "run-3",
+        "kafka_topic": "events",
+        "kafka_partition": 2,
+        "kafka_offset": 14,
+        "reading_time": window(6).to_pydatetime(),
+    }
+    assert b is not None and b["ingest_id"] is None and b["kafka_offset"] is None  # no origin
+    assert c is not None and (c["ingest_id"], c["kafka_offset"]) == (None, 12)
+    assert unknown is None
+    # Issued at window 0, the newest reading used is window 0's, not a newer one.
+    assert state.sources(window(0), ["a"], "events", steps=12)[0]["kafka_offset"] == 10
+    assert state.sources(window(0), ["a"], "events", steps=0) == [None]
 
 
 @pytest.fixture(scope="module")

@@ -169,11 +169,12 @@ def ingest_id_counts(files: Iterable[Path]) -> Counter[str | None]:
     column (dictionary-encoded, so a file of one replay decodes one string)."""
     counts: Counter[str | None] = Counter()
     for path in files:
-        parquet = pq.ParquetFile(path, read_dictionary=["ingest_id"])
+        parquet = pq.ParquetFile(path)
         if "ingest_id" not in parquet.schema_arrow.names:
             counts[None] += parquet.metadata.num_rows
             continue
-        counts.update(count_values(parquet.read(columns=["ingest_id"])["ingest_id"]))
+        column = pq.read_table(path, columns=["ingest_id"], read_dictionary=["ingest_id"])
+        counts.update(count_values(column["ingest_id"]))
     return counts
 
 

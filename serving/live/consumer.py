@@ -29,10 +29,11 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from serving.live.state import LiveWindows
+from serving.live.state import LiveWindows, ReadingOrigin
 from traffic_core.events import DecodeError, EventCodec, Reason, ValidationConfig, check_reading
 from traffic_core.events.bulk import decode_readings_columnar, validate_columns
 from traffic_core.events.codec import Record
+from traffic_core.lake import ingest_id_list
 
 log = logging.getLogger(__name__)
 
@@ -323,9 +324,7 @@ class LiveConsumer:
         for message in messages:  # offsets rise within a partition: the last one wins
             self._position[message.partition()] = message.offset() + 1
         try:
-            closed = self.state.add(
-                *self._readings(list(map(Message.value, messages))), close=close
-            )
+            closed = self.state.add(*self._readings(messages), close=close)
         except Exception:  # never let one batch stop the stream
             self.batch_errors += 1
             log.exception(
@@ -335,31 +334,44 @@ class LiveConsumer:
         self._notify(closed)
 
     def _readings(
-        self, values: list[bytes | None]
-    ) -> tuple[pa.Array | np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(sensor ids, event times in epoch ms, speeds with NaN for null, synthetic flags)
-        of the valid readings."""
+        self, messages: list[Message]
+    ) -> tuple[pa.Array | np.ndarray, np.ndarray, np.ndarray, np.ndarray, ReadingOrigin]:
+        """(sensor ids, event times in epoch ms, speeds with NaN for null, synthetic flags,
+        origins) of the valid readings."""
         now = datetime.now(UTC)
+        values = list(map(Message.value, messages))
+        partitions = np.fromiter(map(Message.partition, messages), np.int32, len(messages))
+        offsets = np.fromiter(map(Message.offset, messages), np.int64, len(messages))
         columns = decode_readings_columnar(values, self.validation.max_message_bytes)
         if columns is not None:
             verdict = validate_columns(columns, self.validation, now)
             self._reject(reason for _, reason, _ in verdict.rejected)
             if verdict.rejected:
                 rows = np.flatnonzero(verdict.accepted)
-                ids = columns.sensor_id.take(pa.array(rows))
+                taken = pa.array(rows)
                 return (
-                    ids,
+                    columns.sensor_id.take(taken),
                     columns.event_time[rows],
                     columns.speed_mph[rows],
                     columns.is_synthetic[rows],
+                    ReadingOrigin(columns.ingest_id.take(taken), partitions[rows], offsets[rows]),
                 )
-            return columns.sensor_id, columns.event_time, columns.speed_mph, columns.is_synthetic
-        records = [r for r in (self._one(v, now) for v in values) if r is not None]
+            return (
+                columns.sensor_id,
+                columns.event_time,
+                columns.speed_mph,
+                columns.is_synthetic,
+                ReadingOrigin(columns.ingest_id, partitions, offsets),
+            )
+        decoded = [(i, self._one(v, now)) for i, v in enumerate(values)]
+        kept = [i for i, r in decoded if r is not None]
+        records = [r for _, r in decoded if r is not None]
         return (
             np.array([r["sensor_id"] for r in records], dtype=object),
             np.array([(r["event_time"] - _EPOCH) // _MS for r in records], dtype=np.int64),
             np.array([np.nan if r["speed_mph"] is None else r["speed_mph"] for r in records]),
             np.array([r["is_synthetic"] for r in records], dtype=bool),
+            ReadingOrigin([r["ingest_id"] for r in records], partitions[kept], offsets[kept]),
         )
 
     def _one(self, value: bytes | None, now: datetime) -> Record | None:
@@ -379,7 +391,22 @@ class LiveConsumer:
         return record
 
     def _notify(self, closed: list[pd.Timestamp]) -> None:
-        if not closed or self.on_close is None:
+        if not closed:
+            return
+        log.info(
+            "windows closed",
+            extra={
+                "topic": self.topic,
+                "windows": [
+                    {
+                        "window_start": w.isoformat(),
+                        "ingest_ids": ingest_id_list(self.state.window_ingest_ids(w)),
+                    }
+                    for w in closed
+                ],
+            },
+        )
+        if self.on_close is None:
             return
         try:
             self.on_close(closed)

@@ -12,6 +12,9 @@ Rules, on the core's 5-minute grid (`traffic_core.windows`):
 - windows close in order, each at most once: when every sensor has reported for it, or when the
   watermark (largest event time seen minus `lateness`) reaches its end. Readings for a closed
   window still kept update it and count as late; readings older than the kept span are dropped.
+
+With each kept reading goes where it came from (`ReadingOrigin`: the producer replay's ingest
+id, the Kafka partition and offset), so a forecast can name the newest reading behind it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -32,6 +37,17 @@ from traffic_core.windows import DEFAULT_THRESHOLDS, WINDOW, CongestionThreshold
 WINDOW_MS = WINDOW // pd.Timedelta("1ms")
 _WINDOW_NS = WINDOW.value
 _EMPTY = np.iinfo(np.int64).min  # no reading; also NaT once viewed as datetime64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ReadingOrigin:
+    """Where each reading of a batch came from: its producer replay (ingest id, None if the
+    message had none) and its Kafka partition and offset."""
+
+    ingest_ids: pa.Array | Sequence[str | None]
+    partitions: np.ndarray
+    offsets: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,12 @@ class LiveWindows:
         self._reported = np.zeros(self.slots, dtype=np.int64)
         self._synthetic = np.zeros(self.slots, dtype=bool)
         self._closed_at = np.full(self.slots, np.nan)
+        # Origin of the reading kept per (slot, sensor); -1 where unknown.
+        self._ingest = np.full((self.slots, n), -1, dtype=np.int32)
+        self._partition = np.full((self.slots, n), -1, dtype=np.int32)
+        self._offset = np.full((self.slots, n), -1, dtype=np.int64)
+        self._ingest_names: list[str] = []  # code -> ingest id; a few per producer replay
+        self._ingest_codes: dict[str, int] = {}
         self._head: int | None = None  # newest window index (epoch ms // WINDOW_MS) seen
         self._first: int | None = None  # oldest window with a reading, until one closes
         self._closed_through: int | None = None  # every kept window up to this one is closed
@@ -114,6 +136,7 @@ class LiveWindows:
         event_times_ms: np.ndarray,
         speeds: np.ndarray,
         synthetic: np.ndarray | None = None,
+        origin: ReadingOrigin | None = None,
         *,
         close: bool = True,
     ) -> list[pd.Timestamp]:
@@ -126,14 +149,24 @@ class LiveWindows:
         ms = np.asarray(event_times_ms, dtype=np.int64)
         speed = np.asarray(speeds, dtype=np.float64)
         syn = np.zeros(len(ms), bool) if synthetic is None else np.asarray(synthetic, bool)
-        if not len(cols) == len(ms) == len(speed) == len(syn):
-            raise ValueError("sensor_ids, event_times_ms, speeds and synthetic differ in length")
+        where = _origin_arrays(origin, len(ms))
+        if not len(cols) == len(ms) == len(speed) == len(syn) == len(where[1]):
+            raise ValueError(
+                "sensor_ids, event_times_ms, speeds, synthetic and origin differ in length"
+            )
         with self._lock:
             self._counts["readings"] += len(ms)
             known = cols >= 0
             self._counts["unknown_sensor"] += len(ms) - int(known.sum())
             if known.any():
-                self._store(cols[known], ms[known], speed[known], syn[known])
+                codes = self._intern(where[0])
+                self._store(
+                    cols[known],
+                    ms[known],
+                    speed[known],
+                    syn[known],
+                    (codes[known], where[1][known], where[2][known]),
+                )
             return self._close_due() if close else []
 
     def close_due(self) -> list[pd.Timestamp]:
@@ -148,14 +181,36 @@ class LiveWindows:
             return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         return self._columns.get_indexer(np.asarray(sensor_ids, dtype=object))
 
-    def _store(self, cols: np.ndarray, ms: np.ndarray, speed: np.ndarray, syn: np.ndarray) -> None:
+    def _intern(self, ingest_ids: pa.Array) -> np.ndarray:
+        """Codes of a batch's ingest ids (-1 for null); the few distinct ids are looked up
+        once per batch, not per reading."""
+        encoded = pc.dictionary_encode(ingest_ids)
+        names = encoded.dictionary.to_pylist()
+        for name in names:
+            if name not in self._ingest_codes:
+                self._ingest_codes[name] = len(self._ingest_names)
+                self._ingest_names.append(name)
+        mapping = np.array([self._ingest_codes[n] for n in names] + [-1], dtype=np.int32)
+        return mapping[encoded.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)]
+
+    def _store(
+        self,
+        cols: np.ndarray,
+        ms: np.ndarray,
+        speed: np.ndarray,
+        syn: np.ndarray,
+        origin: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> None:
         windows = ms // WINDOW_MS
         self._advance(int(windows.max()))
         assert self._head is not None
         kept = windows > self._head - self.slots
         self._counts["too_late"] += len(kept) - int(kept.sum())
+        code, partition, offset = origin
         if not kept.all():
-            cols, ms, speed, syn, windows = (a[kept] for a in (cols, ms, speed, syn, windows))
+            cols, ms, speed, syn, windows, code, partition, offset = (
+                a[kept] for a in (cols, ms, speed, syn, windows, code, partition, offset)
+            )
         if not len(ms):
             return
         speed = np.where(speed == 0.0, np.nan, speed)
@@ -178,6 +233,9 @@ class LiveWindows:
         slot, col, last = slot[newer], col[newer], last[newer]
         self._speed[slot, col] = speed[last]
         self._event_ms[slot, col] = ms[last]
+        self._ingest[slot, col] = code[last]
+        self._partition[slot, col] = partition[last]
+        self._offset[slot, col] = offset[last]
         self._reported += np.bincount(slot[before[newer] == _EMPTY], minlength=self.slots)
         self._synthetic[windows[syn] % self.slots] = True
 
@@ -194,6 +252,9 @@ class LiveWindows:
         self._reported[entering] = 0
         self._synthetic[entering] = False
         self._closed_at[entering] = np.nan
+        self._ingest[entering] = -1
+        self._partition[entering] = -1
+        self._offset[entering] = -1
         self._head = newest
 
     def _close_due(self) -> list[pd.Timestamp]:
@@ -273,6 +334,61 @@ class LiveWindows:
         closed = None if math.isnan(closed_at) else closed_at
         return WindowSnapshot(_stamp(w), sensors, reported, synthetic, closed)
 
+    def window_ingest_ids(self, window: pd.Timestamp) -> Counter[str | None]:
+        """Readings kept in one window per ingest id (None: readings without one); empty if
+        the window is not kept."""
+        with self._lock:
+            w = _window_of(window)
+            if self._head is None or not self._head - self.slots < w <= self._head:
+                return Counter()
+            slot = w % self.slots
+            codes = self._ingest[slot][self._event_ms[slot] != _EMPTY]
+            names = self._ingest_names
+        counts = np.bincount(codes + 1, minlength=len(names) + 1)
+        return Counter(
+            {(names[c - 1] if c else None): int(counts[c]) for c in np.flatnonzero(counts)}
+        )
+
+    def sources(
+        self, window: pd.Timestamp, sensor_ids: Sequence[str], topic: str, steps: int
+    ) -> list[dict | None]:
+        """Per sensor, where the newest reading of the `steps` windows up to `window` came
+        from (ingest id, Kafka topic, partition, offset, event time); None without one."""
+        cols = self._columns.get_indexer(list(sensor_ids))
+        out: list[dict | None] = [None] * len(cols)
+        known = np.flatnonzero(cols >= 0)
+        with self._lock:
+            if self._head is None:
+                return out
+            windows = np.arange(_window_of(window) - steps + 1, _window_of(window) + 1)
+            slots = windows[(windows > self._head - self.slots) & (windows <= self._head)]
+            slots %= self.slots
+            if not len(slots) or not len(known):
+                return out
+            c = cols[known]
+            event_ms = self._event_ms[slots][:, c]
+            newest = event_ms.argmax(axis=0)  # windows (and times within them) ascend
+            picked = slots[newest]
+            rows = zip(
+                known.tolist(),
+                event_ms[newest, np.arange(len(c))].tolist(),
+                self._ingest[picked, c].tolist(),
+                self._partition[picked, c].tolist(),
+                self._offset[picked, c].tolist(),
+                strict=True,
+            )
+            names = list(self._ingest_names)
+        for i, ms, code, partition, offset in rows:
+            if ms != _EMPTY:
+                out[i] = {
+                    "ingest_id": names[code] if code >= 0 else None,
+                    "kafka_topic": topic,
+                    "kafka_partition": partition if partition >= 0 else None,
+                    "kafka_offset": offset if offset >= 0 else None,
+                    "reading_time": _datetime_ms(ms),
+                }
+        return out
+
     def stats(self) -> LiveStats:
         with self._lock:
             watermark = None
@@ -281,6 +397,26 @@ class LiveWindows:
             return LiveStats(
                 **self._counts, windows_closed=self._windows_closed, watermark=watermark
             )
+
+
+def _origin_arrays(origin: ReadingOrigin | None, n: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """(ingest ids, partitions, offsets) as arrays; unknown (nulls and -1) without an origin."""
+    if origin is None:
+        return pa.nulls(n, pa.string()), np.full(n, -1, np.int32), np.full(n, -1, np.int64)
+    ids = origin.ingest_ids
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    elif not isinstance(ids, pa.Array):
+        ids = pa.array(list(ids), pa.string())
+    return (
+        ids,
+        np.asarray(origin.partitions, dtype=np.int32),
+        np.asarray(origin.offsets, dtype=np.int64),
+    )
+
+
+def _datetime_ms(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def _stamp(window: int) -> pd.Timestamp:
