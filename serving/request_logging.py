@@ -1,7 +1,10 @@
 """Structured JSON logs where every record carries the request id (X-Request-ID).
 
 Records are formatted and written by a background thread: a slow or blocked stderr (a full
-container log pipe) must not stall the event loop that serves requests.
+container log pipe) must not stall the event loop that serves requests. Access lines, one per
+request, skip `logging`'s record machinery on the request path altogether (`log_access`): the
+event loop queues a tuple and the writer thread makes the record, which took a sixth of the
+worker's CPU at 1,000 requests/s.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import random
 import re
 import sys
 import threading
+import time
 from collections import deque
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from asgi_correlation_id import correlation_id
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -51,6 +55,44 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class AccessEntry(NamedTuple):
+    """One request, as the access log reports it."""
+
+    method: str
+    path: str
+    status: int
+    duration_ms: float
+    subject: str | None
+    client: str | None
+
+
+def log_access(entry: AccessEntry) -> None:
+    """Write `entry` as an INFO line of the `serving.access` logger, carrying the request id.
+
+    With the JSON handler installed the request path only queues the entry; otherwise (logging
+    configured by someone else, e.g. a test's capture) it goes through `ACCESS_LOG.info`.
+    """
+    if not ACCESS_LOG.isEnabledFor(logging.INFO):
+        return
+    handler = _handler
+    if handler is not None and not ACCESS_LOG.handlers and ACCESS_LOG.propagate:
+        handler.defer_access(entry, correlation_id.get(), time.time())
+        return
+    ACCESS_LOG.info("%s %s %d", entry.method, entry.path, entry.status, extra=entry._asdict())
+
+
+def _access_record(entry: AccessEntry, request_id: str | None, created: float) -> logging.LogRecord:
+    """The record `ACCESS_LOG.info` would have made at `created`, built on the writer thread."""
+    message = f"{entry.method} {entry.path} {entry.status}"
+    record = ACCESS_LOG.makeRecord(
+        ACCESS_LOG.name, logging.INFO, __file__, 0, message, None, None, extra=entry._asdict()
+    )
+    record.created = created
+    record.msecs = (created - int(created)) * 1000
+    record.request_id = request_id
+    return record
+
+
 class _DeferredHandler(logging.Handler):
     """Buffers records; a daemon thread hands them to `target` every `interval` seconds (at
     once for ERROR and above). Logging on the event loop then neither waits on the stream nor
@@ -62,7 +104,7 @@ class _DeferredHandler(logging.Handler):
         super().__init__()
         self.target = target
         self.dropped = 0
-        self._records: deque[logging.LogRecord] = deque()
+        self._records: deque[logging.LogRecord | tuple] = deque()
         self._capacity = capacity
         self._interval = interval
         self._wake = threading.Event()
@@ -79,12 +121,22 @@ class _DeferredHandler(logging.Handler):
         if record.levelno >= logging.ERROR:
             self._wake.set()
 
+    def defer_access(self, entry: AccessEntry, request_id: str | None, created: float) -> None:
+        """Queue an access line; the record is made on the writer thread."""
+        if len(self._records) >= self._capacity:
+            self.dropped += 1
+            return
+        self._records.append((entry, request_id, created))
+
     def flush(self) -> None:
         with self._drain_lock:
             records = self._records
             try:
                 while records:
-                    self.target.handle(records.popleft())
+                    record = records.popleft()
+                    if isinstance(record, tuple):
+                        record = _access_record(*record)
+                    self.target.handle(record)
                 self.target.flush()
             except ValueError:  # the stream was closed under us (a test's captured stderr)
                 records.clear()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy import create_engine, select
 from starlette.websockets import WebSocketDisconnect
 
-from serving.request_logging import configure_logging, shutdown_logging
+from serving.request_logging import AccessEntry, configure_logging, log_access, shutdown_logging
 from serving.security import (
     AuthError,
     Principal,
@@ -457,6 +458,32 @@ def test_request_id_is_echoed_and_in_the_json_access_log(
     assert first["duration_ms"] >= 0
     assert first["level"] == "INFO"
     assert any(line["request_id"] == forged.headers["X-Request-ID"] for line in access)
+
+
+def test_access_lines_are_the_same_deferred_or_through_logging(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The JSON handler builds access records on its writer thread; without it (logging set up
+    by someone else) `log_access` goes through the logger: both give the same fields."""
+    entry = AccessEntry("GET", "/v1/forecasts/717447", 200, 0.25, "ana", "127.0.0.1")
+    with caplog.at_level("INFO", logger="serving.access"):
+        log_access(entry)
+    direct = caplog.records[-1]
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)  # replaces the root's handlers, caplog's too
+    try:
+        before = time.time()
+        log_access(entry)
+    finally:
+        shutdown_logging()
+    deferred = json.loads(stream.getvalue())
+    assert deferred["message"] == direct.getMessage() == "GET /v1/forecasts/717447 200"
+    for name, value in entry._asdict().items():
+        assert deferred[name] == getattr(direct, name) == value
+    assert deferred["logger"] == direct.name == "serving.access"
+    assert deferred["level"] == direct.levelname == "INFO"
+    stamp = datetime.fromisoformat(deferred["timestamp"]).timestamp()
+    assert before - 1 <= stamp <= time.time(), "the line keeps the request's time, not the write's"
 
 
 # --- settings and the tokens CLI ----------------------------------------------------------

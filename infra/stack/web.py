@@ -77,7 +77,11 @@ def _bin(name: str) -> str:
 def api_service(
     state_dir: Path, host: str = "127.0.0.1", port: int = 8000, extra_args: Sequence[str] = ()
 ) -> WebService:
-    """`uvicorn serving.app:app`; healthy once it serves HTTP (readiness is /v1/ready)."""
+    """`uvicorn serving.app:app`; healthy once it serves HTTP (readiness is /v1/ready).
+
+    The API writes its own access lines; clients connect directly, so uvicorn's
+    X-Forwarded-For handling (an address parse per request) is off.
+    """
     command = (
         _bin("uvicorn"),
         "serving.app:app",
@@ -86,6 +90,7 @@ def api_service(
         "--port",
         str(port),
         "--no-access-log",
+        "--no-proxy-headers",
         *extra_args,
     )
     return WebService("api", state_dir, command, "/v1/health", f"--port {port}", host, port)

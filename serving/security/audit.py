@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.request_logging import ACCESS_LOG, current_request_id
+from serving.request_logging import AccessEntry, current_request_id, log_access
 from serving.security.auth import STATE_AUTH_METHOD, STATE_PRINCIPAL
 
 log = logging.getLogger(__name__)
@@ -305,21 +305,7 @@ class AuditMiddleware:
         request_id = current_request_id()
         client = scope.get("client")
         host = client[0] if client else None
-        if ACCESS_LOG.isEnabledFor(logging.INFO):
-            ACCESS_LOG.info(
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": duration_ms,
-                    "subject": subject,
-                    "client": host,
-                },
-            )
+        log_access(AccessEntry(method, path, status, duration_ms, subject, host))
         if self.writer is None or STATE_PRINCIPAL not in state:
             return
         self.writer.submit(
