@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from dagster import (
     AssetKey,
@@ -103,12 +104,16 @@ def lake(
         is_synthetic=False,
         kafka_topic=TOPIC,
         ingest_run_id="test",
+        ingest_id=np.where(stream.index < len(first_sent), "ingest-first", "ingest-resend"),
     )
     for partition, rows in stream.groupby("kafka_partition"):
         for first in range(0, len(rows), RANGE_SIZE):
             chunk = rows.iloc[first : first + RANGE_SIZE]
             offsets = OffsetRange(TOPIC, int(partition), first, first + len(chunk) - 1)
             write_raw_range(root, offsets, chunk)
+    for path in raw_files(root):  # partition 0 as written before raw files had ingest ids
+        if "partition=000" in str(path):
+            pq.write_table(pq.read_table(path).drop_columns(["ingest_id"]), path)
     return root
 
 
@@ -263,7 +268,14 @@ def test_asset_materializes_a_day_and_checks_pass(
     assert (meta["sensors"], meta["windows"]) == (207, w.WINDOWS_PER_DAY)
     assert sum(meta[f"congestion_{c}"] for c in w.CONGESTION_CLASSES) == len(written)
     assert 0 < meta["share_missing"] < 0.02
-    assert_same_aggregates(written, w.aggregate_windows(read_raw_day(lake, date(2012, 3, 1))))
+    raw = read_raw_day(lake, date(2012, 3, 1))
+    assert_same_aggregates(written, w.aggregate_windows(raw))
+    by_id = raw["ingest_id"].fillna("none").value_counts()
+    assert meta["ingest_ids"] == [
+        {"ingest_id": "ingest-first", "readings": by_id["ingest-first"]},
+        {"ingest_id": "ingest-resend", "readings": by_id["ingest-resend"]},
+        {"ingest_id": None, "readings": by_id["none"]},  # the files without the column
+    ]
 
 
 @pytest.mark.integration
