@@ -7,7 +7,8 @@ import sys
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from pythonjsonlogger.orjson import OrjsonFormatter
+
+from traffic_core.json_logs import json_line_formatter
 
 
 class IngestMetrics:
@@ -81,13 +82,6 @@ def configure_worker_logging(
 ) -> None:
     """JSON lines on stderr (or stream), every record carrying the worker id."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(
-        OrjsonFormatter(
-            "{levelname}{name}{worker_id}{message}",
-            style="{",
-            rename_fields={"levelname": "level", "name": "logger"},
-            timestamp=True,
-        )
-    )
+    handler.setFormatter(json_line_formatter("worker_id"))
     handler.addFilter(_WorkerIdFilter(worker_id))
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from confluent_kafka import KafkaError, Producer
-from pythonjsonlogger.orjson import OrjsonFormatter
 from tqdm import tqdm
 
 from traffic_core.datasets import load_speeds
 from traffic_core.events import INCIDENT, WEATHER, EventCodec, Reason, ValidationConfig
 from traffic_core.events.codec import Categorical, Doubles
+from traffic_core.json_logs import json_line_formatter
 from traffic_core.kafka.topics import (
     TRAFFIC_EVENTS,
     TRAFFIC_EVENTS_DLQ,
@@ -421,14 +421,7 @@ def main(argv: list[str] | None = None) -> int:
 def _log_json_lines() -> None:
     """The replay's start and end as JSON lines on stderr, for log search by ingest id."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        OrjsonFormatter(
-            "{levelname}{name}{message}",
-            style="{",
-            rename_fields={"levelname": "level", "name": "logger"},
-            timestamp=True,
-        )
-    )
+    handler.setFormatter(json_line_formatter())
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
