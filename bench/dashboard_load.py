@@ -65,6 +65,19 @@ TARGET_S = 3.0
 SENSORS = 207
 COUNT = '[data-testid="stMetric"]:has-text("Sensors on map") [data-testid="stMetricValue"]'
 CANVAS = '[data-testid="stDeckGlJsonChart"] canvas'
+TITLE = 'h1:has-text("Live network map")'
+NAVIGATION_TIMING = """() => {
+    const nav = performance.getEntriesByType("navigation")[0];
+    const scripts = performance.getEntriesByType("resource")
+        .filter(r => r.initiatorType === "script");
+    return {
+        dom_content_loaded: nav.domContentLoadedEventEnd,
+        load_event: nav.loadEventEnd,
+        scripts_fetched: Math.max(0, ...scripts.map(r => r.responseEnd)),
+    };
+}"""
+"""Milliseconds since navigation start, from the browser's own Performance API."""
+MILESTONES = ("dom_content_loaded", "load_event", "scripts_fetched", "title", "count", "canvas")
 
 
 def say(message: str) -> None:
@@ -116,22 +129,34 @@ def own_api() -> Iterator[tuple[str, str]]:
         yield api.url, token
 
 
-def map_load_seconds(context: BrowserContext, url: str, timeout_s: float) -> tuple[float, float]:
-    """Seconds from navigation start to the sensor count (the API's data on the page), and to
-    the drawn map, in a new tab of `context`."""
+def map_load_seconds(context: BrowserContext, url: str, timeout_s: float) -> dict[str, float]:
+    """Seconds from navigation start to each milestone of a map load in a new tab of
+    `context`: the browser's DOMContentLoaded and load events (Streamlit's scripts fetched and
+    run), the page title (the front end connected and the script's first output arrived), the
+    sensor count (the API's data on the page), the map's canvas, and the page settled (the
+    script finished, lazily loaded elements in place: "map")."""
     page = context.new_page()
     try:
         started = time.perf_counter()
-        page.goto(url, wait_until="commit", timeout=timeout_s * 1000)
-        page.locator(COUNT).filter(has_text=str(SENSORS)).wait_for(timeout=timeout_s * 1000)
-        counted = time.perf_counter() - started
+        wait_ms = timeout_s * 1000
+        page.goto(url, wait_until="commit", timeout=wait_ms)
+        marks: dict[str, float] = {}
+        for name, locator in (
+            ("title", page.locator(TITLE)),
+            ("count", page.locator(COUNT).filter(has_text=str(SENSORS))),
+            ("canvas", page.locator(CANVAS)),
+        ):
+            locator.first.wait_for(state="visible", timeout=wait_ms)
+            marks[name] = time.perf_counter() - started
         settle(page, CANVAS, timeout_s)
-        return counted, time.perf_counter() - started
+        marks["map"] = time.perf_counter() - started
+        timing = page.evaluate(NAVIGATION_TIMING)
+        return marks | {name: ms / 1000 for name, ms in timing.items()}
     finally:
         page.close()
 
 
-def first_visit(browser: Browser, url: str, timeout_s: float) -> tuple[float, float]:
+def first_visit(browser: Browser, url: str, timeout_s: float) -> dict[str, float]:
     """A browser that never saw the dashboard: no HTTP cache, no compiled scripts."""
     context = browser.new_context(viewport=VIEWPORT)
     try:
@@ -158,29 +183,33 @@ def measure(api_url: str, token: str, runs: int, pause: float, timeout_s: float)
     with running_dashboard(STATE / "dashboard", env) as dashboard, sync_playwright() as pw:
         browser = launch_chromium(pw)
         say(f"dashboard at {dashboard.url}; first load of a fresh server")
-        _, first = first_visit(browser, dashboard.url, timeout_s)
+        first = first_visit(browser, dashboard.url, timeout_s)["map"]
         returning = browser.new_context(viewport=VIEWPORT)
         map_load_seconds(returning, dashboard.url, timeout_s)  # the visit it returns from
-        loads: dict[str, tuple[list[float], list[float]]] = {"first": ([], []), "again": ([], [])}
+        loads: dict[str, list[dict[str, float]]] = {"first": [], "again": []}
         for run in range(runs):  # alternated, so both kinds see the same machine
-            for kind in loads:
+            for kind, visits in loads.items():
                 time.sleep(pause)
                 if kind == "first":
-                    count_s, map_s = first_visit(browser, dashboard.url, timeout_s)
+                    marks = first_visit(browser, dashboard.url, timeout_s)
                 else:
-                    count_s, map_s = map_load_seconds(returning, dashboard.url, timeout_s)
-                loads[kind][0].append(count_s)
-                loads[kind][1].append(map_s)
-                say(f"run {run + 1}/{runs} {kind} visit: count {count_s:.2f} s, map {map_s:.2f} s")
+                    marks = map_load_seconds(returning, dashboard.url, timeout_s)
+                visits.append(marks)
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in marks.items())
+                say(f"run {run + 1}/{runs} {kind} visit (s): {shown}")
         returning.close()
         browser.close()
     return {"first_load_of_server_s": round(first, 3)} | {
         f"{kind}_visit": {
-            "map_visible_s": figures(drawn),
-            "sensor_count_visible_s": figures(counted),
-            "runs_s": [round(s, 3) for s in drawn],
+            "map_visible_s": figures([marks["map"] for marks in visits]),
+            "sensor_count_visible_s": figures([marks["count"] for marks in visits]),
+            "milestones_p50_s": {
+                name: round(float(np.median([marks[name] for marks in visits])), 3)
+                for name in MILESTONES
+            },
+            "runs_s": [round(marks["map"], 3) for marks in visits],
         }
-        for kind, (counted, drawn) in loads.items()
+        for kind, visits in loads.items()
     }
 
 
