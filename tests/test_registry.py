@@ -17,6 +17,7 @@ import pytest
 
 from traffic_core.features import FEATURE_NAMES, FEATURE_VERSION
 from traffic_core.registry import (
+    MANIFEST,
     REQUIRED_KEYS,
     STAGING_PREFIX,
     ManifestError,
@@ -212,3 +213,18 @@ def test_latest_survives_a_writer_killed_at_any_stage(tmp_path: Path, delay: flo
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert_consistent(registry)
+
+
+def test_ingest_ids_are_kept_checked_and_default_to_none_recorded(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    ids = [{"ingest_id": "ingest-20261126T040506-abcdef", "readings": 59616}]
+    version = registry.publish(lambda folder: entries(ingest_ids=ids), now=NOW)
+    assert registry.load_manifest(version)["ingest_ids"] == ids
+    with pytest.raises(ManifestError, match="ingest id entry"):
+        registry.publish(lambda folder: entries(ingest_ids=[{"ingest_id": "x"}]))
+    # A manifest written before ingest ids existed reads as having none.
+    path = registry.path(version) / MANIFEST
+    old = json.loads(path.read_text())
+    del old["ingest_ids"]
+    path.write_text(json.dumps(old))
+    assert registry.load_manifest(version)["ingest_ids"] == []
