@@ -27,13 +27,12 @@ from dagster import (
 )
 
 from resources.lake import LakeResource
-from sensors.retrain import retrain_job
+from sensors.retrain import TRAINING_ENV, retrain_job
 from traffic_assets.models.baselines import baseline_models
 from traffic_assets.models.candidates import candidate_models
 from traffic_assets.models.complete_days import BUSY, MIN_TRAINING_DAYS, complete_days
 
 BEST_MODEL = AssetKey("best_model")
-TRAINING_ENV = {"max_rows": "TRAFFIC_RETRAIN_MAX_ROWS", "n_splits": "TRAFFIC_RETRAIN_N_SPLITS"}
 
 
 def trained_days(context: SensorEvaluationContext) -> set[str]:

@@ -2,6 +2,9 @@
 
 from dagster import AssetSelection, DefaultScheduleStatus, ScheduleDefinition, define_asset_job
 
+TRAINING_ENV = {"max_rows": "TRAFFIC_RETRAIN_MAX_ROWS", "n_splits": "TRAFFIC_RETRAIN_N_SPLITS"}
+"""Environment variables that shrink the candidates' training in retrain_on_new_data's runs."""
+
 retrain_job = define_asset_job(
     "retrain_models",
     selection=AssetSelection.groups("features", "models"),

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from serving.model_runtime import ModelHolder
 from serving.prometheus import RequestMetrics, ServiceCollector
+from serving.publisher_election import PublisherElection
 from serving.request_logging import configure_logging
 from serving.routes import alerts, forecasts, health, models, network, sensors, streams
 from serving.security import SecuritySettings, install_security
@@ -28,7 +29,14 @@ ROUTERS = (health, forecasts, sensors, network, alerts, models, streams)
 def build_service(settings: ApiSettings) -> ForecastService:
     publisher = (
         KafkaPublisher(
-            settings.kafka_bootstrap_servers, settings.predictions_topic, settings.alerts_topic
+            settings.kafka_bootstrap_servers,
+            settings.predictions_topic,
+            settings.alerts_topic,
+            PublisherElection(
+                settings.kafka_bootstrap_servers,
+                settings.publisher_election_topic(),
+                settings.publisher_group(),
+            ),
         )
         if settings.live and settings.publish
         else None

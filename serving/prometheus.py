@@ -68,6 +68,17 @@ class ServiceCollector(Collector):
         ready = GaugeMetricFamily("api_ready", "1 when forecasts can be served.")
         ready.add_metric([], 0.0 if svc.reason() else 1.0)
         yield ready
+        if svc.publisher is not None:
+            yield GaugeMetricFamily(
+                "api_publisher_leading",
+                "1 while this replica is the one publishing forecasts and alerts to Kafka.",
+                value=1.0 if svc.publisher.leading else 0.0,
+            )
+            yield CounterMetricFamily(
+                "api_publish_withheld_batches",
+                "Batches of records (a window's forecasts or its alerts) another replica publishes.",
+                value=svc.publisher.withheld,
+            )
         if svc.consumer is not None:
             yield GaugeMetricFamily(
                 "api_live_lag_messages",

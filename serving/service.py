@@ -76,6 +76,8 @@ class ForecastService:
 
     def start(self) -> None:
         self.holder.start()
+        if self.publisher is not None:
+            self.publisher.start()
         if self.consumer is not None:
             self.consumer.start()
 
@@ -96,6 +98,8 @@ class ForecastService:
             return why
         if not self.live_ready:
             return "rebuilding live state from Kafka"
+        if self.publisher is not None and not self.publisher.settled:
+            return "joining the forecast publishers' group on Kafka"
         closed = self.live.latest_closed()
         if self._latest is not None and closed is not None and self._latest.issued_for < closed:
             return "forecasting the windows read from Kafka"

@@ -39,6 +39,12 @@ class ApiSettings(BaseSettings):
         description="Consumer group id under which this replica commits its live positions "
         "(default traffic-api-live-<host>-<port>, one per replica).",
     )
+    publisher_group_id: str | None = Field(
+        default=None,
+        description="Consumer group whose member holding partition 0 of the election topic "
+        "publishes forecasts and alerts (default <predictions topic>-publishers: every replica "
+        "writing to the same topics competes in the same election).",
+    )
     history_hours: float = Field(default=24.0, gt=0.0, le=168.0)
     alert_horizon_minutes: int = 30
     alert_margin_mph: float = Field(default=2.0, ge=0.0)
@@ -46,3 +52,9 @@ class ApiSettings(BaseSettings):
 
     def consumer_group(self) -> str:
         return self.live_group_id or f"traffic-api-live-{socket.gethostname()}-{self.port}"
+
+    def publisher_group(self) -> str:
+        return self.publisher_group_id or f"{self.predictions_topic}-publishers"
+
+    def publisher_election_topic(self) -> str:
+        return f"{self.predictions_topic}-publisher"

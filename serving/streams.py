@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaException, Producer
 
+from serving.publisher_election import PublisherElection
+
 log = logging.getLogger(__name__)
 
 
@@ -64,12 +66,21 @@ class Broadcaster:
 
 class KafkaPublisher:
     """Forecast and alert records as JSON, keyed by sensor id (one partition per sensor keeps
-    each sensor's records in order)."""
+    each sensor's records in order), sent only while `election` makes this replica the
+    publisher (always, without one)."""
 
-    def __init__(self, bootstrap_servers: str, predictions_topic: str, alerts_topic: str) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        predictions_topic: str,
+        alerts_topic: str,
+        election: PublisherElection | None = None,
+    ) -> None:
         self.predictions_topic = predictions_topic
         self.alerts_topic = alerts_topic
+        self.election = election
         self.errors = 0
+        self.withheld = 0
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap_servers,
@@ -84,7 +95,23 @@ class KafkaPublisher:
             self.errors += 1
             log.warning("forecast record not delivered: %s", error)
 
+    @property
+    def leading(self) -> bool:
+        return self.election is None or self.election.leading
+
+    @property
+    def settled(self) -> bool:
+        """Whether this replica knows if it publishes (its first group assignment arrived)."""
+        return self.election is None or self.election.settled.is_set()
+
+    def start(self) -> None:
+        if self.election is not None:
+            self.election.start()
+
     def send(self, topic: str, records: Iterable[tuple[str, bytes]]) -> None:
+        if not self.leading:
+            self.withheld += 1
+            return
         for key, value in records:
             try:
                 self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
@@ -94,4 +121,6 @@ class KafkaPublisher:
         self._producer.poll(0)
 
     def close(self, timeout: float = 10.0) -> None:
+        if self.election is not None:
+            self.election.close(timeout)
         self._producer.flush(timeout)

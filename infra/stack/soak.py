@@ -5,9 +5,24 @@ dashboard) on a state folder and ports of its own, replays SYNTHETIC readings ma
 than real time, and keeps the API under a steady load of valid requests once it is ready. When
 the time is up the producer stops, ingestion gets a bounded while to catch up, and one JSON
 report says: events in vs rows in the lake (plus ingestion's rejects, which must add up), DLQ
-counts by stage, Dagster runs by status, models published, API requests, errors and latency
-percentiles, peak memory per service, and whether any service process restarted or died.
-Exit status 1 when the lake does not match, a valid request failed, or a service restarted.
+counts by stage, Dagster runs by status, API requests, errors and latency percentiles, peak
+memory per service, whether any service process restarted or died, and the models: the seed
+the API started with, every version the pipeline's retrain published during the soak (days
+trained on, the retrain run's status, duration and training options) and the version the API
+serves at the end.
+
+Retraining runs while the stream goes on: `retrain_on_new_data` trains on complete days only
+(days the stream has passed in every Kafka partition), so it needs the stream to have passed
+two days: `minutes * speedup` of at least two simulated days and a bit. The soak trains the
+candidates smaller than the daily default (`--train-max-rows`, `--train-splits`, passed to the
+sensor as TRAFFIC_RETRAIN_MAX_ROWS / _N_SPLITS) so a retrain fits in minutes on a shared
+machine; the report shows those options. With `--require-retrain` the soak keeps the load on
+after ingestion caught up until the API serves a retrained version (at most `--retrain-wait`
+seconds), and the run is healthy only if it does. Without it a retrain is reported, not
+required: a short run may not pass two days.
+
+Exit status 1 when the lake does not match, a valid request failed, a service restarted, a
+retrain run failed, or (with `--require-retrain`) the API does not serve a retrained model.
 """
 
 from __future__ import annotations
@@ -34,6 +49,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from infra.stack.local import LocalStack
 from infra.stack.process import descendants
+from infra.stack.soak_models import models_report, served_version, wait_for_retrained_model
+from sensors.retrain import TRAINING_ENV
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import raw_files
 from traffic_core.registry import ModelRegistry
@@ -141,6 +158,7 @@ class ApiLoad(threading.Thread):
         self.sensors = sensors
         self.latencies: dict[str, list[float]] = {"one": [], "all": []}
         self.statuses: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -161,11 +179,14 @@ class ApiLoad(threading.Thread):
                 )
                 t0 = time.perf_counter()
                 try:
-                    status = str(client.get(path).status_code)
+                    response = client.get(path)
+                    status = str(response.status_code)
                 except httpx.HTTPError as error:
-                    status = type(error).__name__
+                    response, status = None, type(error).__name__
                 self.latencies[kind].append(time.perf_counter() - t0)
                 self.statuses[status] += 1
+                if kind == "one" and status == "200":
+                    self.versions[response.json().get("model_version", "?")] += 1
 
     def report(self) -> dict[str, Any]:
         total = sum(self.statuses.values())
@@ -245,6 +266,10 @@ class SoakConfig:
     days: int
     catch_up_seconds: float
     state_dir: Path
+    train_max_rows: int = 10_000
+    train_splits: int = 3
+    require_retrain: bool = False
+    retrain_wait_seconds: float = 600.0
 
 
 def soak_env(config: SoakConfig) -> dict[str, str]:
@@ -255,6 +280,8 @@ def soak_env(config: SoakConfig) -> dict[str, str]:
         "TRAFFIC_STATE_DIR": str(config.state_dir),
         "TRAFFIC_LAKE_DIR": str(config.state_dir / "lake"),
         "TRAFFIC_MODEL_DIR": str(config.state_dir / "models"),
+        TRAINING_ENV["max_rows"]: str(config.train_max_rows),
+        TRAINING_ENV["n_splits"]: str(config.train_splits),
     }
     return env
 
@@ -369,7 +396,8 @@ def run(config: SoakConfig) -> dict[str, Any]:
         )  # fmt: skip
         say(f"producing at {config.speedup:g}x real time; waiting for the API to be ready")
         ready_s = wait_ready(stack.api.url, 600)
-        say(f"API ready after {ready_s:.0f} s; load at {config.rate:g}/s")
+        seed = served_version(stack.api.url)
+        say(f"API ready after {ready_s:.0f} s serving {seed}; load at {config.rate:g}/s")
         load = ApiLoad(stack.api.url, token, config.rate, [SENSOR, "767541", "717447", "716328"])
         load.start()
         end = started + config.minutes * 60
@@ -391,11 +419,17 @@ def run(config: SoakConfig) -> dict[str, Any]:
                 break
             time.sleep(10)
         catch_up_s = time.monotonic() - caught_up_from
+        registry = ModelRegistry(config.state_dir / "models")
+        retrained_s = None
+        if config.require_retrain:
+            say("waiting for the API's answers to come from a retrained model")
+            retrained_s = wait_for_retrained_model(
+                registry, load.versions, config.retrain_wait_seconds, say
+            )
         load.stopping.set()
         load.join(30)
         monitor.stopping.set()
         monitor.join(30)
-        registry = ModelRegistry(config.state_dir / "models")
         report = {
             "soak": {
                 "minutes": config.minutes,
@@ -404,6 +438,14 @@ def run(config: SoakConfig) -> dict[str, Any]:
                 "simulated_until": until.isoformat(),
                 "seconds_producing": round(produced_s, 1),
                 "api_ready_after_s": round(ready_s, 1),
+                "require_retrain": config.require_retrain,
+                "retrained_model_served_after_catch_up_s": None
+                if retrained_s is None
+                else round(retrained_s, 1),
+                "retrain_candidate_options": {
+                    "max_rows": config.train_max_rows,
+                    "n_splits": config.train_splits,
+                },
             },
             "events": {
                 "in": events_in,
@@ -414,8 +456,9 @@ def run(config: SoakConfig) -> dict[str, Any]:
                 "lake_caught_up_after_s": round(catch_up_s, 1),
             },
             "dagster_runs": dagster_runs(stack.dagster.url),
-            "models_published": len(registry.list_versions()),
-            "model_serving": registry.latest(),
+            "models": models_report(
+                registry, seed, stack.api.url, stack.dagster.url, load.versions
+            ),
             "api": load.report(),
             "services": {name: watch.report() for name, watch in monitor.watches.items()},
             "machine": {"cpus": os.cpu_count(), "load_average_end": os.getloadavg()},
@@ -442,10 +485,13 @@ def _drain(process: subprocess.Popen) -> None:
 
 
 def healthy(report: dict[str, Any]) -> bool:
+    models = report["models"]
     return (
         report["events"]["match"]
         and report["api"]["errors"] == 0
         and not any(s["restarted"] for s in report["services"].values())
+        and not any(run["status"] == "FAILURE" for run in models["retrain_runs"])
+        and (models["api_switched_to_retrained"] or not report["soak"]["require_retrain"])
     )
 
 
@@ -463,9 +509,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--state-dir", type=Path, default=LOCAL_STATE_DIR / "soak", help="wiped first"
     )
+    parser.add_argument(
+        "--train-max-rows", type=int, default=10_000, help="rows per candidate fit in a retrain"
+    )
+    parser.add_argument("--train-splits", type=int, default=3, help="CV folds in a retrain")
+    parser.add_argument(
+        "--require-retrain",
+        action="store_true",
+        help="healthy only if the API serves a retrained model (waits for it after catch-up)",
+    )
+    parser.add_argument(
+        "--retrain-wait", type=float, default=600.0, help="seconds to wait for that model"
+    )
     args = parser.parse_args(argv)
     config = SoakConfig(
-        args.minutes, args.speedup, args.rate, args.days, args.catch_up, args.state_dir
+        args.minutes,
+        args.speedup,
+        args.rate,
+        args.days,
+        args.catch_up,
+        args.state_dir,
+        args.train_max_rows,
+        args.train_splits,
+        args.require_retrain,
+        args.retrain_wait,
     )
     report = run(config)
     print(json.dumps(report, indent=2))
