@@ -42,12 +42,13 @@ def retrain_runs(dagster_url: str) -> list[dict[str, Any]]:
         tags = {t["key"]: t["value"] for t in run["tags"]}
         ops = (yaml.safe_load(run["runConfigYaml"] or "") or {}).get("ops", {})
         start, end = run["startTime"], run["endTime"]
+        days = ops.get("training_features", {}).get("config", {}).get("days")
         runs.append(
             {
                 "run_id": run["runId"],
                 "status": run["status"],
                 "seconds": round(end - start, 1) if start and end else None,
-                "training_days": ops.get("training_features", {}).get("config", {}).get("days"),
+                "training_days": None if days is None else [str(d) for d in days],  # YAML dates
                 "new_days": tags.get("new_days"),
                 "candidate_options": ops.get("xgboost_model", {}).get("config", "defaults"),
             }
