@@ -1,4 +1,5 @@
-"""Latency of the prediction API as deployed: one uvicorn worker over a real broker and model.
+"""Latency of the prediction API as deployed: uvicorn (one worker, or --workers N) over a real
+broker and model.
 
 Starts its own broker (ports 39192/39193, state under .local/bench/api), trains a model on
 1-5 March 2012 (cached under .local/bench/api/models by family, parameters and data: training
@@ -49,6 +50,7 @@ from websockets.asyncio.client import connect
 
 from bench.ingest_throughput import machine
 from infra.stack.kafka import KafkaBroker
+from infra.stack.process import descendants
 from infra.stack.web import WebService, api_service
 from serving.security import SecuritySettings, issue_token
 from traffic_core import features
@@ -196,16 +198,19 @@ def api_env(
     } | ({"TRAFFIC_API_DATASET": dataset} if dataset else {})
 
 
-def wait_ready(api: WebService, timeout: float = 180.0) -> dict[str, Any]:
-    """/v1/ready answers 200 once the model is loaded and the live state rebuilt."""
+def wait_ready(api: WebService, timeout: float = 180.0, workers: int = 1) -> dict[str, Any]:
+    """/v1/ready answers 200 once the model is loaded and the live state rebuilt; with several
+    workers, 10 answers per worker in a row on new connections (each reaches some worker)."""
     deadline = time.monotonic() + timeout
     answer: httpx.Response | None = None
+    in_a_row = 0
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             answer = httpx.get(f"{api.url}/v1/ready", timeout=5)
-            if answer.status_code == 200:
+            in_a_row = in_a_row + 1 if answer.status_code == 200 else 0
+            if in_a_row >= (1 if workers == 1 else 10 * workers):
                 return answer.json()
-        time.sleep(0.5)
+        time.sleep(0.5 if not in_a_row else 0.05)
     raise SystemExit(f"API not ready after {timeout:.0f} s: {answer and answer.text}")
 
 
@@ -226,15 +231,18 @@ def code_version() -> dict[str, object]:
 
 class ServerSide:
     """What the server saw during one phase: its request-duration histogram for a route
-    (Prometheus buckets, from /metrics) and the CPU time of the API process."""
+    (Prometheus buckets, from /metrics; one worker only, since each worker process keeps its
+    own) and the CPU time of the API's processes."""
 
-    def __init__(self, api: WebService, route: str) -> None:
-        self.api, self.route = api, route
+    def __init__(self, api: WebService, route: str, workers: int = 1) -> None:
+        self.api, self.route, self.workers = api, route, workers
         self._buckets = self._histogram()
         self._cpu = self._cpu_seconds()
         self._wall = time.monotonic()
 
     def _histogram(self) -> dict[float, float]:
+        if self.workers > 1:  # a scrape reaches one worker of several: not the phase's whole
+            return {}
         text = httpx.get(f"{self.api.url}/metrics", timeout=10).text
         buckets: dict[float, float] = {}
         for family in text_string_to_metric_families(text):
@@ -251,11 +259,11 @@ class ServerSide:
         pid = self.api.process.pid()
         if pid is None:
             return float("nan")
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(map(_cpu_seconds_of, [pid, *descendants(pid)]))
 
-    def since(self) -> dict[str, Any]:
-        """Share of requests the app (middleware to response) answered within each bucket."""
+    def since(self, requests: int) -> dict[str, Any]:
+        """Share of requests the app (middleware to response) answered within each bucket
+        (None with several workers), and the API's CPU per request of the `requests` sent."""
         after = self._histogram()
         wall = time.monotonic() - self._wall
         delta = {le: after[le] - self._buckets.get(le, 0.0) for le in sorted(after)}
@@ -264,13 +272,22 @@ class ServerSide:
             f"{le * 1000:g}": round(n / total, 4) if total else None
             for le, n in delta.items()
             if le <= 0.025
-        }
+        } or None
         cpu = self._cpu_seconds() - self._cpu
         return {
             "app_share_within_ms": within,
             "api_cpu_percent": round(100 * cpu / wall),
-            "api_cpu_ms_per_request": round(1000 * cpu / total, 3) if total else None,
+            "api_cpu_ms_per_request": round(1000 * cpu / requests, 3) if requests else None,
         }
+
+
+def _cpu_seconds_of(pid: int) -> float:
+    """User + system CPU of one process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_seconds() -> float:
@@ -329,13 +346,14 @@ def http_phase(
     target_ms: float,
     out: Path = STATE,
     max_body: int = -1,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """A warm-up attack (discarded: connections, caches), then the measured one; vegeta's
     files go to `out`."""
     name = "one_sensor" if route == ONE_ROUTE else "all_sensors"
     say(f"{name}: warm-up {warmup:g} s, then {rate}/s for {seconds:g} s")
     attack(vegeta, urls, token, rate, warmup, out / f"{name}-warmup.bin", max_body)
-    server = ServerSide(api, route)
+    server = ServerSide(api, route, workers)
     report = attack(vegeta, urls, token, rate, seconds, out / f"{name}.bin", max_body)
     codes = {str(k): int(v) for k, v in report.get("status_codes", {}).items()}
     errors = int(report["requests"]) - codes.get("200", 0)
@@ -359,7 +377,7 @@ def http_phase(
         "error_messages": (report.get("errors") or [])[:5],
         "latency_ms": {k: round(v, 2) for k, v in figures.items()},
         "response_bytes": round(report["bytes_in"]["mean"]),
-        **server.since(),
+        **server.since(int(report["requests"])),
         "generator_cpu_percent": round(100 * report["generator_cpu_seconds"] / seconds),
         "target_p99_ms": target_ms,
         "met": errors == 0 and figures["p99"] <= target_ms,
@@ -492,6 +510,9 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=40, help="push windows timed")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between windows")
     parser.add_argument("--port", type=int, default=39180, help="API port")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (each a whole replica)"
+    )
     args = parser.parse_args()
     if not 1 <= args.windows <= 150:  # 6 March has 192 windows after PUSH_FROM
         parser.error("--windows must be between 1 and 150")
@@ -506,7 +527,7 @@ def main() -> None:
         lambda: load_metr_la_graph(data_dir / "metr-la"),
         args.retrain,
     )
-    options = server_options()
+    options = server_options() + (["--workers", str(args.workers)] if args.workers > 1 else [])
     api = api_service(STATE / "api", port=args.port, extra_args=options)
     for leftover in (api, BROKER):  # a previous run killed mid-way
         leftover.stop()
@@ -525,7 +546,7 @@ def main() -> None:
         jwt_secret = secrets.token_urlsafe(48)
         say(f"starting the API ({' '.join(options) or 'uvicorn defaults'}) on {api.url}")
         api.start(api_env(registry, BROKER, jwt_secret))
-        ready = wait_ready(api)
+        ready = wait_ready(api, workers=args.workers)
         remember()
         security = SecuritySettings(jwt_secret=jwt_secret)
         token = issue_token("bench", ["planner"], security, ttl=4 * 3600)
@@ -541,6 +562,7 @@ def main() -> None:
             args.seconds,
             args.warmup,
             TARGET_MS["one_sensor_p99"],
+            workers=args.workers,
         )
         every = http_phase(
             vegeta,
@@ -552,6 +574,7 @@ def main() -> None:
             args.seconds,
             args.warmup,
             TARGET_MS["all_sensors_p99"],
+            workers=args.workers,
         )
         windows = speeds.loc[PUSH_FROM:].iloc[: args.windows]
         say(f"push: {len(windows)} windows from {windows.index[0]}, one at a time")
@@ -567,7 +590,7 @@ def main() -> None:
                 | {"version": version, "served": ready.get("model")},
                 "server": {
                     "command": " ".join(["uvicorn", *api.command[1:]]),
-                    "workers": 1,
+                    "workers": args.workers,
                     "auth": "JWT bearer (HS256), rate limit and audit log on",
                 },
                 "code": code_version(),
