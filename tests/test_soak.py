@@ -1,7 +1,6 @@
 """`python -m infra.stack.soak`: the whole stack for a bounded time on SYNTHETIC data, under API
-load, and a report whose accounting adds up; a retrain during the stream publishes a model on
-complete days only and the API serves it (a short run: 130 s of producing at 1,440x, which is
-two simulated days and two hours, so two days are complete)."""
+load, and a report whose accounting adds up (a short run: 60 s of producing at 1,440x, which
+is a simulated day: never complete, so no retrain may run)."""
 
 from __future__ import annotations
 
@@ -29,33 +28,30 @@ def test_service_watch_sees_a_restart_and_a_tree_peak() -> None:
     assert report["peak_tree_mb"] >= report["peak_process_mb"] > 10
 
 
-@pytest.mark.timeout(2400)
-def test_a_short_soak_accounts_for_every_event_and_retrains(test_state_dir: Path) -> None:
+@pytest.mark.timeout(1500)
+def test_a_short_soak_accounts_for_every_event(test_state_dir: Path) -> None:
     run = subprocess.run(
         [
             sys.executable, "-m", "infra.stack.soak",
-            "--minutes", str(130 / 60), "--speedup", "1440", "--rate", "20", "--days", "3",
-            "--catch-up", "900", "--require-retrain", "--retrain-wait", "900",
-            "--state-dir", str(test_state_dir / "soak"),
+            "--minutes", "1", "--speedup", "1440", "--rate", "20", "--days", "2",
+            "--catch-up", "900", "--state-dir", str(test_state_dir / "soak"),
         ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=2300,
+        timeout=1400,
     )  # fmt: skip
     assert run.stdout, run.stderr[-3000:]
     report = json.loads(run.stdout)
     events = report["events"]
-    assert events["in"] > 2 * 59_616, report  # two simulated days of 207 sensors and more
+    assert events["in"] > 40_000, report  # most of a simulated day of 207 sensors
     assert events["lake_rows"] + events["rejected_at_ingest"] == events["in"], report
     assert report["api"]["requests"] > 500 and report["api"]["errors"] == 0, report
     services = report["services"]
     assert not any(s["restarted"] for s in services.values()), report
     assert all(services[name]["peak_tree_mb"] > 20 for name in services), report
     models = report["models"]
-    [published, *_] = models["published_by_retrain"]
-    assert published["lake_days"] == ["2012-03-01", "2012-03-02"], report  # never 3 March
-    assert models["api_switched_to_retrained"] and models["api_serves"] != models["seed_version"]
-    assert any(r["status"] == "SUCCESS" for r in models["retrain_runs"]), report
-    assert models["one_sensor_answers_by_version"].get(models["api_serves"], 0) > 0, report
+    assert models["seed_version"] is not None and models["api_serves"] is not None, report
+    # the one simulated day is never complete (no later reading passed it), so nothing trains
+    assert models["retrain_runs"] == [] and models["published_by_retrain"] == [], report
     assert healthy(report) and run.returncode == 0, run.stderr[-3000:]
