@@ -1,6 +1,7 @@
 """`python -m infra.stack.soak`: the whole stack for a bounded time on SYNTHETIC data, under API
 load, and a report whose accounting adds up (a short run: 60 s of producing at 1,440x, which
-is a simulated day: never complete, so no retrain may run)."""
+is a simulated day and the next day's first readings: one complete day at most, and training
+needs two, so no retrain may run)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,6 @@ def test_a_short_soak_accounts_for_every_event(test_state_dir: Path) -> None:
     assert all(services[name]["peak_tree_mb"] > 20 for name in services), report
     models = report["models"]
     assert models["seed_version"] is not None and models["api_serves"] is not None, report
-    # the one simulated day is never complete (no later reading passed it), so nothing trains
+    # one complete day at most (training needs two): nothing trains on the day being delivered
     assert models["retrain_runs"] == [] and models["published_by_retrain"] == [], report
     assert healthy(report) and run.returncode == 0, run.stderr[-3000:]
