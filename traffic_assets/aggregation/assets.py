@@ -7,9 +7,8 @@ The ingest ids of the raw rows (the producer replays behind the day) are counted
 files' dictionary-encoded `ingest_id` column by the driver, not by a Spark job: Spark takes one
 file's schema, and raw files written before the column existed lack it.
 
-Automation is `eager` over every partition, not only the latest: plain `eager()` considers just
-the newest time window (yesterday), so replayed 2012 days and late readings for older days would
-never be aggregated.
+Automation (`automation.py`): any day, each time raw readings of it land after the tick that
+last requested it, once no run of that raw day (as Dagster tracks it) or of the day goes on.
 """
 
 import shutil
@@ -21,7 +20,6 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    AutomationCondition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -31,6 +29,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 
 from resources.lake import LakeResource
+from traffic_assets.aggregation.automation import AGGREGATE_AFTER_RAW_CHANGES
 from traffic_assets.aggregation.spark_windows import aggregate_with_spark
 from traffic_assets.partitions import daily_partitions
 from traffic_core import windows as core
@@ -43,10 +42,6 @@ from traffic_core.lake import (
     replace_durably,
 )
 
-EAGER_ALL_PARTITIONS = AutomationCondition.eager().without(
-    AutomationCondition.in_latest_time_window()
-)
-
 
 def aggregates_path(lake: LakeResource, day: str) -> Path:
     return lake.path(*AGGREGATES_ZONE, f"date={day}", "part.parquet")
@@ -55,7 +50,7 @@ def aggregates_path(lake: LakeResource, day: str) -> Path:
 @asset(
     deps=[AssetKey("raw_traffic_events")],
     partitions_def=daily_partitions,
-    automation_condition=EAGER_ALL_PARTITIONS,
+    automation_condition=AGGREGATE_AFTER_RAW_CHANGES,
     group_name="aggregation",
     code_version="1",
     kinds={"spark", "parquet"},
