@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -57,6 +58,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The log and audit writers, the live consumer and the model poll hold the GIL in
+        # bursts; at CPython's default 5 ms a request arriving during one waits up to that.
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         svc = build_service(settings)
         app.state.service = svc
         app.state.metrics.register(ServiceCollector(svc))

@@ -76,7 +76,7 @@ class ServiceCollector(Collector):
             )
             yield CounterMetricFamily(
                 "api_publish_withheld_batches",
-                "Batches of records (a window's forecasts or its alerts) another replica publishes.",
+                "Batches of records (a window's forecasts or alerts) another replica publishes.",
                 value=svc.publisher.withheld,
             )
         if svc.consumer is not None:

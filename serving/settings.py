@@ -45,6 +45,13 @@ class ApiSettings(BaseSettings):
         "publishes forecasts and alerts (default <predictions topic>-publishers: every replica "
         "writing to the same topics competes in the same election).",
     )
+    gil_switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=100.0,
+        description="How long a thread may hold the GIL while another waits (CPython's "
+        "default is 5 ms): bounds how long a request waits behind the service's own threads.",
+    )
     history_hours: float = Field(default=24.0, gt=0.0, le=168.0)
     alert_horizon_minutes: int = 30
     alert_margin_mph: float = Field(default=2.0, ge=0.0)

@@ -43,9 +43,7 @@ def baseline_models(
     columns = [*KEYS, *(profile_column(m) for m in f.HORIZONS), *targets]
     frame = pd.read_parquet(features_dir(lake) / "training.parquet", columns=columns)
     grid, _ = speed_grid(lake)
-    persistence = frame[KEYS].merge(
-        persistence_forecast(grid), on=KEYS, how="left", validate="1:1"
-    )
+    persistence = frame[KEYS].merge(persistence_forecast(grid), on=KEYS, how="left", validate="1:1")
     result = cv_baselines(frame, persistence, config.n_splits, config.max_rows)
     out = baselines_path(lake)
     out.parent.mkdir(parents=True, exist_ok=True)
