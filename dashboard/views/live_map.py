@@ -56,9 +56,7 @@ def live_map(minutes: int, heat: bool) -> None:
     if no_forecasts:
         st.warning(f"No forecasts yet ({no_forecasts}): colours show current congestion only.")
     frame = live_sensor_frame(sensors, status, batch)
-    # The figures show above the map but are sent after it: the browser then starts loading
-    # and drawing the map (its slowest element) while it lays out the figures.
-    figures = st.container()
+    _figures(len(frame), status, batch)
     if batch is None and minutes != NOW:
         minutes = NOW
     event = st.pydeck_chart(
@@ -68,8 +66,6 @@ def live_map(minutes: int, heat: bool) -> None:
         selection_mode="single-object",
         key="network_map",
     )
-    with figures:
-        _figures(len(frame), status, batch)
     picked = event.selection.objects.get("sensors") if event else None
     if picked:
         sensor_id = picked[0]["sensor_id"]
