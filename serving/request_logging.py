@@ -131,6 +131,9 @@ class _DeferredHandler(logging.Handler):
     def flush(self) -> None:
         with self._drain_lock:
             records = self._records
+            if getattr(getattr(self.target, "stream", None), "closed", False):
+                records.clear()  # e.g. a test's captured stderr, closed before the exit flush
+                return
             try:
                 while records:
                     record = records.popleft()
