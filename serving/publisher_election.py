@@ -40,7 +40,6 @@ class PublisherElection:
         self.group_id = group_id
         self.leading = False
         self.settled = threading.Event()
-        self.terms = 0
         self._bootstrap_servers = bootstrap_servers
         self._session_timeout_ms = session_timeout_ms
         self._stop = threading.Event()
@@ -90,7 +89,6 @@ class PublisherElection:
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if any(p.partition == LEADER_PARTITION for p in partitions) and not self.leading:
             self.leading = True
-            self.terms += 1
             log.info("publishing forecasts and alerts to Kafka (group %s)", self.group_id)
         self.settled.set()
 
