@@ -26,6 +26,12 @@ ARTIFACTS = REPO_ROOT / ".local" / "artifacts" / "dashboard"
 RUNNING = '[data-testid="stStatusWidget"]'
 EXCEPTION = '[data-testid="stException"]'
 SKELETON = '[data-testid="stSkeleton"]'
+SVG_MAP = ".sensor-map svg circle"
+"""The live map's default SVG drawing (dashboard.sensor_map), inside the component's shadow
+root, which Playwright's CSS selectors enter."""
+DECK_MAP = '[data-testid="stDeckGlJsonChart"] canvas'
+"""The deck.gl map, drawn when the heat layer or raster tiles are on."""
+MAP_DRAWN = f"{SVG_MAP}, {DECK_MAP}"
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ what a planner needs or what to do next. Screenshots: .local/artifacts/dashboard
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -22,7 +23,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pypdf import PdfReader
 
 from dashboard.harness import (
+    DECK_MAP,
     EXCEPTION,
+    SVG_MAP,
     free_port,
     launch_chromium,
     open_page,
@@ -38,7 +41,6 @@ from traffic_core.kafka.topics import TopicSpec, ensure_topics
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LAKE_DAY = date(2012, 3, 5)
-MAP_CANVAS = '[data-testid="stDeckGlJsonChart"] canvas'
 PAGE_TIMEOUT_S = 90.0
 """The first page of a fresh server imports pandas, pydeck and Altair: slow on a busy box."""
 
@@ -161,16 +163,41 @@ def live_dashboard(
 def test_live_map_shows_all_207_sensors_on_a_drawn_map(
     browser: Browser, live_dashboard: str
 ) -> None:
-    page = visit(browser, live_dashboard, "map", MAP_CANVAS)
+    page = visit(browser, live_dashboard, "map", SVG_MAP)
     count = page.locator('[data-testid="stMetric"]:has-text("Sensors on map")')
     expect(count.locator('[data-testid="stMetricValue"]')).to_have_text("207")
+    expect(page.locator(SVG_MAP)).to_have_count(207)
     expect(page.get_by_text("Forecasts by model").first).to_be_visible()
     screenshot(page, "live-map-now")
     page.get_by_text("In 30 min").click()  # the forecast view redraws without an error
-    settle(page, MAP_CANVAS, PAGE_TIMEOUT_S)
-    page.get_by_text("Heat layer (slow traffic)").click()
-    settle(page, MAP_CANVAS, PAGE_TIMEOUT_S)
+    settle(page, SVG_MAP, PAGE_TIMEOUT_S)
+    expect(page.locator(SVG_MAP)).to_have_count(207)
+    page.get_by_text("Heat layer (slow traffic)").click()  # the heat layer is deck.gl's
+    settle(page, DECK_MAP, PAGE_TIMEOUT_S)
     done(page, "live-map-in-30-min-heat")
+
+
+def test_hovering_a_sensor_tells_its_speeds_and_clicking_opens_its_page(
+    browser: Browser, live_dashboard: str
+) -> None:
+    page = visit(browser, live_dashboard, "map", SVG_MAP)
+    circle = page.locator(SVG_MAP).last  # drawn last: no neighbour on top of it
+    sensor_id = circle.get_attribute("data-id")
+    circle.hover()
+    tip = page.locator(".sensor-map .tip")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text(f"Sensor {sensor_id}")
+    expect(tip).to_contain_text("In 15 min:")
+    expect(tip).to_contain_text(" mph")
+    screenshot(page, "live-map-tooltip")
+    circle.click()
+    link = page.get_by_role("link", name=f"Open sensor {sensor_id}")
+    expect(link).to_be_visible()
+    link.click()
+    expect(page).to_have_url(re.compile(rf"/sensor\?sensor={sensor_id}$"))
+    settle(page, '[data-testid="stVegaLiteChart"]', PAGE_TIMEOUT_S)
+    expect(page.locator('[data-testid="stSelectbox"]').first).to_contain_text(str(sensor_id))
+    done(page, "sensor-detail-from-map")
 
 
 def test_sensor_detail_draws_speeds_against_forecasts(

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 import pytest
+from dashboard_helpers import batch_for, real_network, sensor
 
 from dashboard.corridors import corridors, worst_corridors
 from dashboard.frames import live_sensor_frame
@@ -22,15 +23,7 @@ from dashboard.lake import (
 )
 from dashboard.map_layers import NOW, basemap_style, map_points, network_deck
 from dashboard.metrics_tables import metrics_tables
-from serving.schemas import ForecastBatch, SensorInfo
-from traffic_core.datasets.graph import load_metr_la_graph
 from traffic_core.lake import OffsetRange, write_raw_range
-
-
-def sensor(sensor_id: str, up: list[str], down: list[str], lon: float = -118.0) -> SensorInfo:
-    return SensorInfo(
-        sensor_id=sensor_id, latitude=34.0, longitude=lon, upstream=up, downstream=down
-    )
 
 
 def test_chains_keep_only_mutual_first_links() -> None:
@@ -53,20 +46,9 @@ def test_a_cycle_is_cut_and_every_sensor_lands_in_one_chain() -> None:
 
 
 def test_the_real_network_splits_into_road_chains() -> None:
-    graph = load_metr_la_graph()
-    loc = graph.locations.set_index("sensor_id")
-    network = [
-        SensorInfo(
-            sensor_id=s,
-            latitude=loc.loc[s, "latitude"],
-            longitude=loc.loc[s, "longitude"],
-            upstream=graph.upstream(s),
-            downstream=graph.downstream(s),
-        )
-        for s in graph.sensor_ids
-    ]
+    network = real_network()
     found = corridors(network)
-    assert sorted(s for c in found for s in c.sensors) == sorted(graph.sensor_ids)
+    assert sorted(s for c in found for s in c.sensors) == sorted(s.sensor_id for s in network)
     assert len(found[0].sensors) >= 10  # long stretches of one freeway, not pairs
 
 
@@ -136,34 +118,6 @@ def test_weekday_hour_matrix_sums_days_then_divides(tmp_path: Path) -> None:
     assert len(rows) == 2 and rows["window_start"].dt.day.unique().tolist() == [12]
     assert weekday_hour_matrix([]).empty
     assert aggregate_files(tmp_path / "nothing") == {}
-
-
-def batch_for(sensor_id: str) -> ForecastBatch:
-    horizon = {
-        "minutes": 15,
-        "target_time": "2012-03-06T08:15:00Z",
-        "speed_mph": 30.0,
-        "lower_mph": 25.0,
-        "upper_mph": 35.0,
-        "coverage": 0.9,
-        "congestion": "severe",
-    }
-    return ForecastBatch.model_validate(
-        {
-            "model_version": "v1",
-            "issued_for": "2012-03-06T08:00:00Z",
-            "synthetic": False,
-            "forecasts": [
-                {
-                    "sensor_id": sensor_id,
-                    "issued_for": "2012-03-06T08:00:00Z",
-                    "observed_speed_mph": 50.0,
-                    "observed_congestion": "congested",
-                    "horizons": [horizon],
-                }
-            ],
-        }
-    )
 
 
 def test_map_points_are_json_safe_and_describe_both_now_and_ahead() -> None:

@@ -9,6 +9,7 @@ from dashboard.context import api, config
 from dashboard.frames import live_sensor_frame
 from dashboard.map_layers import NOW, network_deck
 from dashboard.navigation import page
+from dashboard.sensor_map import MAP_HEIGHT_PX, sensor_map
 from dashboard.states import guarded, synthetic_banner, unless_not_ready
 from serving.schemas import ForecastBatch, NetworkStatus
 
@@ -59,16 +60,19 @@ def live_map(minutes: int, heat: bool) -> None:
     _figures(len(frame), status, batch)
     if batch is None and minutes != NOW:
         minutes = NOW
-    event = st.pydeck_chart(
-        network_deck(frame, minutes, config().tiles, heat),
-        height=560,
-        on_select="rerun",
-        selection_mode="single-object",
-        key="network_map",
-    )
-    picked = event.selection.objects.get("sensors") if event else None
-    if picked:
-        sensor_id = picked[0]["sensor_id"]
+    if heat or config().tiles:
+        event = st.pydeck_chart(
+            network_deck(frame, minutes, config().tiles, heat),
+            height=MAP_HEIGHT_PX,
+            on_select="rerun",
+            selection_mode="single-object",
+            key="network_map",
+        )
+        picked = event.selection.objects.get("sensors") if event else None
+        sensor_id = picked[0]["sensor_id"] if picked else None
+    else:
+        sensor_id = sensor_map(frame, sensors, minutes, key="network_svg")
+    if sensor_id:
         st.page_link(
             page("sensor"),
             label=f"Open sensor {sensor_id}",

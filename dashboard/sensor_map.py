@@ -1,0 +1,125 @@
+"""The live map's default drawing: every sensor as an SVG circle over the road graph.
+
+Why not deck.gl here: its 2.7 MB script and a software WebGL context (no GPU on a planner's
+thin client or in CI) took about a second of a first visit's three. An SVG of 207 circles
+draws in milliseconds, needs no tiles and no network, and keeps what planners use: colour by
+congestion now or ahead, a ring for the present, a tooltip with speeds and the interval, a
+click that picks a sensor, wheel zoom and drag. The heat layer and raster tiles stay on
+deck.gl (`dashboard.map_layers`).
+
+The drawing is a Streamlit custom component (`st.components.v2`): it renders in the page, not
+in an iframe, and reports the picked sensor back as component state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import cache
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+from streamlit.components.v2.types import BidiComponentCallable
+
+from dashboard.map_layers import map_points
+from serving.schemas import SensorInfo
+
+WIDTH = 1000.0
+"""viewBox width in map units; the height follows the network's shape."""
+PADDING = 20.0
+RADIUS = 6.0
+"""Circle radius in map units at the full view (about 5 px in a 900 px wide column)."""
+STRONGEST = 1
+"""Road links drawn per sensor and direction: only the strongest, which trace the freeways;
+the weaker ones of the road-distance kernel cross between roads and hide them."""
+MAP_HEIGHT_PX = 560
+HERE = Path(__file__).parent
+
+
+def mercator(latitude: pd.Series, longitude: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Web-Mercator x, y in world units (y grows southwards), as on tiled maps."""
+    x = (longitude + 180.0) / 360.0
+    phi = latitude.map(math.radians)
+    y = (1.0 - phi.map(lambda p: math.log(math.tan(math.pi / 4 + p / 2))) / math.pi) / 2.0
+    return x, y
+
+
+def _hex(rgb: Sequence[int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb[:3])
+
+
+def network_svg(frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int) -> str:
+    """The map as SVG markup: the strongest road-graph links, then one circle per sensor
+    (fill: the view's congestion, ring: congestion now) with its tooltip texts as data
+    attributes."""
+    points = map_points(frame, minutes)
+    x, y = mercator(frame["latitude"], frame["longitude"])
+    span = max(float(x.max() - x.min()), float(y.max() - y.min()) / 0.75, 1e-9)
+    scale = (WIDTH - 2 * PADDING) / span
+    px = ((x - x.min()) * scale + PADDING).round(1)
+    py = ((y - y.min()) * scale + PADDING).round(1)
+    height = round(float(py.max()) + PADDING, 1)
+    where = dict(zip(frame["sensor_id"], zip(px, py, strict=True), strict=True))
+    links = sorted(
+        {
+            tuple(sorted((s.sensor_id, other)))
+            for s in sensors
+            for other in s.downstream[:STRONGEST] + s.upstream[:STRONGEST]
+            if s.sensor_id in where and other in where and other != s.sensor_id
+        }
+    )
+    road = "".join(f"M{where[a][0]} {where[a][1]}L{where[b][0]} {where[b][1]}" for a, b in links)
+    view_title = escape(str(points["view_title"].iat[0])) if len(points) else ""
+    circles = "".join(
+        f'<circle cx="{cx}" cy="{cy}" r="{RADIUS}" fill="{_hex(fill)}" stroke="{_hex(line)}" '
+        f'data-id="{escape(sid)}" data-now="{escape(now)}" data-view="{escape(view)}" '
+        f'data-interval="{escape(interval)}"/>'
+        for sid, cx, cy, fill, line, now, view, interval in zip(
+            points["sensor_id"],
+            px,
+            py,
+            points["fill"],
+            points["line"],
+            points["now_text"],
+            points["view_text"],
+            points["interval_text"],
+            strict=True,
+        )
+    )
+    return (
+        f'<svg viewBox="0 0 {WIDTH} {height}" role="img" data-view-title="{view_title}" '
+        f'aria-label="Map of {len(points)} sensors coloured by congestion" '
+        f'preserveAspectRatio="xMidYMid meet"><path class="road" d="{road}"/>'
+        f'<g class="sensors">{circles}</g></svg>'
+    )
+
+
+@cache
+def _component() -> BidiComponentCallable:
+    """Registered once per process, on first use."""
+    return st.components.v2.component(
+        "sensor_map",
+        css=(HERE / "sensor_map.css").read_text(),
+        js=(HERE / "sensor_map.js").read_text(),
+    )
+
+
+def sensor_map(
+    frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int, key: str
+) -> str | None:
+    """Draw the map; returns the sensor the planner clicked last, if any."""
+    result = _component()(
+        key=key,
+        data={
+            "svg": network_svg(frame, sensors, minutes),
+            "height": MAP_HEIGHT_PX,
+            "radius": RADIUS,
+        },
+        default={"selected": None},
+        height=MAP_HEIGHT_PX,
+        on_selected_change=lambda: None,
+    )
+    selected = result.get("selected")
+    return str(selected) if selected else None
