@@ -200,6 +200,29 @@ def test_hovering_a_sensor_tells_its_speeds_and_clicking_opens_its_page(
     done(page, "sensor-detail-from-map")
 
 
+def test_the_planners_zoom_survives_a_redraw_until_a_double_click(
+    browser: Browser, live_dashboard: str
+) -> None:
+    page = visit(browser, live_dashboard, "map", SVG_MAP)
+    svg = page.locator(".sensor-map svg")
+    whole = svg.get_attribute("viewBox")
+    frame = svg.bounding_box()
+    assert whole and frame
+    page.mouse.move(frame["x"] + frame["width"] / 2, frame["y"] + frame["height"] / 2)
+    for _ in range(3):
+        page.mouse.wheel(0, -120)
+    expect(svg).not_to_have_attribute("viewBox", whole)
+    zoomed = svg.get_attribute("viewBox")
+    assert zoomed and float(zoomed.split()[2]) < float(whole.split()[2]) / 1.5
+    page.get_by_text("In 60 min").click()  # new data, same network: the zoom stays
+    expect(svg).to_have_attribute("data-view-title", "In 60 min")
+    settle(page, SVG_MAP, PAGE_TIMEOUT_S)
+    expect(svg).to_have_attribute("viewBox", zoomed)
+    svg.dblclick(position={"x": 3, "y": 3})
+    expect(svg).to_have_attribute("viewBox", whole)
+    done(page, "live-map-zoom-reset")
+
+
 def test_sensor_detail_draws_speeds_against_forecasts(
     browser: Browser, live_dashboard: str
 ) -> None:
