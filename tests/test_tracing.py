@@ -23,6 +23,7 @@ from infra.stack.kafka import KafkaBroker
 from resources import KafkaResource, LakeResource
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_core.events import EventCodec
+from traffic_core.ingest_ids import new_ingest_id
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.lake import (
     RAW_SCHEMA,
@@ -33,7 +34,7 @@ from traffic_core.lake import (
     read_raw_day,
     write_raw_range,
 )
-from traffic_core.producer import ReadingProducer, new_ingest_id, replay_speeds
+from traffic_core.producer import ReadingProducer, replay_speeds
 
 DAY = date(2012, 3, 6)
 SENSOR = "773869"

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from traffic_core.datasets import load_speeds
 from traffic_core.events import INCIDENT, WEATHER, EventCodec, Reason, ValidationConfig
 from traffic_core.events.codec import Categorical, Doubles
+from traffic_core.ingest_ids import new_ingest_id
 from traffic_core.json_logs import json_line_formatter
 from traffic_core.kafka.topics import (
     TRAFFIC_EVENTS,
@@ -47,12 +47,6 @@ ENCODE_STEPS = 256  # steps encoded at once (~53k METR-LA readings): amortises n
 SEVERITY_LEVELS = (0.25, "MINOR"), (0.5, "MODERATE"), (0.75, "MAJOR"), (float("inf"), "SEVERE")
 
 log = logging.getLogger("traffic_core.producer")
-
-
-def new_ingest_id(now: datetime | None = None) -> str:
-    """`ingest-<UTC yyyymmddThhmmss>-<6 hex>`: sorts by start time, unique across replays."""
-    stamp = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"ingest-{stamp:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 @dataclass

@@ -9,16 +9,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from traffic_core.ingest_ids import new_ingest_id
 from traffic_core.lake import OffsetRange, write_raw_range
 
 
 def write_speeds_as_raw(
-    lake_root: Path, speeds: pd.DataFrame, *, source: str, is_synthetic: bool, topic: str = "replay"
+    lake_root: Path,
+    speeds: pd.DataFrame,
+    *,
+    source: str,
+    is_synthetic: bool,
+    topic: str = "replay",
+    ingest_id: str | None = None,
 ) -> list[date]:
     """One offset range (and so one file) per day on partition 0; returns the days written.
 
-    A naive index is taken as UTC, the event-time zone of the raw zone.
+    A naive index is taken as UTC, the event-time zone of the raw zone. The rows carry an
+    ingest id (`import-<UTC time>-<hex>` unless given), so what a model learnt from imported
+    days is as traceable as what came through Kafka.
     """
+    ingest_id = ingest_id or new_ingest_id(prefix="import")
     stamps = speeds.index if speeds.index.tz is not None else speeds.index.tz_localize("UTC")
     offset = 0
     for day in sorted(set(stamps.date)):
@@ -37,6 +47,7 @@ def write_speeds_as_raw(
                 "kafka_topic": topic,
                 "kafka_partition": 0,
                 "kafka_offset": np.arange(offset, offset + n_t * n_s, dtype=np.int64),
+                "ingest_id": ingest_id,
             }
         )
         write_raw_range(lake_root, OffsetRange(topic, 0, offset, offset + len(rows) - 1), rows)
