@@ -34,6 +34,8 @@ RADIUS = 6.0
 STRONGEST = 1
 """Road links drawn per sensor and direction: only the strongest, which trace the freeways;
 the weaker ones of the road-distance kernel cross between roads and hide them."""
+TWIN_DISTANCE = 2.0
+"""Map units within which two linked sensors count as one spot (both carriageways)."""
 MAP_HEIGHT_PX = 560
 HERE = Path(__file__).parent
 
@@ -50,18 +52,23 @@ def _hex(rgb: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb[:3])
 
 
-def network_svg(frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int) -> str:
-    """The map as SVG markup: the strongest road-graph links, then one circle per sensor
-    (fill: the view's congestion, ring: congestion now) with its tooltip texts as data
-    attributes."""
-    points = map_points(frame, minutes)
+Positions = dict[str, tuple[float, float]]
+
+
+def layout(frame: pd.DataFrame) -> tuple[Positions, float]:
+    """Each sensor's place in map units (north up, the network fitted into WIDTH), and the
+    map's height."""
     x, y = mercator(frame["latitude"], frame["longitude"])
     span = max(float(x.max() - x.min()), float(y.max() - y.min()) / 0.75, 1e-9)
     scale = (WIDTH - 2 * PADDING) / span
     px = ((x - x.min()) * scale + PADDING).round(1)
     py = ((y - y.min()) * scale + PADDING).round(1)
-    height = round(float(py.max()) + PADDING, 1)
     where = dict(zip(frame["sensor_id"], zip(px, py, strict=True), strict=True))
+    return where, round(float(py.max()) + PADDING, 1)
+
+
+def road_path(sensors: Sequence[SensorInfo], where: Positions) -> str:
+    """SVG path data of each sensor's strongest up- and downstream link, once per pair."""
     links = sorted(
         {
             tuple(sorted((s.sensor_id, other)))
@@ -70,16 +77,49 @@ def network_svg(frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int
             if s.sensor_id in where and other in where and other != s.sensor_id
         }
     )
-    road = "".join(f"M{where[a][0]} {where[a][1]}L{where[b][0]} {where[b][1]}" for a, b in links)
+    return "".join(f"M{where[a][0]} {where[a][1]}L{where[b][0]} {where[b][1]}" for a, b in links)
+
+
+def _farther(ids: Sequence[str], here: tuple[float, float], where: Positions) -> str | None:
+    """The strongest linked sensor that is not at the same spot (a twin across the median)."""
+    return next((i for i in ids if i in where and math.dist(where[i], here) > TWIN_DISTANCE), None)
+
+
+def right_of_travel(sensors: Sequence[SensorInfo], where: Positions) -> Positions:
+    """A unit vector to the right of each sensor's direction of travel, from its upstream to
+    its downstream neighbour (screen axes, y down); (0, 0) where the graph does not tell.
+
+    Detectors of the two carriageways share a location; shifted one radius to the right of
+    travel, as traffic drives, both are seen instead of one hiding the other.
+    """
+    sides: Positions = {}
+    for s in sensors:
+        if s.sensor_id not in where:
+            continue
+        here = where[s.sensor_id]
+        down, up = _farther(s.downstream, here, where), _farther(s.upstream, here, where)
+        start, end = where.get(up or "", here), where.get(down or "", here)
+        dx, dy = end[0] - start[0], end[1] - start[1]
+        length = math.hypot(dx, dy)
+        sides[s.sensor_id] = (0.0, 0.0) if length == 0 else (0.0 - dy / length, dx / length)
+    return sides
+
+
+def network_svg(frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int) -> str:
+    """The map as SVG markup: the strongest road-graph links, then one circle per sensor
+    (fill: the view's congestion, ring: congestion now, shifted to the right of travel) with
+    its tooltip texts as data attributes."""
+    points = map_points(frame, minutes)
+    where, height = layout(frame)
+    sides = right_of_travel(sensors, where)
     view_title = escape(str(points["view_title"].iat[0])) if len(points) else ""
     circles = "".join(
-        f'<circle cx="{cx}" cy="{cy}" r="{RADIUS}" fill="{_hex(fill)}" stroke="{_hex(line)}" '
+        f'<circle cx="{where[sid][0]}" cy="{where[sid][1]}" r="{RADIUS}" '
+        f'style="--ox:{ox:.2f};--oy:{oy:.2f}" fill="{_hex(fill)}" stroke="{_hex(line)}" '
         f'data-id="{escape(sid)}" data-now="{escape(now)}" data-view="{escape(view)}" '
         f'data-interval="{escape(interval)}"/>'
-        for sid, cx, cy, fill, line, now, view, interval in zip(
+        for sid, fill, line, now, view, interval in zip(
             points["sensor_id"],
-            px,
-            py,
             points["fill"],
             points["line"],
             points["now_text"],
@@ -87,11 +127,12 @@ def network_svg(frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int
             points["interval_text"],
             strict=True,
         )
+        for ox, oy in [sides.get(sid, (0.0, 0.0))]
     )
     return (
         f'<svg viewBox="0 0 {WIDTH} {height}" role="img" data-view-title="{view_title}" '
         f'aria-label="Map of {len(points)} sensors coloured by congestion" '
-        f'preserveAspectRatio="xMidYMid meet"><path class="road" d="{road}"/>'
+        f'preserveAspectRatio="xMidYMid meet"><path class="road" d="{road_path(sensors, where)}"/>'
         f'<g class="sensors">{circles}</g></svg>'
     )
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pandas as pd
+import pytest
 from dashboard_helpers import batch_for, real_network, sensor
 
 from dashboard.congestion import hex_colour
 from dashboard.frames import live_sensor_frame
 from dashboard.map_layers import NOW
-from dashboard.sensor_map import mercator, network_svg
+from dashboard.sensor_map import RADIUS, layout, mercator, network_svg, right_of_travel
 
 
 def parsed(frame: pd.DataFrame, network: list, minutes: int) -> ET.Element:
@@ -48,6 +50,37 @@ def test_each_sensor_links_to_its_strongest_neighbour_each_way_once() -> None:
     where = {k: (c["cx"], c["cy"]) for k, c in circles_by_id(svg).items()}
     segments = {tuple(part.replace("L", " ").split()) for part in road.split("M")[1:]}
     assert segments == {(*where["a"], *where["b"]), (*where["b"], *where["c"])}
+
+
+def test_both_carriageways_at_one_spot_sit_right_of_their_travel() -> None:
+    network = [
+        sensor("west", [], ["east-bound"], -118.02),
+        sensor("east-bound", ["west"], ["east"], -118.01),
+        sensor("west-bound", [], ["east-bound", "west"], -118.01),  # its twin links first
+        sensor("east", ["east-bound"], [], -118.00),
+        sensor("alone", [], [], -117.90),
+    ]
+    frame = live_sensor_frame(network)
+    where, _ = layout(frame)
+    assert where["east-bound"] == where["west-bound"]
+    sides = right_of_travel(network, where)
+    assert sides["east-bound"] == pytest.approx((0.0, 1.0))  # heading east: right is south
+    assert sides["west-bound"] == pytest.approx((0.0, -1.0))
+    assert sides["alone"] == (0.0, 0.0)
+    circle = circles_by_id(parsed(frame, network, NOW))["west-bound"]
+    assert circle["style"] == "--ox:0.00;--oy:-1.00"
+
+
+def test_the_real_networks_twins_no_longer_hide_each_other() -> None:
+    network = real_network()
+    where, _ = layout(live_sensor_frame(network))
+    sides = right_of_travel(network, where)
+    ids = list(where)
+    shown = np.array([where[i] for i in ids]) + RADIUS * np.array([sides[i] for i in ids])
+    gaps = np.hypot(*(shown[:, None] - shown[None]).transpose(2, 0, 1))
+    np.fill_diagonal(gaps, np.inf)
+    hidden = int((gaps.min(axis=1) < 1.0).sum())
+    assert hidden <= 10  # 84 of the 207 without the shift
 
 
 def test_fill_follows_the_chosen_view_and_the_ring_stays_on_now() -> None:
