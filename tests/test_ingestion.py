@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from dagster import (
     DagsterInstance,
     Definitions,
@@ -31,7 +31,7 @@ from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.reference.sensor_graph import sensor_graph
 from traffic_core.datasets import load_speed_csv
 from traffic_core.events import EventCodec
-from traffic_core.ingest import IngestError, RangeOutcome, ingest_ranges
+from traffic_core.ingest import IngestError, RangeOutcome, coordinator_not_ready, ingest_ranges
 from traffic_core.lake import OffsetRange, raw_files, read_raw_day
 from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.settings import REPO_ROOT
@@ -306,3 +306,18 @@ def test_broker_killed_mid_replay_loses_and_duplicates_nothing(
     stored = lake_frame(tmp_path / "lake")
     assert report.accepted == len(stored) == expected
     assert not stored.duplicated(["sensor_id", "event_time"]).any()
+
+
+@pytest.mark.parametrize(
+    ("code", "waited_out"),
+    [
+        (KafkaError._WAIT_COORD, True),  # a fresh broker still creating __consumer_offsets
+        (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, True),
+        (KafkaError.NOT_COORDINATOR, True),  # the coordinator moved: librdkafka finds it again
+        (KafkaError.UNKNOWN_TOPIC_OR_PART, False),
+        (KafkaError.GROUP_AUTHORIZATION_FAILED, False),
+    ],
+)
+def test_commits_wait_only_for_a_coordinator_not_ready(code: int, waited_out: bool) -> None:
+    assert coordinator_not_ready(KafkaException(KafkaError(code))) is waited_out
+    assert not coordinator_not_ready(ValueError("not Kafka's"))

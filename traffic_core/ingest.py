@@ -9,6 +9,7 @@ any point means a rerun of the same ranges, which rewrites the same files.
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -20,12 +21,21 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from tenacity import (
+    before_sleep_log,
+    retry,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from traffic_core.events import RawMessage, ReadingValidator, Rejection, ValidationConfig
 from traffic_core.events.bulk import ColumnarReadings, decode_readings_columnar, validate_columns
 from traffic_core.kafka.topics import TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import RAW_SCHEMA, OffsetRange, write_raw_range
+
+log = logging.getLogger(__name__)
 
 RANGE_CONSUMER_CONFIG = {
     # Whole ranges are read at once: fetch them in big chunks (librdkafka's default is 1 MiB
@@ -286,11 +296,41 @@ def ingest_ranges(
             classified = classify_range(messages, offsets, config, now)
         send_rejects(dlq, dlq_topic, classified.rejected, flush=True)
         outcome = store_classified(lake_root, offsets, classified)
-        consumer.commit(
-            offsets=[TopicPartition(offsets.topic, offsets.partition, offsets.last + 1)],
-            asynchronous=False,
-        )
+        commit_after(consumer, offsets)
         report.ranges.append(outcome)
         if after_range is not None:
             after_range(outcome)
     return report
+
+
+COORDINATOR_NOT_READY = frozenset(
+    {
+        KafkaError._WAIT_COORD,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.NOT_COORDINATOR,
+    }
+)
+"""Commit errors of a group coordinator that is still being found or loaded: a fresh broker
+creates __consumer_offsets on the first commit, and a moved coordinator is found again."""
+
+
+def coordinator_not_ready(error: BaseException) -> bool:
+    return isinstance(error, KafkaException) and error.args[0].code() in COORDINATOR_NOT_READY
+
+
+@retry(
+    retry=retry_if_exception(coordinator_not_ready),
+    wait=wait_exponential(multiplier=0.2, max=2.0),
+    stop=stop_after_delay(60),
+    before_sleep=before_sleep_log(log, logging.WARNING),
+    reraise=True,
+)
+def commit_after(consumer: Consumer, offsets: OffsetRange) -> None:
+    """Commit offset last+1 of a stored range, waiting out a coordinator not yet ready; any
+    other error, or one minute of waiting, fails the run (its files are durable: a rerun
+    re-reads the range and writes the same files)."""
+    consumer.commit(
+        offsets=[TopicPartition(offsets.topic, offsets.partition, offsets.last + 1)],
+        asynchronous=False,
+    )
