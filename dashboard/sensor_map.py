@@ -19,6 +19,7 @@ from functools import cache
 from html import escape
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 from streamlit.components.v2.types import BidiComponentCallable
@@ -29,6 +30,8 @@ from serving.schemas import SensorInfo
 WIDTH = 1000.0
 """viewBox width in map units; the height follows the network's shape."""
 PADDING = 20.0
+MAX_ASPECT = 0.75
+"""Height over width the fitted network may take; a taller network is scaled down to it."""
 RADIUS = 6.0
 """Circle radius in map units at the full view (about 5 px in a 900 px wide column)."""
 STRONGEST = 1
@@ -43,8 +46,7 @@ HERE = Path(__file__).parent
 def mercator(latitude: pd.Series, longitude: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Web-Mercator x, y in world units (y grows southwards), as on tiled maps."""
     x = (longitude + 180.0) / 360.0
-    phi = latitude.map(math.radians)
-    y = (1.0 - phi.map(lambda p: math.log(math.tan(math.pi / 4 + p / 2))) / math.pi) / 2.0
+    y = (1.0 - np.log(np.tan(np.pi / 4 + np.radians(latitude) / 2)) / np.pi) / 2.0
     return x, y
 
 
@@ -59,7 +61,7 @@ def layout(frame: pd.DataFrame) -> tuple[Positions, float]:
     """Each sensor's place in map units (north up, the network fitted into WIDTH), and the
     map's height."""
     x, y = mercator(frame["latitude"], frame["longitude"])
-    span = max(float(x.max() - x.min()), float(y.max() - y.min()) / 0.75, 1e-9)
+    span = max(float(x.max() - x.min()), float(y.max() - y.min()) / MAX_ASPECT, 1e-9)
     scale = (WIDTH - 2 * PADDING) / span
     px = ((x - x.min()) * scale + PADDING).round(1)
     py = ((y - y.min()) * scale + PADDING).round(1)
