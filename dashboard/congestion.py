@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 CLASSES = ("free_flow", "congested", "severe", "unknown")
 
 LABELS = {
@@ -19,6 +21,10 @@ RGB = {
 }
 
 
+def rgb_hex(rgb: Sequence[int]) -> str:
+    """`#rrggbb` of an RGB or RGBA triple (alpha dropped)."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb[:3])
+
+
 def hex_colour(congestion: str) -> str:
-    r, g, b = RGB.get(congestion, RGB["unknown"])
-    return f"#{r:02x}{g:02x}{b:02x}"
+    return rgb_hex(RGB.get(congestion, RGB["unknown"]))

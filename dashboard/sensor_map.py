@@ -24,6 +24,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.components.v2.types import BidiComponentCallable
 
+from dashboard.congestion import rgb_hex
 from dashboard.map_layers import map_points
 from serving.schemas import SensorInfo
 
@@ -48,10 +49,6 @@ def mercator(latitude: pd.Series, longitude: pd.Series) -> tuple[pd.Series, pd.S
     x = (longitude + 180.0) / 360.0
     y = (1.0 - np.log(np.tan(np.pi / 4 + np.radians(latitude) / 2)) / np.pi) / 2.0
     return x, y
-
-
-def _hex(rgb: Sequence[int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb[:3])
 
 
 Positions = dict[str, tuple[float, float]]
@@ -117,7 +114,7 @@ def network_svg(frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int
     view_title = escape(str(points["view_title"].iat[0])) if len(points) else ""
     circles = "".join(
         f'<circle cx="{where[sid][0]}" cy="{where[sid][1]}" r="{RADIUS}" '
-        f'style="--ox:{ox:.2f};--oy:{oy:.2f}" fill="{_hex(fill)}" stroke="{_hex(line)}" '
+        f'style="--ox:{ox:.2f};--oy:{oy:.2f}" fill="{rgb_hex(fill)}" stroke="{rgb_hex(line)}" '
         f'data-id="{escape(sid)}" data-now="{escape(now)}" data-view="{escape(view)}" '
         f'data-interval="{escape(interval)}"/>'
         for sid, fill, line, now, view, interval in zip(
