@@ -18,6 +18,7 @@ test: setup lint
 
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports --no-cache
 
 stop:
 	$(PY) -m infra.stack stop all

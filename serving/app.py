@@ -21,7 +21,7 @@ from serving.service import ForecastService, NotReady
 from serving.settings import ApiSettings
 from serving.streams import Broadcaster, KafkaPublisher
 from traffic_core import __version__
-from traffic_core.datasets.graph import load_network_graph
+from traffic_core.networks import load_network_graph
 from traffic_core.registry import ModelRegistry
 
 ROUTERS = (health, forecasts, sensors, network, alerts, models, streams)

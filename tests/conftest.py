@@ -76,3 +76,22 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "metr-la").is_dir():
         pytest.fail(f"the shared METR-LA data is expected at {SHARED_DATA}")
     return SHARED_DATA
+
+
+SERVICE_FIXTURES = frozenset({"kafka_broker", "postgres_server"})
+"""Session fixtures that start a real service: a test using one, even through another fixture,
+is an integration test and must say so, so `-m "not integration"` really runs without them."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        listed = "\n  ".join(unmarked)
+        raise pytest.UsageError(
+            f"tests that start real services lack the integration mark:\n  {listed}"
+        )

@@ -171,6 +171,7 @@ schema = schemathesis.pytest.from_fixture("live_schema")
 CASES: list[int] = []
 
 
+@pytest.mark.integration
 @schema.parametrize()
 @settings(max_examples=110, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_makes_a_server_error(case: schemathesis.Case, api_server: ApiServer) -> None:
@@ -178,10 +179,12 @@ def test_no_input_makes_a_server_error(case: schemathesis.Case, api_server: ApiS
     case.call_and_validate(headers=api_server.headers("operator"), checks=[not_a_server_error])
 
 
+@pytest.mark.integration
 def test_fuzzing_ran_at_least_a_thousand_cases() -> None:
     assert sum(CASES) >= 1000, f"only {sum(CASES)} fuzz cases ran"
 
 
+@pytest.mark.integration
 def test_sse_streams_to_an_admitted_client(api_server: ApiServer) -> None:
     with httpx.stream(
         "GET", f"{api_server.url}/v1/stream/sse", headers=api_server.headers(), timeout=10

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.stack.kafka import KafkaBroker
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SENSOR = "773869"
 SENSORS = 207
 

@@ -13,10 +13,10 @@ from dagster import DagsterInstance, materialize
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster_postgres import PostgresRunStorage
 
+from code_location.definitions import defs
 from infra.stack.dagster import prepare_home
 from infra.stack.postgres import PostgresServer
 from resources import LakeResource
-from traffic_assets.definitions import defs
 from traffic_assets.reference.sensor_graph import sensor_graph
 from traffic_core.settings import REPO_ROOT
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from traffic_core.datasets import DatasetError
-from traffic_core.datasets.graph import load_network_graph, synthetic_network_size
+from traffic_core.networks import load_network_graph, synthetic_network_size
 from traffic_core.simulator import synthetic_graph
 
 

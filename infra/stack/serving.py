@@ -59,8 +59,8 @@ def seed_model(data_dir: Path | None = None) -> str | None:
     if registry.latest() is not None or settings.dataset != "metr-la":
         return None
     from traffic_core.datasets import load_speed_csv
-    from traffic_core.datasets.graph import load_network_graph
     from traffic_core.models.quick import train_and_publish
+    from traffic_core.networks import load_network_graph
 
     data = data_dir or settings.data_dir
     speeds = load_speed_csv(data / "metr-la" / REAL_SIX_DAYS)

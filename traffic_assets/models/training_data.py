@@ -19,9 +19,9 @@ from resources.lake import LakeResource
 from traffic_assets.aggregation.assets import AGGREGATES_ZONE, traffic_5min_aggregates
 from traffic_assets.models.complete_days import MIN_TRAINING_DAYS, complete_days
 from traffic_core import features as f
-from traffic_core.datasets.graph import load_network_graph
 from traffic_core.lake import ingest_id_counts, ingest_id_list, raw_files
 from traffic_core.models import crossfit_features
+from traffic_core.networks import load_network_graph
 from traffic_core.registry import frame_fingerprint
 from traffic_core.settings import PlatformSettings
 

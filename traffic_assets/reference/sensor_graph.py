@@ -11,7 +11,7 @@ from dagster import (
 )
 
 from resources.lake import LakeResource
-from traffic_core.datasets.graph import load_network_graph
+from traffic_core.networks import load_network_graph
 from traffic_core.reference import sensors_table_path
 from traffic_core.settings import PlatformSettings
 

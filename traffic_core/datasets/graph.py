@@ -178,30 +178,3 @@ def load_pems_bay_graph(data_dir: str | os.PathLike[str] | None = None) -> Senso
     """PEMS-BAY: 325 sensors (headerless locations, adj_mx_bay.pkl)."""
     d = _folder(data_dir, "pems-bay", "adj_mx_bay.pkl")
     return load_graph(d / "adj_mx_bay.pkl", d / "graph_sensor_locations_bay.csv")
-
-
-NETWORKS = {"metr-la": load_metr_la_graph, "pems-bay": load_pems_bay_graph}
-SYNTHETIC_NETWORK = "synthetic-"
-"""`synthetic-<n>`: the simulator's freeway-like graph of n sensors (seed 0), so the API and the
-pipeline can run on SYNTHETIC networks of any size, e.g. TRAFFIC_API_DATASET=synthetic-2000."""
-
-
-def synthetic_network_size(name: str) -> int | None:
-    """n for a `synthetic-<n>` name (n >= 1), None for any other name."""
-    if not name.startswith(SYNTHETIC_NETWORK):
-        return None
-    digits = name.removeprefix(SYNTHETIC_NETWORK)
-    return int(digits) if digits.isdigit() and int(digits) >= 1 else None
-
-
-def load_network_graph(name: str, data_dir: str | os.PathLike[str] | None = None) -> SensorGraph:
-    """The graph of a network by name (TRAFFIC_DATASET), with a clear error for unknown ones."""
-    n = synthetic_network_size(name)
-    if n is not None:
-        from traffic_core.simulator import synthetic_graph  # the simulator imports this module
-
-        return synthetic_graph(n)
-    if name not in NETWORKS:
-        known = [*sorted(NETWORKS), f"{SYNTHETIC_NETWORK}<n>"]
-        raise DatasetError(f"{name!r} is not a known network; choose one of {known}")
-    return NETWORKS[name](data_dir)

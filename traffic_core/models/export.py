@@ -64,7 +64,8 @@ class _Regressor(XGBRegressor):
         return _Booster(super().get_booster())
 
 
-def _register_xgboost() -> None:
+def register_xgboost_converter() -> None:
+    """Teach skl2onnx XGBRegressor (through onnxmltools), once per process."""
     global _xgboost_registered
     if _xgboost_registered:
         return
@@ -85,7 +86,7 @@ def to_onnx(model: BaseEstimator, n_features: int) -> onnx.ModelProto:
     """A fitted ridge / forest pipeline or XGBRegressor as ONNX: float32 input `features`
     of shape (rows, n_features), NaN allowed, one float32 output per row."""
     if isinstance(model, XGBRegressor):
-        _register_xgboost()
+        register_xgboost_converter()
     return convert_sklearn(
         model,
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],

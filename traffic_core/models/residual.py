@@ -19,6 +19,8 @@ from skl2onnx.algebra.onnx_ops import OnnxAdd, OnnxGather, OnnxIsNaN, OnnxWhere
 from skl2onnx.common.shape_calculator import calculate_linear_regressor_output_shapes
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 
+from traffic_core.models.export import register_xgboost_converter
+
 
 class ResidualRegressor(RegressorMixin, BaseEstimator):
     """`estimator` fitted on target - base; predicts base + its output."""
@@ -48,11 +50,9 @@ def _convert(scope: Any, operator: Any, container: Any) -> None:
     """base (first non-NaN column, else 0) + the inner model's ONNX output, shape (rows, 1)."""
     from xgboost import XGBRegressor
 
-    from traffic_core.models import export
-
     model: ResidualRegressor = operator.raw_operator
     if isinstance(model.estimator_, XGBRegressor):
-        export._register_xgboost()
+        register_xgboost_converter()
     opv = container.target_opset
     features = operator.inputs[0]
     zero = np.zeros((1, 1), dtype="float32")

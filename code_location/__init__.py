@@ -1,0 +1,1 @@
+"""The Dagster code location, assembled above every package it draws on."""

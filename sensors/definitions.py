@@ -1,0 +1,27 @@
+"""What starts runs: the Kafka offset sensor, automation, the new-data and daily retrains."""
+
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+)
+
+from sensors.kafka_offsets import kafka_offsets_sensor
+from sensors.new_data import retrain_on_new_data
+from sensors.retrain import daily_retrain, retrain_job
+
+automation_sensor = AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes assets whose automation conditions are met (e.g. aggregates "
+    "after new raw partitions).",
+)
+
+defs = Definitions(
+    sensors=[kafka_offsets_sensor, automation_sensor, retrain_on_new_data],
+    schedules=[daily_retrain],
+    jobs=[retrain_job],
+)
