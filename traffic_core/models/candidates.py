@@ -51,8 +51,15 @@ def _imputer() -> SimpleImputer:
 
 
 def build_ridge(alpha: float = 1.0) -> Pipeline:
+    """SVD rather than Cholesky: lags and rolling means are nearly collinear, so the float32
+    normal equations are ill-conditioned at small alpha (a LinAlgWarning per fit, and a less
+    accurate solve); SVD never forms them. Same out-of-fold MAE, ~0.3 s more per fit."""
     return Pipeline(
-        [("impute", _imputer()), ("scale", StandardScaler()), ("model", Ridge(alpha=alpha))]
+        [
+            ("impute", _imputer()),
+            ("scale", StandardScaler()),
+            ("model", Ridge(alpha=alpha, solver="svd")),
+        ]
     )
 
 
