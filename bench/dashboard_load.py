@@ -40,7 +40,7 @@ from playwright.sync_api import Browser, BrowserContext, sync_playwright
 from bench import api_latency as stack
 from bench.ingest_throughput import machine
 from dashboard.client import LIVE_TTL_SECONDS
-from dashboard.harness import MAP_DRAWN, VIEWPORT, launch_chromium, running_dashboard, settle
+from infra.stack.browser import MAP_DRAWN, VIEWPORT, launch_chromium, running_dashboard, settle
 from infra.stack.kafka import KafkaBroker
 from infra.stack.web import api_service
 from serving.security import SecuritySettings, issue_token

@@ -22,7 +22,9 @@ from kafka_helpers import fresh_topics
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pypdf import PdfReader
 
-from dashboard.harness import (
+from dashboard.navigation import PAGES, url_path
+from dashboard.reports.pdf import TITLE
+from infra.stack.browser import (
     DECK_MAP,
     EXCEPTION,
     SVG_MAP,
@@ -33,8 +35,6 @@ from dashboard.harness import (
     screenshot,
     settle,
 )
-from dashboard.navigation import PAGES, url_path
-from dashboard.reports.pdf import TITLE
 from infra.stack.kafka import KafkaBroker
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 
