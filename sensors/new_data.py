@@ -15,6 +15,7 @@ run's config shows what was used.
 
 import hashlib
 import os
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -40,13 +41,14 @@ def trained_days(context: SensorEvaluationContext) -> set[str]:
     event = context.instance.get_latest_materialization_event(BEST_MODEL)
     materialization = event.asset_materialization if event else None
     days = materialization.metadata.get("lake_partitions") if materialization else None
-    return set(days.value) if days is not None else set()
+    listed = days.value if days is not None else None
+    return {str(day) for day in listed} if isinstance(listed, list) else set()
 
 
 def training_run_config(days: list[str]) -> dict:
     """The days to train on and, when the environment sets them, smaller training options."""
     options = {key: int(os.environ[env]) for key, env in TRAINING_ENV.items() if env in os.environ}
-    ops = {"training_features": {"config": {"days": days}}}
+    ops: dict[str, dict[str, Any]] = {"training_features": {"config": {"days": days}}}
     if options:
         for trained in [*candidate_models, baseline_models]:
             ops[trained.key.to_user_string()] = {"config": options}

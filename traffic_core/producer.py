@@ -121,7 +121,7 @@ class ReadingProducer:
         value: bytes,
         key: bytes | None,
         timestamp_ms: int,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
         while True:
             try:
@@ -198,7 +198,7 @@ def replay_speeds(
         for j in np.flatnonzero(bad[i]).tolist():
             reason = _limit_reason(values[i, j])
             summary.rejected[reason] += 1
-            header = [
+            header: list[tuple[str, str | bytes | None]] = [
                 ("dlq.reason", reason.encode()),
                 ("dlq.detail", f"speed {values[i, j]}".encode()),
             ]

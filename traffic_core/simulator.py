@@ -541,7 +541,8 @@ class Simulator:
         severity = 0.2 + 0.6 * rng.beta(2, 2.5, k)
         hop_delay = rng.integers(1, 4, k)
         upstream = _upstream_lists(self.network)
-        rows, seg_sensor, seg_start, seg_clear, seg_sev = [], [], [], [], []
+        rows: list[dict[str, Any]] = []
+        seg_sensor, seg_start, seg_clear, seg_sev = [], [], [], []
         for i in np.argsort(start, kind="stable"):
             affected: list[int] = []
             frontier, seen = [int(origin[i])], {int(origin[i])}

@@ -15,6 +15,7 @@ import shutil
 import uuid
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from dagster import (
@@ -112,7 +113,7 @@ def write_single_parquet(frame: DataFrame, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def summary(table: pd.DataFrame, path: Path, raw_file_count: int) -> dict[str, object]:
+def summary(table: pd.DataFrame, path: Path, raw_file_count: int) -> dict[str, Any]:
     """Materialization metadata: size, coverage, data quality and congestion at a glance."""
     readings = int(table["reading_count"].sum())
     missing = readings - int(table["valid_count"].sum())

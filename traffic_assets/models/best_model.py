@@ -2,6 +2,7 @@
 with the lineage an auditor needs (lake days, Kafka offset ranges, data and code versions)."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,7 @@ def best_model(
             )
     days = features_dir(lake).joinpath("days.txt").read_text().split()
     training = pd.read_parquet(features_dir(lake) / "training.parquet")
-    metrics = {
+    metrics: dict[str, dict[str, Any]] = {
         str(minutes): {
             "selected": best[minutes].family,
             "cv_mae": {m.family: m.cv_mae for m in models},

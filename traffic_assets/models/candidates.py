@@ -1,6 +1,7 @@
 """One asset per algorithm: each trains 15/30/60-minute models with time-series CV."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,7 @@ def _candidate_asset(family: str) -> AssetsDefinition:
         X = frame[list(f.FEATURE_NAMES)].to_numpy(dtype="float32")
         out = candidates_dir(lake, family)
         out.mkdir(parents=True, exist_ok=True)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for minutes, steps in f.HORIZONS.items():
             y = frame[f.target_column(steps)].to_numpy(dtype=np.float64)
             model = train_horizon(

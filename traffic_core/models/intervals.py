@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
 
-ArrayLike = np.ndarray | pd.Series
+ArrayLike: TypeAlias = np.ndarray | pd.Series
 
 
 @dataclass(frozen=True)
