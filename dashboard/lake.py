@@ -1,6 +1,6 @@
 """Read the lake's 5-minute aggregates: one Parquet file per day, written by the Dagster asset
-`traffic_5min_aggregates` (columns `traffic_core.windows.AGGREGATE_COLUMNS`) under
-`traffic_core.lake.AGGREGATES_ZONE`.
+`traffic_5min_aggregates` (columns `traffic_core.windows.AGGREGATE_COLUMNS`) in the layout that
+`traffic_core.lake` owns.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from traffic_core.lake import AGGREGATES_ZONE, raw_files
+from traffic_core.lake import AGGREGATES_ZONE, aggregates_files, raw_files
 
-PART_FILE = "part.parquet"
 SYNTHETIC_COLUMN = "is_synthetic"
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -27,14 +26,8 @@ def aggregates_dir(lake_dir: Path) -> Path:
 
 
 def aggregate_files(lake_dir: Path) -> dict[date, Path]:
-    """The days the lake holds aggregates for, oldest first."""
-    files = {}
-    for path in sorted(aggregates_dir(lake_dir).glob(f"date=*/{PART_FILE}")):
-        try:
-            files[date.fromisoformat(path.parent.name.removeprefix("date="))] = path
-        except ValueError:
-            continue  # a stray folder is not a partition
-    return files
+    """The days the lake holds aggregates for, oldest first (stray folders are no days)."""
+    return aggregates_files(Path(lake_dir))
 
 
 def read_aggregates(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from dagster import ConfigurableResource
+
+from traffic_core import lake as layout
 
 
 def local_lake_path(root: str) -> Path:
@@ -30,3 +34,12 @@ class LakeResource(ConfigurableResource):
 
     def path(self, *parts: str) -> Path:
         return local_lake_path(self.root).joinpath(*parts)
+
+    def aggregates_file(self, day: date | str) -> Path:
+        return layout.aggregates_file(self.path(), day)
+
+    def aggregates_files(self, days: Iterable[str] | None = None) -> dict[date, Path]:
+        return layout.aggregates_files(self.path(), days)
+
+    def features_dir(self) -> Path:
+        return layout.features_dir(self.path())

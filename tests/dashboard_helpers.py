@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dashboard.lake import AGGREGATES_ZONE, PART_FILE
 from serving.schemas import ForecastBatch, SensorInfo
 from traffic_core.datasets.graph import load_metr_la_graph
 from traffic_core.datasets.speeds import load_speed_csv, to_long
+from traffic_core.lake import aggregates_file
 from traffic_core.windows import aggregate_windows
 
 SIX_DAYS = "metr-la/los_loop_speed_2012-03-01_to_03-06.csv"
@@ -43,7 +43,7 @@ def write_real_lake(
         readings = to_long(speeds.loc[str(day)].iloc[:, :sensors])
         raw = readings.rename(columns={"timestamp": "event_time"})
         raw["kafka_offset"] = np.arange(len(raw))
-        path = root.joinpath(*AGGREGATES_ZONE, f"date={day}", PART_FILE)
+        path = aggregates_file(root, day)
         path.parent.mkdir(parents=True, exist_ok=True)
         aggregate_windows(raw).to_parquet(path)
     return root

@@ -13,7 +13,6 @@ from dagster import AssetMaterialization, DagsterInstance, MetadataValue, materi
 from sklearn.dummy import DummyRegressor
 
 from resources import LakeResource, ModelStoreResource
-from traffic_assets.aggregation.assets import aggregates_path
 from traffic_assets.models.baselines import baseline_models
 from traffic_assets.models.best_model import best_model
 from traffic_assets.models.candidates import candidate_models
@@ -42,7 +41,7 @@ def lake_with_aggregates(tmp_path: Path, speeds: pd.DataFrame) -> LakeResource:
     for day in DAYS:
         readings = to_long(speeds.loc[day]).rename(columns={"timestamp": "event_time"})
         readings["event_time"] = readings["event_time"].dt.tz_localize("UTC")
-        path = aggregates_path(lake, day)
+        path = lake.aggregates_file(day)
         path.parent.mkdir(parents=True)
         aggregate_windows(readings).to_parquet(path, index=False)
     return lake

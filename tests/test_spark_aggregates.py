@@ -31,7 +31,7 @@ from pyspark.sql import SparkSession
 from resources.lake import LakeResource
 from resources.spark import spark_config
 from traffic_assets.aggregation import checks
-from traffic_assets.aggregation.assets import aggregates_path, traffic_5min_aggregates
+from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_assets.aggregation.spark_windows import aggregate_with_spark
 from traffic_assets.partitions import daily_partitions
 from traffic_core import windows as w
@@ -247,7 +247,7 @@ def first_run(
     print(
         f"dagster: partition {DAY} materialized with checks in {time.perf_counter() - started:.1f}s"
     )
-    return result, pd.read_parquet(aggregates_path(LakeResource(root=str(lake)), DAY))
+    return result, pd.read_parquet(LakeResource(root=str(lake)).aggregates_file(DAY))
 
 
 @pytest.mark.integration
@@ -284,7 +284,7 @@ def test_rerun_replaces_the_partition_identically(
 ) -> None:
     _, before = first_run
     assert run_partition(lake, DAY).success
-    path = aggregates_path(LakeResource(root=str(lake)), DAY)
+    path = LakeResource(root=str(lake)).aggregates_file(DAY)
     pd.testing.assert_frame_equal(pd.read_parquet(path), before)
     assert [p.name for p in path.parent.iterdir()] == ["part.parquet"]
     assert [p.name for p in path.parent.parent.iterdir()] == [f"date={DAY}"]
@@ -295,7 +295,7 @@ def test_a_day_without_raw_data_fails_with_a_clear_message(tmp_path: Path) -> No
     assert not result.success
     [failure] = result.get_step_failure_events()
     assert "no raw readings for 2012-03-09" in str(failure.event_specific_data)
-    assert not aggregates_path(LakeResource(root=str(tmp_path)), "2012-03-09").exists()
+    assert not LakeResource(root=str(tmp_path)).aggregates_file("2012-03-09").exists()
 
 
 def test_a_new_raw_partition_of_an_old_day_triggers_its_aggregates(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from infra.stack.serving import REAL_SIX_DAYS
 from infra.stack.spark import SparkCluster
 from resources.lake import LakeResource, local_lake_path
 from resources.spark import build_spark_resource
-from traffic_assets.aggregation.assets import aggregates_path, traffic_5min_aggregates
+from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_core.datasets import load_speed_csv
 from traffic_core.raw_import import write_speeds_as_raw
 from traffic_core.settings import SparkSettings
@@ -76,7 +76,7 @@ def materialize_day(lake_root: str, master: str) -> tuple[pd.DataFrame, SparkSes
     assert result.success
     session = SparkSession.getActiveSession()
     assert session is not None
-    written = pd.read_parquet(aggregates_path(LakeResource(root=lake_root), DAY))
+    written = pd.read_parquet(LakeResource(root=lake_root).aggregates_file(DAY))
     return written, session
 
 

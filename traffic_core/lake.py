@@ -1,4 +1,5 @@
-"""Layout of the raw-event zone of the lake: one immutable Parquet file per offset range.
+"""Layout of the lake, its one owner: the raw-event zone (one immutable Parquet file per offset
+range), the 5-minute aggregates (one file per day) and the training features.
 
 A file is named by (event date, topic, partition, first offset, last offset) of the Kafka range it
 came from, so writing the same range again replaces the same file: ingestion can fail and rerun
@@ -29,6 +30,9 @@ import pyarrow.parquet as pq
 RAW_ZONE = "raw/traffic_events"
 AGGREGATES_ZONE = ("aggregates", "traffic_5min")
 """Folders of the 5-minute aggregates under the lake root (one `date=YYYY-MM-DD` per day)."""
+AGGREGATES_FILE = "part.parquet"
+FEATURES_ZONE = ("features", "training")
+"""The training matrix, its days and the feature context of the latest training run."""
 
 RAW_SCHEMA = pa.schema(
     [
@@ -82,7 +86,7 @@ def raw_file_path(lake_root: Path, day: date, offsets: OffsetRange) -> Path:
     return (
         lake_root
         / RAW_ZONE
-        / f"date={day.isoformat()}"
+        / day_folder(day)
         / f"topic={offsets.topic}"
         / f"partition={offsets.partition:03d}"
         / f"offsets={offsets.first:020d}-{offsets.last:020d}.parquet"
@@ -90,7 +94,48 @@ def raw_file_path(lake_root: Path, day: date, offsets: OffsetRange) -> Path:
 
 
 def raw_day_dir(lake_root: Path, day: date) -> Path:
-    return lake_root / RAW_ZONE / f"date={day.isoformat()}"
+    return lake_root / RAW_ZONE / day_folder(day)
+
+
+def day_folder(day: date | str) -> str:
+    """The Hive-style folder of one event date, `date=YYYY-MM-DD`."""
+    return f"date={day.isoformat() if isinstance(day, date) else date.fromisoformat(day)}"
+
+
+def folder_day(folder: Path) -> date | None:
+    """The date a `date=YYYY-MM-DD` folder stands for; None for any other (stray) folder."""
+    try:
+        return date.fromisoformat(folder.name.removeprefix("date="))
+    except ValueError:
+        return None
+
+
+def aggregates_file(lake_root: Path, day: date | str) -> Path:
+    return lake_root.joinpath(*AGGREGATES_ZONE, day_folder(day), AGGREGATES_FILE)
+
+
+def aggregates_files(lake_root: Path, days: Iterable[str] | None = None) -> dict[date, Path]:
+    """The aggregated days in the lake (optionally only those of `days`), oldest first."""
+    wanted = None if days is None else {date.fromisoformat(d) for d in days}
+    files = {}
+    for path in sorted(lake_root.joinpath(*AGGREGATES_ZONE).glob(f"date=*/{AGGREGATES_FILE}")):
+        day = folder_day(path.parent)
+        if day is not None and (wanted is None or day in wanted):
+            files[day] = path
+    return files
+
+
+def raw_day_dirs(lake_root: Path) -> dict[date, Path]:
+    """The event dates with a raw folder (files or not), by date."""
+    return {
+        day: folder
+        for folder in (lake_root / RAW_ZONE).glob("date=*")
+        if (day := folder_day(folder)) is not None
+    }
+
+
+def features_dir(lake_root: Path) -> Path:
+    return lake_root.joinpath(*FEATURES_ZONE)
 
 
 def replace_durably(source: Path, path: Path) -> None:

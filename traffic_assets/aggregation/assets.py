@@ -35,17 +35,12 @@ from traffic_assets.aggregation.spark_windows import aggregate_with_spark
 from traffic_assets.partitions import daily_partitions
 from traffic_core import windows as core
 from traffic_core.lake import (
-    AGGREGATES_ZONE,
     ingest_id_counts,
     ingest_id_list,
     raw_day_dir,
     raw_files,
     replace_durably,
 )
-
-
-def aggregates_path(lake: LakeResource, day: str) -> Path:
-    return lake.path(*AGGREGATES_ZONE, f"date={day}", "part.parquet")
 
 
 @asset(
@@ -74,7 +69,7 @@ def traffic_5min_aggregates(
             ),
             metadata={"raw_dir": MetadataValue.path(str(folder))},
         )
-    out = aggregates_path(lake, day)
+    out = lake.aggregates_file(day)
     frame = aggregate_with_spark(pyspark.spark_session, [spark_url(f) for f in files])
     write_single_parquet(frame, out)
     table = pd.read_parquet(out)

@@ -9,7 +9,7 @@ from dagster import (
 )
 
 from resources.lake import LakeResource
-from traffic_assets.aggregation.assets import aggregates_path, traffic_5min_aggregates
+from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_assets.partitions import daily_partitions
 from traffic_core.events.validation import ValidationConfig
 from traffic_core.reference import known_sensor_ids
@@ -24,7 +24,7 @@ MAX_SHARE_MISSING = 0.10
 
 
 def _load(context: AssetCheckExecutionContext, lake: LakeResource) -> pd.DataFrame | None:
-    path = aggregates_path(lake, context.partition_key)
+    path = lake.aggregates_file(context.partition_key)
     return pd.read_parquet(path) if path.is_file() else None
 
 

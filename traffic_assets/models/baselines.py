@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from resources.lake import LakeResource
 from traffic_assets.models.candidates import TrainingConfig
-from traffic_assets.models.training_data import features_dir, speed_grid, training_features
+from traffic_assets.models.training_data import speed_grid, training_features
 from traffic_core import features as f
 from traffic_core.evaluation.cv_baselines import CvBaselines, cv_baselines, profile_column
 from traffic_core.metrics import SCORE_COLUMNS, metrics_by_horizon, persistence_forecast
@@ -41,7 +41,7 @@ def baseline_models(
 ) -> MaterializeResult:
     targets = [f.target_column(steps) for steps in f.HORIZONS.values()]
     columns = [*KEYS, *(profile_column(m) for m in f.HORIZONS), *targets]
-    frame = pd.read_parquet(features_dir(lake) / "training.parquet", columns=columns)
+    frame = pd.read_parquet(lake.features_dir() / "training.parquet", columns=columns)
     grid, _ = speed_grid(lake)
     persistence = frame[KEYS].merge(persistence_forecast(grid), on=KEYS, how="left", validate="1:1")
     result = cv_baselines(frame, persistence, config.n_splits, config.max_rows)

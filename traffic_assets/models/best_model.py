@@ -19,7 +19,7 @@ from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 from traffic_assets.models.baselines import baseline_models, load_baselines
 from traffic_assets.models.candidates import candidate_models, load_candidate
-from traffic_assets.models.training_data import features_dir, training_ingest_ids
+from traffic_assets.models.training_data import training_ingest_ids
 from traffic_core import features as f
 from traffic_core.models import FAMILIES, select_best
 from traffic_core.models.publish import write_bundle
@@ -70,8 +70,8 @@ def best_model(
                 f"CV rows, the candidates on {len(model.residuals)}: run baseline_models with "
                 "the candidates' config"
             )
-    days = features_dir(lake).joinpath("days.txt").read_text().split()
-    training = pd.read_parquet(features_dir(lake) / "training.parquet")
+    days = lake.features_dir().joinpath("days.txt").read_text().split()
+    training = pd.read_parquet(lake.features_dir() / "training.parquet")
     metrics: dict[str, dict[str, Any]] = {
         str(minutes): {
             "selected": best[minutes].family,
@@ -83,7 +83,7 @@ def best_model(
     }
 
     def build(folder: Path) -> dict:
-        intervals = write_bundle(folder, best, features_dir(lake) / "feature_context.npz")
+        intervals = write_bundle(folder, best, lake.features_dir() / "feature_context.npz")
         for minutes, interval in intervals.items():
             metrics[minutes]["interval"] = interval
         return {

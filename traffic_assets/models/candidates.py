@@ -15,7 +15,7 @@ from dagster import (
 )
 
 from resources.lake import LakeResource
-from traffic_assets.models.training_data import features_dir, training_features
+from traffic_assets.models.training_data import training_features
 from traffic_core import features as f
 from traffic_core.models import FAMILIES, TrainedModel, load_joblib, save_joblib, train_horizon
 
@@ -35,7 +35,7 @@ def load_candidate(lake: LakeResource, family: str, minutes: int) -> TrainedMode
 
 
 def training_matrix(lake: LakeResource) -> pd.DataFrame:
-    return pd.read_parquet(features_dir(lake) / "training.parquet")
+    return pd.read_parquet(lake.features_dir() / "training.parquet")
 
 
 def _candidate_asset(family: str) -> AssetsDefinition:

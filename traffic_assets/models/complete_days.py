@@ -25,7 +25,7 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from traffic_core.lake import RAW_ZONE
+from traffic_core.lake import raw_day_dirs
 
 RAW_EVENTS = AssetKey("raw_traffic_events")
 AGGREGATES = AssetKey("traffic_5min_aggregates")
@@ -43,8 +43,7 @@ on missing profiles that serving never sees."""
 def partition_watermarks(lake_root: Path) -> dict[tuple[str, str], date]:
     """Newest event date with raw files, per (topic, partition) folder of the raw zone."""
     newest: dict[tuple[str, str], date] = {}
-    for day_dir in (lake_root / RAW_ZONE).glob("date=*"):
-        day = date.fromisoformat(day_dir.name.removeprefix("date="))
+    for day, day_dir in raw_day_dirs(lake_root).items():
         for folder in day_dir.glob("topic=*/partition=*"):
             key = (folder.parent.name, folder.name)
             newer = key not in newest or day > newest[key]

@@ -2,7 +2,6 @@
 
 import json
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -16,7 +15,7 @@ from dagster import (
 from pydantic import Field
 
 from resources.lake import LakeResource
-from traffic_assets.aggregation.assets import AGGREGATES_ZONE, traffic_5min_aggregates
+from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_assets.models.complete_days import MIN_TRAINING_DAYS, complete_days
 from traffic_core import features as f
 from traffic_core.lake import ingest_id_counts, ingest_id_list, raw_files
@@ -25,12 +24,7 @@ from traffic_core.networks import load_network_graph
 from traffic_core.registry import frame_fingerprint
 from traffic_core.settings import PlatformSettings
 
-FEATURES_ZONE = ("features", "training")
 INGEST_IDS_FILE = "ingest_ids.json"
-
-
-def features_dir(lake: LakeResource) -> Path:
-    return lake.path(*FEATURES_ZONE)
 
 
 class TrainingDaysConfig(Config):
@@ -44,9 +38,8 @@ class TrainingDaysConfig(Config):
 def speed_grid(lake: LakeResource, days: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Mean speed per sensor and 5-minute window over the given (default: every) aggregated
     day, and those days."""
-    files = sorted(lake.path(*AGGREGATES_ZONE).glob("date=*/part.parquet"))
-    if days is not None:
-        files = [p for p in files if p.parent.name.removeprefix("date=") in days]
+    by_day = lake.aggregates_files(days)
+    files = list(by_day.values())
     if not files:
         raise ValueError("no traffic_5min_aggregates partitions in the lake yet")
     frame = pd.concat(
@@ -54,7 +47,7 @@ def speed_grid(lake: LakeResource, days: list[str] | None = None) -> tuple[pd.Da
     )
     grid = frame.pivot(index="window_start", columns="sensor_id", values="speed_mean")
     grid.index = pd.DatetimeIndex(grid.index).tz_convert("UTC").tz_localize(None)
-    return grid.sort_index(), [p.parent.name.removeprefix("date=") for p in files]
+    return grid.sort_index(), [day.isoformat() for day in by_day]
 
 
 def days_ingest_ids(lake: LakeResource, days: list[str]) -> list[dict]:
@@ -65,7 +58,7 @@ def days_ingest_ids(lake: LakeResource, days: list[str]) -> list[dict]:
 
 def training_ingest_ids(lake: LakeResource) -> list[dict]:
     """The ingest ids `training_features` recorded for its rows ([] before it recorded any)."""
-    path = features_dir(lake) / INGEST_IDS_FILE
+    path = lake.features_dir() / INGEST_IDS_FILE
     return json.loads(path.read_text()) if path.exists() else []
 
 
@@ -94,7 +87,7 @@ def training_features(
     frame = crossfit_features(grid, feature_context)
     targets = f.make_targets(grid, sensor_ids=feature_context.sensor_ids)
     frame = frame.merge(targets, on=["timestamp", "sensor_id"], how="inner", validate="1:1")
-    out = features_dir(lake)
+    out = lake.features_dir()
     out.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out / "training.parquet", index=False)
     feature_context.save(out / "feature_context.npz")
