@@ -7,12 +7,10 @@ from typing import Any
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
-from resources.postgres import PostgresResource
 from resources.spark import build_spark_resource
 from traffic_core.settings import (
     KafkaSettings,
     PlatformSettings,
-    PostgresSettings,
     SparkSettings,
 )
 
@@ -20,7 +18,6 @@ __all__ = [
     "KafkaResource",
     "LakeResource",
     "ModelStoreResource",
-    "PostgresResource",
     "build_resources",
 ]
 
@@ -32,6 +29,5 @@ def build_resources() -> dict[str, Any]:
         "kafka": KafkaResource(bootstrap_servers=KafkaSettings().bootstrap_servers),
         "lake": LakeResource(root=str(platform.lake_dir)),
         "model_store": ModelStoreResource(root=str(platform.model_dir)),
-        "postgres": PostgresResource(url=PostgresSettings().url),
         "pyspark": build_spark_resource(SparkSettings()),
     }

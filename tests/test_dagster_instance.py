@@ -37,9 +37,7 @@ def materialize_sensor_graph(instance: DagsterInstance, lake_root: Path) -> None
 def test_definitions_load_with_every_resource() -> None:
     repository = defs.get_repository_def()
     assert sensor_graph.key in repository.asset_graph.get_all_asset_keys()
-    assert {"kafka", "lake", "model_store", "postgres", "pyspark"} <= set(
-        repository.get_top_level_resources()
-    )
+    assert {"kafka", "lake", "model_store", "pyspark"} <= set(repository.get_top_level_resources())
 
 
 def test_dagster_definitions_validate_cli() -> None:
