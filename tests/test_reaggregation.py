@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from dagster import (
+    AssetCheckResult,
     AssetKey,
     AssetMaterialization,
     AssetsDefinition,
@@ -23,6 +24,7 @@ from dagster import (
     DagsterRunStatus,
     Definitions,
     asset,
+    asset_check,
     define_asset_job,
     evaluate_automation_conditions,
     materialize,
@@ -51,6 +53,17 @@ def raw_stand_in(context, config: LateDays) -> None:
         context.log_event(AssetMaterialization(asset_key=context.asset_key, partition=day))
 
 
+@asset_check(asset=raw_stand_in, partitions_def=daily_partitions, blocking=True)
+def raw_speeds_stand_in(context) -> AssetCheckResult:
+    """Fails where the run wrote impossible speeds, as `raw_speeds_in_range` would."""
+    bad = IMPOSSIBLE.get(context.partition_key, False)
+    return AssetCheckResult(passed=not bad)
+
+
+IMPOSSIBLE: dict[str, bool] = {}
+"""Days whose latest ingestion stored impossible speeds (set by `Stack.ingest`)."""
+
+
 @asset(name="traffic_5min_aggregates", partitions_def=daily_partitions)
 def aggregates_stand_in() -> None:
     """What a requested aggregation run leaves in the instance, without Spark."""
@@ -64,6 +77,7 @@ class Stack:
         self.cursor = None
         self.defs = Definitions(
             assets=[raw_stand_in, traffic_5min_aggregates],
+            asset_checks=[raw_speeds_stand_in],
             jobs=[define_asset_job("ingest", selection=[RAW])],
             resources={
                 "pyspark": LazyPySparkResource(spark_config={}),
@@ -79,10 +93,19 @@ class Stack:
         self.cursor = result.cursor
         return result.get_requested_partitions(AGGREGATES)
 
-    def ingest(self, day: str, late: tuple[str, ...] = ()) -> None:
-        """A finished ingestion run of `day` that also stored readings of the `late` days."""
+    def ingest(self, day: str, late: tuple[str, ...] = (), impossible: bool = False) -> None:
+        """A finished ingestion run of `day` that also stored readings of the `late` days; with
+        `impossible`, its blocking check fails and so does the run."""
+        IMPOSSIBLE[day] = impossible
         config = {"ops": {"raw_traffic_events": {"config": {"late_days": list(late)}}}}
-        self.run(raw_stand_in, day, run_config=config)
+        result = materialize(
+            [raw_stand_in, raw_speeds_stand_in],
+            partition_key=day,
+            instance=self.instance,
+            run_config=config,
+            raise_on_error=False,
+        )
+        assert result.success is not impossible
 
     def aggregate(self, day: str) -> None:
         self.run(aggregates_stand_in, day)
@@ -197,4 +220,16 @@ def test_late_readings_stored_during_the_days_own_run_are_aggregated_after_it_to
     stack.store(running, D)
     stack.finish(running)
     assert stack.tick() == {D}
+    assert stack.tick() == set()
+
+
+def test_a_raw_day_failing_a_blocking_check_is_not_aggregated_until_a_run_passes(
+    stack: Stack,
+) -> None:
+    stack.aggregate(D)
+    stack.ingest(NEXT, impossible=True)
+    assert stack.tick() == set()
+    assert stack.tick() == set()
+    stack.ingest(NEXT)
+    assert stack.tick() == {NEXT}
     assert stack.tick() == set()

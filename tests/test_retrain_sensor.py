@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
     AssetMaterialization,
+    DagsterEventType,
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
     MetadataValue,
     RunRequest,
     build_sensor_context,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
 )
 
 from resources.lake import LakeResource
@@ -64,6 +70,20 @@ def add_run(instance: DagsterInstance, job: str, tags: dict[str, str]) -> Dagste
         job_name=job, run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED, tags=tags
     )
     return instance.add_run(run)
+
+
+def check_aggregates(instance: DagsterInstance, day: str, check: str, passed: bool) -> None:
+    """A check evaluation on `day`'s latest aggregates, as the aggregation run records it."""
+    key = AssetKey("traffic_5min_aggregates")
+    storage_ids = instance.get_latest_storage_id_by_partition(
+        key, DagsterEventType.ASSET_MATERIALIZATION
+    )
+    target = AssetCheckEvaluationTargetMaterializationData(
+        storage_id=storage_ids[day], run_id="", timestamp=0.0
+    )
+    instance.report_runless_asset_event(
+        AssetCheckEvaluation(key, check, passed, target_materialization_data=target, partition=day)
+    )
 
 
 def training_days(request: RunRequest) -> list[str]:
@@ -129,3 +149,19 @@ def test_waits_for_a_running_retrain_not_for_ingestion_and_then_adds_new_days(
     assert later is not None and later.run_key != first.run_key
     assert training_days(later) == [D1, D2, D3] and later.tags["new_days"] == "1"
     assert later.run_config["ops"]["xgboost_model"]["config"] == {"max_rows": 5000}
+
+
+@pytest.mark.parametrize("check", ["windows_complete", "speeds_in_range"])
+def test_a_day_whose_latest_aggregates_failed_a_training_gate_waits_for_a_passing_one(
+    instance: DagsterInstance, lake: LakeResource, check: str
+) -> None:
+    for day in (D1, D2, D3, D4):
+        ingest(instance, lake, day, partition=0)
+    aggregate(instance, D1, D2, D3)
+    check_aggregates(instance, D1, check, passed=True)
+    check_aggregates(instance, D2, check, passed=False)
+    assert training_days(tick(instance, lake)) == [D1, D3]
+    aggregate(instance, D2)  # re-aggregated: the failure was about the older aggregates
+    assert training_days(tick(instance, lake)) == [D1, D2, D3]
+    check_aggregates(instance, D3, check, passed=False)
+    assert training_days(tick(instance, lake)) == [D1, D2]

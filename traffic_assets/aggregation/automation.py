@@ -14,6 +14,10 @@ The raw files are durable before their materialization is logged, so a raw updat
 the requesting tick is in the files the requested run reads, and a newer one asks for another
 run. Reruns of a day replace its aggregates, so a spare run costs time, not correctness.
 
+A raw day whose latest materialization failed a blocking check (impossible values stored) is
+not aggregated until a later run of it passes: its ingestion run fails loudly, and nothing
+spreads its values into aggregates and models.
+
 Unlike `eager()`, every partition is considered, not only the latest time window (replayed 2012
 days and late readings for old days matter), and a day that only becomes missing is not
 requested: its aggregates need its raw data, whose arrival triggers them anyway.
@@ -32,8 +36,13 @@ RAW_UPDATED_SINCE_REQUESTED = (
     .with_label("raw_updated_since_last_requested")
 )
 
+RAW_FAILED_A_BLOCKING_CHECK = AutomationCondition.any_deps_match(
+    AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
+).with_label("raw_failed_a_blocking_check")
+
 AGGREGATE_AFTER_RAW_CHANGES = (
     RAW_UPDATED_SINCE_REQUESTED
+    & ~RAW_FAILED_A_BLOCKING_CHECK
     & ~AutomationCondition.any_deps_match(AutomationCondition.executed_with_root_target())
     & ~AutomationCondition.any_deps_missing()
     & ~AutomationCondition.any_deps_in_progress()

@@ -1,4 +1,10 @@
-"""Data-quality checks on each daily partition of `traffic_5min_aggregates` (non-blocking)."""
+"""Data-quality checks on each daily partition of `traffic_5min_aggregates`.
+
+The speed range blocks (an impossible aggregate fails its run). Window completeness fails for a
+day still streaming in, so it does not fail the run; training leaves out any day whose latest
+aggregates failed either check (`traffic_assets.models.complete_days`). A high missing share is a
+warning: real days have outages, and the models are trained for them.
+"""
 
 import pandas as pd
 from dagster import (
@@ -71,8 +77,9 @@ def windows_complete(context: AssetCheckExecutionContext, lake: LakeResource) ->
 @asset_check(
     asset=traffic_5min_aggregates,
     partitions_def=daily_partitions,
-    blocking=False,
-    description="Every valid speed lies in the event contract's range 0..max_speed_mph.",
+    blocking=True,
+    description="Every valid speed lies in the event contract's range 0..max_speed_mph. "
+    "Blocking: impossible aggregates fail their run and are never trained on.",
 )
 def speeds_in_range(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
     table = _load(context, lake)

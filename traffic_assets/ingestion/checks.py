@@ -1,4 +1,10 @@
-"""Data-quality checks on each daily partition of `raw_traffic_events` (non-blocking)."""
+"""Data-quality checks on each daily partition of `raw_traffic_events`.
+
+Only the speed range blocks: a stored speed outside the contract means validation let an
+impossible value through, and aggregating it would spread it into features and models. The
+others describe a day that may still be streaming in (completeness, freshness) or a producer's
+health (DLQ rate): they inform and alert, and training waits for complete days on its own.
+"""
 
 from datetime import date, timedelta
 
@@ -60,8 +66,9 @@ def raw_readings_complete(
 @asset_check(
     asset=raw_traffic_events,
     partitions_def=daily_partitions,
-    blocking=False,
-    description="Stored speeds lie in [0, max]; readings outside were rejected to the DLQ.",
+    blocking=True,
+    description="Stored speeds lie in [0, max]; readings outside were rejected to the DLQ. "
+    "Blocking: the day's aggregation waits for a run of the day that passes.",
 )
 def raw_speeds_in_range(
     context: AssetCheckExecutionContext, lake: LakeResource

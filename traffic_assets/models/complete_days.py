@@ -10,7 +10,9 @@ readings have all been sent. A day D is complete when
 2. no run for D's partition is queued or in progress (an ingestion run holding D's share of an
    offset range, or an aggregation of D);
 3. D's latest `traffic_5min_aggregates` materialization is newer than its latest
-   `raw_traffic_events` one, so the aggregates saw every raw file of D.
+   `raw_traffic_events` one, so the aggregates saw every raw file of D;
+4. no check in `TRAINING_GATES` failed on that materialization (too few windows, impossible
+   speeds): such a day waits for a re-aggregation that passes.
 
 The last day of a replay that stopped is therefore not complete until later readings arrive
 (at real time, once the next day begins). Readings arriving later than the watermark (out of
@@ -23,8 +25,17 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunsFilter,
+)
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from traffic_assets.aggregation.checks import speeds_in_range, windows_complete
 from traffic_core.lake import raw_day_dirs
 
 RAW_EVENTS = AssetKey("raw_traffic_events")
@@ -35,6 +46,10 @@ BUSY = [
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
 ]
+TRAINING_GATES: list[AssetCheckKey] = [
+    key for check in (windows_complete, speeds_in_range) for key in check.check_keys
+]
+"""Checks on a day's aggregates that must pass before any model trains on the day."""
 MIN_TRAINING_DAYS = 2
 """Profile features of a training day come from the other days, so one day alone would train
 on missing profiles that serving never sees."""
@@ -77,4 +92,23 @@ def complete_days(instance: DagsterInstance, lake_root: Path) -> list[str]:
             RunsFilter(tags={"dagster/partition": passed}, statuses=BUSY)
         )
     }
-    return sorted(day for day in passed if day not in busy and aggregated[day] > raw.get(day, -1))
+    failed = failed_training_gates(instance, passed)
+    return sorted(
+        day
+        for day in passed
+        if day not in busy and day not in failed and aggregated[day] > raw.get(day, -1)
+    )
+
+
+def failed_training_gates(instance: DagsterInstance, days: list[str]) -> set[str]:
+    """Days whose latest aggregates failed a check in `TRAINING_GATES`."""
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        TRAINING_GATES, partition_keys=days
+    )
+    return {
+        info.partition_key
+        for info in infos
+        if info.partition_key is not None
+        and info.is_current
+        and info.latest_execution_status is AssetCheckExecutionRecordStatus.FAILED
+    }
