@@ -30,7 +30,7 @@ from traffic_core.datasets import load_speed_csv
 from traffic_core.lake import raw_day_dir
 from traffic_core.raw_import import write_speeds_as_raw
 from traffic_core.settings import LOCAL_STATE_DIR, PlatformSettings, SparkSettings
-from traffic_core.simulator import simulate
+from traffic_core.simulation import simulate
 from traffic_core.windows import DEFAULT_THRESHOLDS
 
 CLUSTER_STATE = LOCAL_STATE_DIR / "bench-spark-cluster"

@@ -33,7 +33,7 @@ from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.lake import OffsetRange, raw_files
 from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.settings import LOCAL_STATE_DIR
-from traffic_core.simulator import simulate
+from traffic_core.simulation import simulate
 
 EVENTS, PIPELINED, DLQ = "bench-events", "bench-events-pipelined", "bench-dlq"
 POLL_SECONDS = 0.5

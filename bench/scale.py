@@ -59,7 +59,7 @@ from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.raw_import import write_speeds_as_raw
 from traffic_core.registry import ModelRegistry
 from traffic_core.settings import LOCAL_STATE_DIR
-from traffic_core.simulator import STEPS_PER_DAY, simulate
+from traffic_core.simulation import STEPS_PER_DAY, simulate
 from traffic_core.windows import WINDOW
 
 STATE = LOCAL_STATE_DIR / "bench-scale"

@@ -7,7 +7,7 @@ import pytest
 
 from traffic_core.datasets import DatasetError
 from traffic_core.networks import load_network_graph, synthetic_network_size
-from traffic_core.simulator import synthetic_graph
+from traffic_core.simulation import synthetic_graph
 
 
 def test_synthetic_name_builds_the_simulators_graph_of_that_size() -> None:

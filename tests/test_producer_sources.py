@@ -18,7 +18,7 @@ from traffic_core.kafka.topics import (
     topic_layout,
 )
 from traffic_core.producer import ReadingProducer, replay_incidents, replay_weather, severity_level
-from traffic_core.simulator import simulate
+from traffic_core.simulation import simulate
 
 pytestmark = pytest.mark.integration
 

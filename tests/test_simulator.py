@@ -11,15 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from traffic_core.datasets import default_data_dir, load_pems_bay_graph, load_speeds
-from traffic_core.simulator import (
+from traffic_core.simulation import (
     INCIDENT_COLUMNS,
     SimulatedDataset,
     Simulator,
     incidents_path,
-    main,
     simulate,
     synthetic_graph,
 )
+from traffic_core.simulation.__main__ import main
 
 
 @pytest.fixture(scope="module")

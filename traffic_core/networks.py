@@ -10,7 +10,7 @@ import os
 
 from traffic_core.datasets.graph import SensorGraph, load_metr_la_graph, load_pems_bay_graph
 from traffic_core.datasets.speeds import DatasetError
-from traffic_core.simulator import synthetic_graph
+from traffic_core.simulation import synthetic_graph
 
 __all__ = ["NETWORKS", "SYNTHETIC_NETWORK", "load_network_graph", "synthetic_network_size"]
 

@@ -17,7 +17,7 @@ from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_mode
 from infra.stack.spark import SparkCluster
 from traffic_core.kafka.topics import ensure_topics, topic_layout
 from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
-from traffic_core.simulator import Simulator, incidents_path
+from traffic_core.simulation import Simulator, incidents_path
 
 SERVICES = ("kafka", "postgres", "dagster", "api", "dashboard")
 OPTIONAL_SERVICES = ("spark",)

@@ -57,7 +57,7 @@ from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import raw_files
 from traffic_core.registry import ModelRegistry
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
-from traffic_core.simulator import Simulator, incidents_path
+from traffic_core.simulation import Simulator, incidents_path
 
 SOAK_PORTS = {
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:26092",
