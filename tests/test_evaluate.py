@@ -16,7 +16,7 @@ import pytest
 from traffic_core import features as f
 from traffic_core import metrics as m
 from traffic_core.datasets import load_metr_la_graph, load_speed_csv
-from traffic_core.evaluate import is_full_metr_la, main
+from traffic_core.evaluation.__main__ import is_full_metr_la, main
 from traffic_core.evaluation.splits import dcrnn_split, dcrnn_test_window, targets_from
 from traffic_core.model_bundle import CONTEXT_FILE, INTERVALS_FILE, onnx_file
 from traffic_core.models import coverage, onnx_predict
@@ -143,7 +143,7 @@ def test_cli_runs_as_a_module(registry: Path, shared_data: Path, tmp_path: Path)
         [
             sys.executable,
             "-m",
-            "traffic_core.evaluate",
+            "traffic_core.evaluation",
             "--data",
             str(shared_data / SIX_DAYS),
             "--test-from",

@@ -1,6 +1,6 @@
 """Score a published model on any speed file's held-out targets, next to both baselines.
 
-    python -m traffic_core.evaluate --data FILE --test-from 2012-03-06 [--model latest|VERSION]
+    python -m traffic_core.evaluation --data FILE --test-from 2012-03-06 [--model latest|VERSION]
         [--registry DIR] [--start T] [--json OUT]
 
 Only targets at or after --test-from are scored; earlier rows give features their context and
@@ -104,7 +104,7 @@ def _print_window(result: WindowScores) -> None:
 def main(
     argv: list[str] | None = None, *, full_metr_la: Callable[[Path], bool] = is_full_metr_la
 ) -> int:
-    parser = argparse.ArgumentParser(prog="python -m traffic_core.evaluate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m traffic_core.evaluation", description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="metr-la.h5, CSV or Parquet")
     parser.add_argument(
         "--test-from", required=True, help="score only targets at or after this time"
