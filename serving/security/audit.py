@@ -240,11 +240,15 @@ class AuditWriter:
     def _run(self) -> None:
         next_try = 0.0
         while not self._stop.wait(self._flush_seconds):
-            if time.monotonic() >= next_try:
-                written = self._drain() and self._replay()
-                next_try = 0.0 if written else time.monotonic() + self._retry_seconds
-            if next_try and self.spill is not None and len(self._pending) >= self._spill_at:
-                self._spill_or_keep()
+            try:
+                if time.monotonic() >= next_try:
+                    written = self._drain() and self._replay()
+                    next_try = 0.0 if written else time.monotonic() + self._retry_seconds
+                if next_try and self.spill is not None and len(self._pending) >= self._spill_at:
+                    self._spill_or_keep()
+            except Exception:  # a bug here must not end the audit trail: log, try again later
+                log.exception("audit: writer error; retrying")
+                next_try = time.monotonic() + self._retry_seconds
         self._final_drain()
 
     def _take(self, count: int) -> list[AuditRow]:
@@ -400,9 +404,16 @@ _LIMITS = {
 def _prepare(row: AuditRow) -> dict[str, Any]:
     """The row as the table takes it: text sanitized to its column, the time a datetime."""
     values = row._asdict()
-    values["ts"] = datetime.fromtimestamp(values.pop("started"), UTC)
+    started = values.pop("started")
+    try:
+        values["ts"] = datetime.fromtimestamp(started, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        values["ts"] = datetime.now(UTC)  # a clock gone wrong must not cost the row
     for name, limit in _LIMITS.items():
-        values[name] = sanitize(values[name], limit)
+        value = values[name]
+        values[name] = sanitize(
+            value if value is None or isinstance(value, str) else str(value), limit
+        )
     return values
 
 
