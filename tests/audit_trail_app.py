@@ -1,10 +1,11 @@
 """A small API with the real security layer and one guarded route, for the audit trail tests
-(in process, or as `uvicorn --factory audit_trail_app:create` configured by TRAFFIC_API_*)."""
+(in process, or as `uvicorn --factory audit_trail_app:serve` configured by TRAFFIC_API_*)."""
 
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
+from serving.request_logging import configure_logging
 from serving.security import Role, SecuritySettings, install_security, require
 
 API_KEY = "audit-trail-key-0123456789"
@@ -36,3 +37,9 @@ def create(settings: SecuritySettings | None = None) -> FastAPI:
 
     install_security(app, settings or SecuritySettings())
     return app
+
+
+def serve() -> FastAPI:
+    """As the API runs: JSON logs at INFO, security settings from the environment."""
+    configure_logging("INFO")
+    return create()

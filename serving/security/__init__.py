@@ -64,6 +64,7 @@ def install_security(app: FastAPI, settings: SecuritySettings | None = None) -> 
             settings.audit_url,
             spill_dir=settings.audit_spill_dir,
             drain_seconds=settings.audit_drain_seconds,
+            flush_seconds=settings.audit_flush_seconds,
         )
         if settings.audit_enabled
         else None

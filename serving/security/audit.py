@@ -238,8 +238,8 @@ class AuditWriter:
         self._table_ready = True
 
     def _run(self) -> None:
-        next_try = 0.0
-        while not self._stop.wait(self._flush_seconds):
+        next_try = 0.0  # first thing: replay what an earlier run spilled
+        while True:
             try:
                 if time.monotonic() >= next_try:
                     written = self._drain() and self._replay()
@@ -249,6 +249,8 @@ class AuditWriter:
             except Exception:  # a bug here must not end the audit trail: log, try again later
                 log.exception("audit: writer error; retrying")
                 next_try = time.monotonic() + self._retry_seconds
+            if self._stop.wait(self._flush_seconds):
+                break
         self._final_drain()
 
     def _take(self, count: int) -> list[AuditRow]:
@@ -283,6 +285,8 @@ class AuditWriter:
         return done
 
     def _final_drain(self) -> None:
+        if self._pending:
+            log.info("audit: writing %d waiting rows before stopping", len(self._pending))
         self._drain(self._deadline or time.monotonic() + self._drain_seconds)
         with self._lock:
             if self._abandoned:
@@ -326,12 +330,12 @@ class AuditWriter:
         if error is None:
             return []
         if _unreachable(error):
-            self._note_failing()
+            self._note_failing(error)
             return rows
         for index, row in enumerate(rows):
             error = self._insert([row])
             if error is not None and _unreachable(error):
-                self._note_failing()
+                self._note_failing(error)
                 return rows[index:]
             if error is not None:
                 self._quarantine(row, error)
@@ -350,12 +354,12 @@ class AuditWriter:
         self.written += len(rows)
         return None
 
-    def _note_failing(self) -> None:
+    def _note_failing(self, error: BaseException) -> None:
         if not self._failing:
             log.warning(
                 "audit: cannot reach the audit log; keeping rows and retrying every %.0fs",
                 self._retry_seconds,
-                exc_info=True,
+                exc_info=error,
             )
         self._failing = True
 

@@ -117,6 +117,9 @@ class SecuritySettings(BaseSettings):
         default=DEFAULT_AUDIT_SPILL_DIR,
         description="Audit rows kept on disk: spilled at shutdown or outage, and quarantined.",
     )
+    audit_flush_seconds: float = Field(
+        default=0.25, gt=0, description="How often the audit backlog is written."
+    )
     audit_drain_seconds: float = Field(
         default=10.0, gt=0, description="At shutdown, writing the backlog stops after this."
     )
