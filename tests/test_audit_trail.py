@@ -28,16 +28,18 @@ from typing import Any
 import httpx
 import pytest
 from api_fixtures import free_port
-from audit_trail_app import API_KEY, create, settings_env
+from audit_trail_app import API_KEY, JWT_SECRET, create, settings_env
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import Engine, create_engine, make_url, select, text
 
 from infra.stack.postgres import PostgresServer
 from infra.stack.process import wait_until
+from serving.app import create_app
 from serving.prometheus import AuditCollector
+from serving.security import SecuritySettings
 from serving.security.audit import AuditRow, AuditWriter, audit_log
 from serving.security.audit_redact import redact_query
 from serving.security.audit_sanitize import TEXT_LIMIT, escape, restore, restore_bytes, sanitize
@@ -417,3 +419,16 @@ def test_sigterm_with_a_backlog_drains_or_spills_and_the_next_start_replays(
     rows = _stored(audit_db, tag)
     assert set(rows) == set(down) | set(up)
     assert SpillDir(spill_dir).files() == [] and SpillDir(spill_dir).quarantined() == []
+
+
+def test_the_api_exports_the_audit_outcomes(tmp_path: Path) -> None:
+    security = SecuritySettings(
+        jwt_secret=JWT_SECRET,
+        audit_url=f"sqlite:///{tmp_path / 'audit.db'}",
+        audit_spill_dir=tmp_path,
+    )
+    app = create_app(security=security)
+    exported = generate_latest(app.state.metrics).decode()
+    for outcome in ("written", "replayed", "quarantined", "spilled", "dropped", "lost"):
+        assert f'api_audit_rows_total{{outcome="{outcome}"}} 0.0' in exported
+    assert "api_audit_backlog 0.0" in exported
