@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from traffic_core.durable import fsync_path
+
 log = logging.getLogger(__name__)
 
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -73,7 +75,7 @@ class SpillDir:
         partial = self.path / f".{name}.partial"  # not a spill file until complete
         _write_lines(partial, [_dumps(row) for row in rows], os.O_CREAT | os.O_EXCL)
         partial.rename(path)
-        _sync_dir(self.path)
+        fsync_path(self.path)
         return path
 
     def quarantine(self, row: Row, reason: str) -> None:
@@ -113,7 +115,7 @@ class SpillDir:
                     return stored, False
                 path.unlink()
         if stored:
-            _sync_dir(self.path)
+            fsync_path(self.path)
         return stored, True
 
 
@@ -132,11 +134,3 @@ def _claim(path: Path) -> Any:
         handle.close()
         return None
     return handle
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
