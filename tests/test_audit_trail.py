@@ -347,6 +347,31 @@ def test_postgres_down_during_a_burst_spills_and_replays(
     assert _audit_metric(writer, "spilled") == _audit_metric(writer, "replayed") == writer.spilled
 
 
+@pytest.mark.integration
+def test_spill_files_are_replayed_and_unreadable_lines_quarantined(
+    audit_db: str, tmp_path: Path
+) -> None:
+    nowhere = make_url(audit_db).set(port=free_port()).render_as_string(hide_password=False)
+    lost_db = AuditWriter(nowhere, spill_dir=tmp_path, flush_seconds=0.05, retry_seconds=0.5)
+    tag = f"replay-{time.time_ns()}-"
+    for i in range(30):
+        lost_db.submit(_row(f"{tag}{i}"))
+    lost_db.close()  # the database never answered: the rows go to a spill file
+    (spilled,) = SpillDir(tmp_path).files()
+    with spilled.open("a") as out:
+        out.write('{"request_id": "torn\n')  # as a disk full or a hand edit may leave it
+
+    writer = AuditWriter(audit_db, spill_dir=tmp_path, flush_seconds=0.05)
+    writer.start()
+    assert wait_until(lambda: writer.replayed == 30, 30), writer.replayed
+    writer.close()
+    assert set(_stored(audit_db, tag)) == {f"{tag}{i}" for i in range(30)}
+    assert SpillDir(tmp_path).files() == []
+    (entry,) = SpillDir(tmp_path).quarantined()
+    assert entry["line"] == '{"request_id": "torn' and "unreadable" in entry["reason"]
+    assert (lost_db.spilled, writer.quarantined) == (30, 1)
+
+
 def _start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "uvicorn", "--factory", "audit_trail_app:serve"]
     command += ["--app-dir", str(REPO_ROOT / "tests"), "--port", str(port), "--host", "127.0.0.1"]

@@ -275,11 +275,15 @@ class AuditWriter:
         """Spill files, once after start and again whenever a backlog was spilled."""
         if not self._replay_due or self.spill is None:
             return True
+        unreadable = self.spill.unreadable
         try:
             stored, done = self.spill.replay(self._store)
         except Exception:
             log.exception("audit: cannot replay the spill files in %s", self.spill.path)
-            return True  # the files stay for the next start; the live rows keep flowing
+            self._replay_due = False  # they stay for the next start; live rows keep flowing
+            return True
+        finally:
+            self.quarantined += self.spill.unreadable - unreadable
         self.replayed += stored
         self._replay_due = not done
         return done

@@ -4,10 +4,12 @@ Both are JSON-lines files, created 0600 (a row names callers and their queries),
 state folder (`TRAFFIC_API_AUDIT_SPILL_DIR`):
 
 - `spill-<time>-<pid>-<n>.jsonl`: rows written at shutdown or while the database was down with
-  a full backlog. The writer replays them into the database at its next start (or as soon as
-  the database answers again) and deletes each file once every row in it is stored or
-  quarantined. Several API workers may share the folder: a worker claims a file with an
-  exclusive `flock`, so no file is replayed twice.
+  a full backlog (written under a temporary name, fsynced, then renamed: a file is complete).
+  The writer replays them into the database at its next start (or as soon as the database
+  answers again) and deletes each file once every row in it is stored or quarantined.
+  Several API workers may share the folder: a worker claims a file with an exclusive `flock`,
+  so no file is replayed twice. A worker killed between the database's commit and the delete
+  replays that file again at its next start: rows may then be stored twice, never lost.
 - `quarantine.jsonl`: rows the database refused even one by one, each with the reason
   (`{"reason": ..., "row": {...}}`). A file, not a table: the refusal may come from the very
   database, or content, a table would need. Rows are sanitized, so this should stay empty; an
@@ -63,6 +65,7 @@ class SpillDir:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.unreadable = 0
 
     def _ready(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -80,8 +83,11 @@ class SpillDir:
 
     def quarantine(self, row: Row, reason: str) -> None:
         """Append `row` and why the database refused it to the quarantine file."""
+        self._quarantine({"reason": reason, "row": json.loads(_dumps(row))})
+
+    def _quarantine(self, entry: dict[str, Any]) -> None:
         self._ready()
-        line = json.dumps({"reason": reason, "row": json.loads(_dumps(row))}, ensure_ascii=True)
+        line = json.dumps(entry, ensure_ascii=True)
         _write_lines(self.path / QUARANTINE_FILE, [line], os.O_CREAT | os.O_APPEND)
 
     def quarantined(self) -> list[dict[str, Any]]:
@@ -94,36 +100,44 @@ class SpillDir:
         return sorted(self.path.glob(SPILL_GLOB)) if self.path.is_dir() else []
 
     def replay(self, store: Callable[[list[Row]], list[Row]]) -> tuple[int, bool]:
-        """Hand each spill file's rows to `store`, which returns those it could not write yet.
-        A file is deleted when none are left; otherwise it keeps the rest and the replay stops.
-        Returns the rows stored and whether every file was done."""
+        """Hand each spill file's rows to `store`, which returns those it could not write yet
+        (the database went away). A file is deleted once handed over, after what is left of it
+        went to a new spill file; then the replay stops. Unreadable lines are quarantined.
+        Returns the rows handed over and stored, and whether every file was done."""
         stored = 0
         for path in self.files():
             handle = _claim(path)
             if handle is None:
                 continue  # another worker is replaying it, or already did
             with handle:
-                rows = [_loads(line) for line in handle.read().splitlines() if line.strip()]
+                rows = self._rows(handle.read())
                 rest = store(rows)
                 stored += len(rows) - len(rest)
                 if rest:
-                    handle.seek(0)
-                    handle.truncate()
-                    handle.write("".join(_dumps(row) + "\n" for row in rest))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    return stored, False
+                    self.spill(rest)
                 path.unlink()
-        if stored:
-            fsync_path(self.path)
+                fsync_path(self.path)
+            if rest:
+                return stored, False
         return stored, True
+
+    def _rows(self, text: str) -> list[Row]:
+        rows = []
+        for line in filter(str.strip, text.splitlines()):
+            try:
+                rows.append(_loads(line))
+            except (ValueError, TypeError, KeyError) as exc:
+                self.unreadable += 1
+                log.error("audit: unreadable spill line quarantined: %s", exc)
+                self._quarantine({"reason": f"unreadable spill line: {exc}", "line": line})
+        return rows
 
 
 def _claim(path: Path) -> Any:
     """The open, exclusively locked file, or None when another process holds it or the name
     no longer points at what was opened (replayed and deleted meanwhile)."""
     try:
-        handle = open(path, "r+", encoding="ascii")  # noqa: SIM115 - returned to a with-block
+        handle = open(path, encoding="ascii", errors="replace")  # noqa: SIM115 - returned
     except FileNotFoundError:
         return None
     try:
