@@ -220,7 +220,7 @@ class AuditWriter:
                     pool_size=1,
                     max_overflow=0,
                     pool_pre_ping=True,
-                    connect_args={"connect_timeout": 10} if postgres else {},
+                    connect_args=_POSTGRES_TIMEOUTS if postgres else {},
                 )
             self._engine = engine
         return self._engine
@@ -379,6 +379,16 @@ class AuditWriter:
         else:
             log.error("audit: row refused (%s), quarantined in %s", reason, self.spill.path)
 
+
+_POSTGRES_TIMEOUTS = {
+    "connect_timeout": 10,
+    "tcp_user_timeout": 10_000,  # ms; with the keepalives, a vanished server frees the writer
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+"""libpq settings that keep an unreachable database from holding the writer thread forever
+(it would then neither write nor spill)."""
 
 _CONNECTION_SQLSTATES = ("08", "53", "57", "58")
 """Connection exception, insufficient resources, operator intervention, system error."""
