@@ -90,6 +90,8 @@ def test_sanitized_bytes_give_back_the_original_bytes(raw: bytes, limit: int) ->
     _check_sanitized(value, stored, limit)
     if len(escape(value)) <= limit:
         assert restore_bytes(stored) == raw
+    query = redact_query(raw)  # any bytes as a query string: redacted, then storable
+    _check_sanitized(query, sanitize(query, limit) or "", limit)
 
 
 SECRET_NAMES = ("access_token", "token", "api_key", "apikey", "key", "password", "passwd")
