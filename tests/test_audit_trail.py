@@ -139,17 +139,20 @@ def test_secret_parameters_are_redacted_however_spelled(
 # --- against the real PostgreSQL ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def audit_db(postgres_server: PostgresServer) -> str:
-    """A schema of this module's own (first on the search path), so rows are counted exactly."""
-    schema = f"audit_trail_{os.getpid()}"
-    admin = create_engine(postgres_server.url, isolation_level="AUTOCOMMIT")
+def _fresh_schema(server: PostgresServer, schema: str) -> str:
+    """The URL of an empty schema first on the search path, so rows are counted exactly."""
+    admin = create_engine(server.url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     admin.dispose()
-    url = make_url(postgres_server.url).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = make_url(server.url).update_query_dict({"options": f"-csearch_path={schema}"})
     return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module")
+def audit_db(postgres_server: PostgresServer) -> str:
+    return _fresh_schema(postgres_server, f"audit_trail_{os.getpid()}")
 
 
 @pytest.fixture(scope="module")
@@ -302,6 +305,32 @@ def test_a_refused_row_is_quarantined_and_its_batch_written(audit_db: str, tmp_p
     assert (writer.written, writer.quarantined) == (18, 2)
     assert _audit_metric(writer, "quarantined") == 2
     assert _audit_metric(writer, "written") == 18
+
+
+@pytest.mark.integration
+def test_a_dropped_table_keeps_the_rows_until_it_is_back(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """Missing table or permission is the database's state, not the rows': kept, not
+    quarantined, and the table is created again."""
+    url = _fresh_schema(postgres_server, f"audit_dropped_{os.getpid()}")
+    writer = AuditWriter(url, spill_dir=tmp_path, flush_seconds=0.05, retry_seconds=0.2)
+    writer.start()
+    tag = f"dropped-{time.time_ns()}-"
+    try:
+        writer.submit(_row(tag + "before"))
+        assert wait_until(lambda: writer.written == 1, 30)
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE api_audit_log"))
+        engine.dispose()
+        for i in range(10):
+            writer.submit(_row(f"{tag}{i}"))
+        assert wait_until(lambda: writer.written == 11, 30), (writer.written, writer.quarantined)
+    finally:
+        writer.close()
+    assert set(_stored(url, tag)) == {f"{tag}{i}" for i in range(10)}
+    assert (writer.quarantined, writer.dropped, writer.failed) == (0, 0, 0)
 
 
 @pytest.mark.integration

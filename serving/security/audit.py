@@ -359,6 +359,7 @@ class AuditWriter:
         return None
 
     def _note_failing(self, error: BaseException) -> None:
+        self._table_ready = False  # dropped or not yet there: created again on the next try
         if not self._failing:
             log.warning(
                 "audit: cannot reach the audit log; keeping rows and retrying every %.0fs",
@@ -390,18 +391,22 @@ _POSTGRES_TIMEOUTS = {
 """libpq settings that keep an unreachable database from holding the writer thread forever
 (it would then neither write nor spill)."""
 
-_CONNECTION_SQLSTATES = ("08", "53", "57", "58")
-"""Connection exception, insufficient resources, operator intervention, system error."""
+_DATABASE_SQLSTATES = ("08", "42", "53", "57", "58")
+"""Connection exception, a missing table or permission, insufficient resources (disk full),
+operator intervention, system error: the database's state, not the row's content."""
 
 
 def _unreachable(error: BaseException) -> bool:
-    """A lost or refused connection (retry later), as opposed to a refused row (quarantine)."""
+    """The database cannot take rows now (retry later), as opposed to refusing this row's
+    content (a data or integrity error: quarantine)."""
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
-    if not isinstance(error, OperationalError | InterfaceError):
-        return False
+    if not isinstance(error, DBAPIError):
+        return False  # the driver refused the values themselves
     sqlstate = getattr(error.orig, "pgcode", None) or getattr(error.orig, "sqlstate", None)
-    return sqlstate is None or str(sqlstate).startswith(_CONNECTION_SQLSTATES)
+    if sqlstate is None:
+        return isinstance(error, OperationalError | InterfaceError)
+    return str(sqlstate).startswith(_DATABASE_SQLSTATES)
 
 
 def _reason(error: BaseException) -> str:
