@@ -40,6 +40,7 @@ from infra.stack.process import wait_until
 from serving.app import create_app
 from serving.prometheus import AuditCollector
 from serving.security import SecuritySettings
+from serving.security import audit as audit_module
 from serving.security.audit import AuditRow, AuditWriter, audit_log
 from serving.security.audit_redact import redact_query
 from serving.security.audit_sanitize import TEXT_LIMIT, escape, restore, restore_bytes, sanitize
@@ -488,3 +489,28 @@ def test_the_api_exports_the_audit_outcomes(tmp_path: Path) -> None:
     for outcome in ("written", "replayed", "quarantined", "spilled", "dropped", "lost"):
         assert f'api_audit_rows_total{{outcome="{outcome}"}} 0.0' in exported
     assert "api_audit_backlog 0.0" in exported
+
+
+def test_an_error_in_the_writer_does_not_end_the_trail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unforeseen error while writing (here: preparing the first row) is logged, the batch
+    goes back to the backlog and the thread carries on."""
+    prepare, calls = audit_module._prepare, []
+
+    def failing_once(row: AuditRow) -> dict[str, Any]:
+        calls.append(row.request_id)
+        if len(calls) == 1:
+            raise RuntimeError("unforeseen")
+        return prepare(row)
+
+    monkeypatch.setattr(audit_module, "_prepare", failing_once)
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    writer = AuditWriter(url, spill_dir=tmp_path, flush_seconds=0.05, retry_seconds=0.1)
+    writer.start()
+    for i in range(5):
+        writer.submit(_row(f"bug-{i}"))
+    assert wait_until(lambda: writer.written == 5, 30)
+    writer.close()
+    assert set(_stored(url, "bug-")) == {f"bug-{i}" for i in range(5)}
+    assert calls[0] == "bug-0" and writer.quarantined == 0

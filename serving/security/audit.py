@@ -248,6 +248,9 @@ class AuditWriter:
                     self._spill_or_keep()
             except Exception:  # a bug here must not end the audit trail: log, try again later
                 log.exception("audit: writer error; retrying")
+                with self._lock:  # rows of the batch may be stored twice then, none lost
+                    self._pending.extendleft(reversed(self._in_flight))
+                    self._in_flight = []
                 next_try = time.monotonic() + self._retry_seconds
             if self._stop.wait(self._flush_seconds):
                 break
@@ -324,7 +327,12 @@ class AuditWriter:
         assert self.spill is not None
         path = self.spill.spill([_prepare(row) for row in rows])
         self.spilled += len(rows)
-        log.warning("audit: %d rows spilled to %s, replayed at the next start", len(rows), path)
+        log.warning(
+            "audit: %d rows spilled to %s, replayed once the database answers (or at the next "
+            "start)",
+            len(rows),
+            path,
+        )
 
     def _store(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Insert `rows`; when the database refuses the batch (not a lost connection), row by
