@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from serving.model_runtime import ModelHolder
-from serving.prometheus import RequestMetrics, ServiceCollector
+from serving.prometheus import AuditCollector, RequestMetrics, ServiceCollector
 from serving.publisher_election import PublisherElection
 from serving.request_logging import configure_logging
 from serving.routes import alerts, forecasts, health, models, network, sensors, streams
@@ -91,6 +91,8 @@ def create_app(
 
     app.add_middleware(forecasts.OneSensorFastPath)  # innermost: inside CORS, audit, metrics
     install_security(app, security or SecuritySettings())
+    if app.state.audit_writer is not None:
+        app.state.metrics.register(AuditCollector(app.state.audit_writer))
     app.add_middleware(RequestMetrics, registry=app.state.metrics)
     return app
 

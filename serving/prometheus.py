@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from serving.security.audit import AuditWriter
 from serving.service import ForecastService
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -106,4 +107,29 @@ class ServiceCollector(Collector):
             "api_stream_dropped",
             "Messages dropped for slow subscribers.",
             value=svc.broadcaster.dropped,
+        )
+
+
+class AuditCollector(Collector):
+    """What became of the audit rows; anything but `written` deserves a look (see
+    serving/security/audit_spill.py for where spilled and quarantined rows are)."""
+
+    def __init__(self, writer: AuditWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Any]:
+        writer = self.writer
+        rows = CounterMetricFamily(
+            "api_audit_rows",
+            "Audit rows by outcome: written to the database (replayed: of them, from spill "
+            "files), quarantined (refused by the database), spilled to disk, dropped (backlog "
+            "full) or lost (nowhere to go at shutdown).",
+            labels=["outcome"],
+        )
+        for outcome in ("written", "replayed", "quarantined", "spilled", "dropped"):
+            rows.add_metric([outcome], getattr(writer, outcome))
+        rows.add_metric(["lost"], writer.failed)
+        yield rows
+        yield GaugeMetricFamily(
+            "api_audit_backlog", "Audit rows waiting in memory.", value=writer.backlog
         )

@@ -26,6 +26,8 @@ from typing import Any
 
 import pandas as pd
 
+from traffic_core.durable import fsync_path as _fsync
+
 MANIFEST = "manifest.json"
 LATEST = "latest"
 VERSIONS = "versions"
@@ -108,15 +110,6 @@ def git_commit(cwd: Path = Path(__file__).parent) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or a folder entry to disk (a rename is durable once its folder is)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ModelRegistry:

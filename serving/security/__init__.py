@@ -59,7 +59,16 @@ def install_security(app: FastAPI, settings: SecuritySettings | None = None) -> 
     and audit, CORS. Raises SecurityConfigError when no JWT secret is configured."""
     settings = settings or SecuritySettings()
     security = Security.from_settings(settings)
-    writer = AuditWriter(settings.audit_url) if settings.audit_enabled else None
+    writer = (
+        AuditWriter(
+            settings.audit_url,
+            spill_dir=settings.audit_spill_dir,
+            drain_seconds=settings.audit_drain_seconds,
+            flush_seconds=settings.audit_flush_seconds,
+        )
+        if settings.audit_enabled
+        else None
+    )
     app.state.security = security
     app.state.audit_writer = writer
     # add_middleware wraps what is already there, so the last one added runs first.

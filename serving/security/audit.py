@@ -1,9 +1,19 @@
 """Who called what: an `api_audit_log` row per guarded request, written off the request path.
 
 The middleware only appends a tuple to a bounded backlog; a daemon thread drains it in batches
-into SQLite (default) or PostgreSQL. While the database is down, a failed batch goes back to the
-front of the backlog and is retried every `retry_seconds`, so a restart loses nothing; only when
-the backlog fills are rows dropped and counted rather than making requests wait.
+into SQLite (default) or PostgreSQL. No request can stop the trail:
+
+- values are sanitized first (`audit_sanitize`: control characters and invalid UTF-8 spelled
+  out, lengths bounded) and secret query parameters redacted (`audit_redact`);
+- a batch the database refuses for its content is written row by row, and each row it still
+  refuses goes to the quarantine file with the database's reason (`audit_spill`);
+- while the database is unreachable the rows stay in the backlog and are retried every
+  `retry_seconds`; once half the backlog is used they move to a spill file;
+- at shutdown the backlog is written until `drain_seconds` pass, the rest is spilled, and spill
+  files are replayed at the next start.
+
+Rows are dropped (and counted) only when the backlog is full before the writer thread could
+spill it, or when there is no spill folder, so requests never wait for the audit.
 """
 
 from __future__ import annotations
@@ -11,11 +21,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import re
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,9 +44,13 @@ from sqlalchemy import (
     inspect,
     make_url,
 )
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.request_logging import AccessEntry, current_request_id, log_access
+from serving.security.audit_redact import redact_query
+from serving.security.audit_sanitize import TEXT_LIMIT, sanitize
+from serving.security.audit_spill import SpillDir
 from serving.security.auth import STATE_AUTH_METHOD, STATE_PRINCIPAL
 
 log = logging.getLogger(__name__)
@@ -82,39 +94,63 @@ class AuditWriter:
     """Batches rows into the database from a daemon thread.
 
     Rows wait in a deque that the thread polls every `flush_seconds`: appending needs no lock
-    and wakes no thread, so the request path pays well under a microsecond per row.
+    and wakes no thread, so the request path pays well under a microsecond per row. Values are
+    sanitized (`audit_sanitize`) before they are stored. With a `spill_dir`, rows that cannot
+    wait in memory (database down with a full backlog, or shutdown) go to spill files that are
+    replayed later, and rows the database refuses go to the quarantine file (`audit_spill`).
+
+    Counters: `written` rows are in the database (`replayed` of them came from spill files),
+    `quarantined` were refused, `spilled` went to disk, `dropped` were lost because the backlog
+    was full and `failed` because nothing could take them at shutdown.
     """
 
     def __init__(
         self,
         url: str,
         *,
+        spill_dir: Path | None = None,
         max_pending: int = 20_000,
         batch_size: int = 1_000,
         flush_seconds: float = 0.25,
         retry_seconds: float = 2.0,
+        drain_seconds: float = 10.0,
     ) -> None:
         self.url = url
+        self.spill = SpillDir(spill_dir) if spill_dir is not None else None
         self._pending: deque[AuditRow] = deque()
         self._max_pending = max_pending
+        self._spill_at = max(max_pending // 2, 1)
         self._batch_size = batch_size
         self._flush_seconds = flush_seconds
         self._retry_seconds = retry_seconds
+        self._drain_seconds = drain_seconds
         self._engine: Engine | None = None
         self._table_ready = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
+        self._abandoned = False
+        self._deadline: float | None = None
+        self._in_flight: list[AuditRow] = []
+        self._replay_due = self.spill is not None
         self.written = 0
+        self.replayed = 0
+        self.quarantined = 0
+        self.spilled = 0
         self.dropped = 0
         self.failed = 0
         self._failing = False
         self._last_drop_warning = 0.0
 
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
     def start(self) -> None:
         """Create the table now (raising if the database is unreachable) and start writing;
-        called at application startup so a wrong URL stops the deployment, not the audit."""
+        called at application startup so a wrong URL stops the deployment, not the audit.
+        Spill files left by an earlier run are replayed first thing by the writer thread."""
         self._ensure_table()
         self._launch()
 
@@ -132,19 +168,31 @@ class AuditWriter:
             self._last_drop_warning = now
             log.warning("audit backlog full or writer closed: %d rows dropped", self.dropped)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is pending and stop the thread; safe to call twice."""
+    def close(self, timeout: float | None = None) -> None:
+        """Write what is pending within `timeout` (default `drain_seconds`), spill the rest,
+        and stop the thread; safe to call twice. Should the thread still be stuck in the
+        database after the deadline, its rows are spilled from here: rows in flight may then
+        be stored twice, but none is lost."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             thread = self._thread
         atexit.unregister(self.close)
+        timeout = self._drain_seconds if timeout is None else timeout
+        self._deadline = time.monotonic() + timeout
         self._stop.set()
         if thread is not None:
-            thread.join(timeout)
+            thread.join(timeout + 5.0)  # the thread spills after the deadline; give it time
             if thread.is_alive():
-                log.error("audit writer still busy after %.0fs; pending rows may be lost", timeout)
+                with self._lock:
+                    self._abandoned = True
+                    rows = [*self._in_flight, *self._pending]
+                    self._pending.clear()
+                log.error("audit writer still busy after %.0fs; spilling its rows", timeout)
+                self._spill_or_lose(rows)
+        elif self._pending:
+            self._spill_or_lose(self._take(len(self._pending)))
         if self._engine is not None:
             self._engine.dispose()
 
@@ -172,7 +220,7 @@ class AuditWriter:
                     pool_size=1,
                     max_overflow=0,
                     pool_pre_ping=True,
-                    connect_args={"connect_timeout": 10} if postgres else {},
+                    connect_args=_POSTGRES_TIMEOUTS if postgres else {},
                 )
             self._engine = engine
         return self._engine
@@ -190,50 +238,214 @@ class AuditWriter:
         self._table_ready = True
 
     def _run(self) -> None:
-        wait = self._flush_seconds
-        while not self._stop.wait(wait):
-            wait = self._flush_seconds if self._drain(final=False) else self._retry_seconds
-        self._drain(final=True)
+        next_try = 0.0  # first thing: replay what an earlier run spilled
+        while True:
+            try:
+                if time.monotonic() >= next_try:
+                    written = self._drain() and self._replay()
+                    next_try = 0.0 if written else time.monotonic() + self._retry_seconds
+                if next_try and self.spill is not None and len(self._pending) >= self._spill_at:
+                    self._spill_or_keep()
+            except Exception:  # a bug here must not end the audit trail: log, try again later
+                log.exception("audit: writer error; retrying")
+                with self._lock:  # rows of the batch may be stored twice then, none lost
+                    self._pending.extendleft(reversed(self._in_flight))
+                    self._in_flight = []
+                next_try = time.monotonic() + self._retry_seconds
+            if self._stop.wait(self._flush_seconds):
+                break
+        self._final_drain()
 
-    def _drain(self, final: bool) -> bool:
-        """Write the backlog in batches; False when the database refused one, which then
-        waits at the front of the backlog for the next try (on the final drain it is lost)."""
+    def _take(self, count: int) -> list[AuditRow]:
         pending = self._pending
-        while pending:
-            batch = [pending.popleft() for _ in range(min(len(pending), self._batch_size))]
-            if self._write(batch):
-                continue
-            if final:
-                self.failed += len(batch) + len(pending)
-                log.error("audit: %d rows not written at shutdown", len(batch) + len(pending))
-                pending.clear()
-            else:
-                pending.extendleft(reversed(batch))
-            return False
+        return [pending.popleft() for _ in range(min(len(pending), count))]
+
+    def _drain(self, deadline: float | None = None) -> bool:
+        """Write the backlog in batches; False when the database is unreachable: the rows
+        not written then wait at the front of the backlog for the next try."""
+        while self._pending and (deadline is None or time.monotonic() < deadline):
+            batch = self._in_flight = self._take(self._batch_size)
+            rest = self._store([_prepare(row) for row in batch])
+            with self._lock:
+                self._in_flight = []
+                if rest and not self._abandoned:
+                    self._pending.extendleft(reversed(batch[len(batch) - len(rest) :]))
+            if rest:
+                return False
         return True
 
-    def _write(self, batch: Sequence[AuditRow]) -> bool:
-        rows = [row._asdict() for row in batch]
-        for row in rows:
-            row["ts"] = datetime.fromtimestamp(row.pop("started"), UTC)
+    def _replay(self) -> bool:
+        """Spill files, once after start and again whenever a backlog was spilled."""
+        if not self._replay_due or self.spill is None:
+            return True
+        unreadable = self.spill.unreadable
+        try:
+            stored, done = self.spill.replay(self._store)
+        except Exception:
+            log.exception("audit: cannot replay the spill files in %s", self.spill.path)
+            self._replay_due = False  # they stay for the next start; live rows keep flowing
+            return True
+        finally:
+            self.quarantined += self.spill.unreadable - unreadable
+        self.replayed += stored
+        self._replay_due = not done
+        return done
+
+    def _final_drain(self) -> None:
+        if self._pending:
+            log.info("audit: writing %d waiting rows before stopping", len(self._pending))
+        self._drain(self._deadline or time.monotonic() + self._drain_seconds)
+        with self._lock:
+            if self._abandoned:
+                return
+            rows = self._take(len(self._pending))
+        self._spill_or_lose(rows)
+
+    def _spill_or_keep(self) -> None:
+        """Database down, backlog half full: move it to disk so requests keep being audited."""
+        rows = self._take(len(self._pending))
+        try:
+            self._spill_rows(rows)
+        except OSError:
+            log.exception("audit: cannot spill the backlog; keeping it in memory")
+            self._pending.extendleft(reversed(rows))
+        else:
+            self._replay_due = True
+
+    def _spill_or_lose(self, rows: list[AuditRow]) -> None:
+        if not rows:
+            return
+        try:
+            if self.spill is None:
+                raise OSError("no spill folder configured")
+            self._spill_rows(rows)
+        except OSError:
+            self.failed += len(rows)
+            log.exception("audit: %d rows not written at shutdown", len(rows))
+
+    def _spill_rows(self, rows: list[AuditRow]) -> None:
+        assert self.spill is not None
+        path = self.spill.spill([_prepare(row) for row in rows])
+        self.spilled += len(rows)
+        log.warning(
+            "audit: %d rows spilled to %s, replayed once the database answers (or at the next "
+            "start)",
+            len(rows),
+            path,
+        )
+
+    def _store(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert `rows`; when the database refuses the batch (not a lost connection), row by
+        row, quarantining each one it refuses. Returns the rows left for a later try: [] unless
+        the database is unreachable."""
+        error = self._insert(rows)
+        if error is None:
+            return []
+        if _unreachable(error):
+            self._note_failing(error)
+            return rows
+        for index, row in enumerate(rows):
+            error = self._insert([row])
+            if error is not None and _unreachable(error):
+                self._note_failing(error)
+                return rows[index:]
+            if error is not None:
+                self._quarantine(row, error)
+        return []
+
+    def _insert(self, rows: list[dict[str, Any]]) -> BaseException | None:
         try:
             self._ensure_table()
             with self._engine_for_url().begin() as conn:
                 conn.execute(audit_log.insert(), rows)
-        except Exception:
-            if not self._failing:
-                log.warning(
-                    "audit: cannot write to the audit log; keeping rows and retrying every %.0fs",
-                    self._retry_seconds,
-                    exc_info=True,
-                )
-            self._failing = True
-            return False
+        except Exception as exc:
+            return exc
         if self._failing:
             log.warning("audit: writing again, %d rows waiting", len(self._pending))
             self._failing = False
         self.written += len(rows)
+        return None
+
+    def _note_failing(self, error: BaseException) -> None:
+        self._table_ready = False  # dropped or not yet there: created again on the next try
+        if not self._failing:
+            log.warning(
+                "audit: cannot reach the audit log; keeping rows and retrying every %.0fs",
+                self._retry_seconds,
+                exc_info=error,
+            )
+        self._failing = True
+
+    def _quarantine(self, row: dict[str, Any], error: BaseException) -> None:
+        reason = _reason(error)
+        self.quarantined += 1
+        try:
+            if self.spill is None:
+                raise OSError("no spill folder configured")
+            self.spill.quarantine(row, reason)
+        except OSError:
+            log.exception("audit: row refused (%s) and not quarantined: %r", reason, row)
+        else:
+            log.error("audit: row refused (%s), quarantined in %s", reason, self.spill.path)
+
+
+_POSTGRES_TIMEOUTS = {
+    "connect_timeout": 10,
+    "tcp_user_timeout": 10_000,  # ms; with the keepalives, a vanished server frees the writer
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+"""libpq settings that keep an unreachable database from holding the writer thread forever
+(it would then neither write nor spill)."""
+
+_DATABASE_SQLSTATES = ("08", "42", "53", "57", "58")
+"""Connection exception, a missing table or permission, insufficient resources (disk full),
+operator intervention, system error: the database's state, not the row's content."""
+
+
+def _unreachable(error: BaseException) -> bool:
+    """The database cannot take rows now (retry later), as opposed to refusing this row's
+    content (a data or integrity error: quarantine)."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
+    if not isinstance(error, DBAPIError):
+        return False  # the driver refused the values themselves
+    sqlstate = getattr(error.orig, "pgcode", None) or getattr(error.orig, "sqlstate", None)
+    if sqlstate is None:
+        return isinstance(error, OperationalError | InterfaceError)
+    return str(sqlstate).startswith(_DATABASE_SQLSTATES)
+
+
+def _reason(error: BaseException) -> str:
+    original = getattr(error, "orig", None) or error
+    sqlstate = getattr(original, "pgcode", None)
+    message = str(original).strip().splitlines()[0] if str(original).strip() else ""
+    prefix = f"{type(original).__name__}" + (f" [{sqlstate}]" if sqlstate else "")
+    return f"{prefix}: {message}"[:1000]
+
+
+_LIMITS = {
+    column.name: getattr(column.type, "length", None) or TEXT_LIMIT
+    for column in audit_log.columns
+    if isinstance(column.type, String)
+}
+
+
+def _prepare(row: AuditRow) -> dict[str, Any]:
+    """The row as the table takes it: text sanitized to its column, the time a datetime."""
+    values = row._asdict()
+    started = values.pop("started")
+    try:
+        values["ts"] = datetime.fromtimestamp(started, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        values["ts"] = datetime.now(UTC)  # a clock gone wrong must not cost the row
+    for name, limit in _LIMITS.items():
+        value = values[name]
+        values[name] = sanitize(
+            value if value is None or isinstance(value, str) else str(value), limit
+        )
+    return values
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
@@ -242,16 +454,6 @@ def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-_SECRET_PARAMS = re.compile(rb"(^|&)(access_token|token)=[^&]*")
-
-
-def _query(raw: bytes) -> str:
-    """The query string with WebSocket tokens redacted, so logs never hold credentials."""
-    if b"token" in raw:
-        raw = _SECRET_PARAMS.sub(rb"\1\2=REDACTED", raw)
-    return raw.decode("latin-1")
 
 
 class AuditMiddleware:
@@ -317,7 +519,7 @@ class AuditMiddleware:
                 principal.via if principal is not None else state.get(STATE_AUTH_METHOD),
                 method,
                 path,
-                _query(scope.get("query_string", b"")),
+                redact_query(scope.get("query_string", b"")),
                 status,
                 duration_ms,
                 host,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from limits import parse_many
@@ -22,6 +23,7 @@ MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 MIN_API_KEY_CHARS = 16
 DEFAULT_AUDIT_URL = f"sqlite:///{LOCAL_STATE_DIR / 'api' / 'audit.sqlite3'}"
+DEFAULT_AUDIT_SPILL_DIR = LOCAL_STATE_DIR / "api" / "audit-spill"
 
 
 class SecurityConfigError(RuntimeError):
@@ -111,6 +113,16 @@ class SecuritySettings(BaseSettings):
     ]
     audit_enabled: bool = True
     audit_url: str = Field(default=DEFAULT_AUDIT_URL, repr=False)
+    audit_spill_dir: Path = Field(
+        default=DEFAULT_AUDIT_SPILL_DIR,
+        description="Audit rows kept on disk: spilled at shutdown or outage, and quarantined.",
+    )
+    audit_flush_seconds: float = Field(
+        default=0.25, gt=0, description="How often the audit backlog is written."
+    )
+    audit_drain_seconds: float = Field(
+        default=10.0, gt=0, description="At shutdown, writing the backlog stops after this."
+    )
 
     @field_validator("jwt_issuer", "jwt_audience", mode="before")
     @classmethod
