@@ -1,15 +1,27 @@
-"""JSON log lines shared by the command-line processes (producer, ingestion workers), so
-their records can be searched by the same fields (level, logger, timestamp, extras)."""
+"""JSON log lines shared by the command-line processes (producer, ingestion workers) and the
+API, so their records can be searched by the same fields (level, logger, timestamp, extras).
+Every line is redacted (`traffic_core.redaction`): no credential is ever written."""
 
 from __future__ import annotations
 
+import logging
+
 from pythonjsonlogger.orjson import OrjsonFormatter
+
+from traffic_core.redaction import redact
+
+
+class RedactingJsonFormatter(OrjsonFormatter):
+    """The whole line is redacted, so extras (a request path) and tracebacks are covered too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def json_line_formatter(*fields: str) -> OrjsonFormatter:
     """One JSON object per record: level, logger, the given record attributes, the message,
     a timestamp and every `extra` passed to the log call."""
-    return OrjsonFormatter(
+    return RedactingJsonFormatter(
         "".join(f"{{{name}}}" for name in ("levelname", "name", *fields, "message")),
         style="{",
         rename_fields={"levelname": "level", "name": "logger"},
