@@ -2,8 +2,8 @@
 
 One renderer serves FastAPI's exception handlers and the pure ASGI layers that answer before
 routing (body limits, the one-sensor fast path), so a client parses one shape whatever refused
-it: `type`, `title`, `status`, `detail`, `instance` (the request path), the `request_id` that
-finds the request in the access log and audit table, and for 422 an `errors` list.
+it: `type`, `title`, `status`, `detail`, `instance` (the request path) and, for 422, an `errors`
+list. The X-Request-ID header of the answer finds the request in the access log and audit table.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
-from serving.request_logging import current_request_id
 from serving.schemas import Problem
 from serving.service import NotReady
 
@@ -47,7 +46,6 @@ def problem(
         "status": status,
         "detail": detail,
         "instance": conn.scope.get("path", ""),
-        "request_id": current_request_id(),
     }
     if errors is not None:
         body["errors"] = list(errors)
@@ -100,7 +98,7 @@ async def not_ready(request: Request, error: Exception) -> ProblemResponse:
 
 async def server_error(request: Request, error: Exception) -> ProblemResponse:
     """Last resort (Starlette logs the traceback): a problem body without internals."""
-    return problem(request, 500, "internal error; quote the request_id when reporting it")
+    return problem(request, 500, "internal error; quote the X-Request-ID when reporting it")
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -112,7 +110,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 ERROR_STATUSES = {
-    "400": "The body is not parseable JSON",
+    "400": "The body could not be read (nested too deeply, a malformed Content-Length)",
     "401": "Missing or invalid credentials",
     "403": "Authenticated, but without a role this endpoint requires",
     "404": "Not found",

@@ -229,16 +229,14 @@ class ProblemField(BaseModel):
 
 
 class Problem(BaseModel):
-    """An RFC 9457 problem (`application/problem+json`): every error the API answers."""
+    """An RFC 9457 problem (`application/problem+json`): every error the API answers. Its
+    X-Request-ID header finds the request in the access log and the audit table."""
 
     type: str = Field(default="about:blank", description="about:blank: the status says it.")
-    title: str = Field(description="The status's phrase, e.g. 'Unprocessable Content'.")
+    title: str = Field(description="The status's phrase, e.g. 'Not Found'.")
     status: int
     detail: str = Field(description="What was wrong, for people.")
     instance: str = Field(description="The request's path.")
-    request_id: str | None = Field(
-        default=None, description="The X-Request-ID: finds the access-log line and audit row."
-    )
     errors: list[ProblemField] | None = Field(
         default=None, description="422 only: each field that failed validation."
     )
