@@ -5,10 +5,20 @@ Every line is redacted (`traffic_core.redaction`): no credential is ever written
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from pythonjsonlogger.orjson import OrjsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter, orjson_default
 
 from traffic_core.redaction import redact
+
+
+def _encodable(value: Any) -> Any:
+    """The library's fallback, minus its failure on a weak proxy whose object is gone (the
+    `websocket` extra of a WebSocket server's records, formatted after the socket closed)."""
+    try:
+        return orjson_default(value)
+    except ReferenceError:
+        return "<gone>"
 
 
 class RedactingJsonFormatter(OrjsonFormatter):
@@ -26,4 +36,5 @@ def json_line_formatter(*fields: str) -> OrjsonFormatter:
         style="{",
         rename_fields={"levelname": "level", "name": "logger"},
         timestamp=True,
+        json_default=_encodable,
     )
