@@ -417,3 +417,29 @@ def test_log_and_secret_files_are_private(tmp_path: Path) -> None:
     ]
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
     assert modes == {path.name: 0o600 for path in files}
+
+
+@pytest.mark.integration
+def test_starting_postgres_prints_no_password(
+    postgres_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    from infra.stack.__main__ import start
+    from infra.stack.local import LocalStack
+
+    stack = LocalStack.from_env(tmp_path)
+    password = "pw-" + "q" * 20
+    stack = replace(stack, postgres=replace(postgres_server, password=password))
+    start(stack, ["postgres"])  # already running: says where it is
+    printed = capsys.readouterr().out
+    assert f"postgresql://{postgres_server.username}:***@" in printed
+    assert password not in printed
+
+
+def test_failed_setup_commands_do_not_echo_their_secrets() -> None:
+    from infra.stack.process import ServiceError, run_checked
+
+    with pytest.raises(ServiceError) as failed:
+        run_checked(["sh", "-c", "echo ERROR near pw-4711 >&2; exit 3"], "psql", redact=["pw-4711"])
+    assert "pw-4711" not in str(failed.value) and "ERROR near ***" in str(failed.value)
