@@ -8,7 +8,6 @@ list. The X-Request-ID header of the answer finds the request in the access log 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -20,12 +19,12 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
+from serving.request_logging import REQUEST_ID_HEADER, current_request_id
 from serving.schemas import Problem
 from serving.service import NotReady
 
 PROBLEM_JSON = "application/problem+json"
 NOT_READY_RETRY_SECONDS = "5"
-log = logging.getLogger(__name__)
 
 
 class ProblemResponse(JSONResponse):
@@ -97,8 +96,15 @@ async def not_ready(request: Request, error: Exception) -> ProblemResponse:
 
 
 async def server_error(request: Request, error: Exception) -> ProblemResponse:
-    """Last resort (Starlette logs the traceback): a problem body without internals."""
-    return problem(request, 500, "internal error; quote the X-Request-ID when reporting it")
+    """Last resort (Starlette logs the traceback): a problem body without internals. It is
+    answered outside the request-id middleware, so the X-Request-ID header is set here."""
+    request_id = current_request_id()
+    return problem(
+        request,
+        500,
+        "internal error; quote the X-Request-ID when reporting it",
+        {REQUEST_ID_HEADER: request_id} if request_id else None,
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -431,3 +431,17 @@ def test_failed_setup_commands_do_not_echo_their_secrets() -> None:
     with pytest.raises(ServiceError) as failed:
         run_checked(["sh", "-c", "echo ERROR near pw-4711 >&2; exit 3"], "psql", redact=["pw-4711"])
     assert "pw-4711" not in str(failed.value) and "ERROR near ***" in str(failed.value)
+
+
+def test_an_unexpected_failure_is_a_500_problem_without_internals(model_registry: Path) -> None:
+    app = make_app(model_registry)
+    with TestClient(app, raise_server_exceptions=False) as crashing:
+
+        def broken() -> dict:
+            raise RuntimeError("secret internals: /etc/passwd")
+
+        app.state.service.network_status = broken
+        answer = crashing.get("/v1/network/status", headers=PLANNER)
+    body = assert_problem(answer, 500)
+    assert "internals" not in answer.text and "X-Request-ID" in body["detail"]
+    assert answer.headers["x-request-id"]
