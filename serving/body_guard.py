@@ -25,6 +25,9 @@ from serving.problems import problem
 from serving.security import admit
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CLOSE = {"Connection": "close"}
+"""On refusals of a body not read (to its end): the server closes the connection instead of
+draining whatever the client still sends."""
 
 
 class BodyTooLarge(HTTPException):
@@ -32,7 +35,7 @@ class BodyTooLarge(HTTPException):
     HTTPExceptions from body reading, so its handler answers 413."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than {limit} bytes")
+        super().__init__(413, f"request body larger than {limit} bytes", headers=CLOSE)
 
 
 def _is_json(content_type: str) -> bool:
@@ -74,13 +77,14 @@ class BodyGuard:
             try:
                 admit(conn, roles)
             except HTTPException as refused:
-                await problem(conn, refused.status_code, refused.detail, refused.headers)(
+                headers = {**(refused.headers or {}), **CLOSE}
+                await problem(conn, refused.status_code, refused.detail, headers)(
                     scope, receive, send
                 )
                 return
         refusal = self._refusal(conn.headers, route)
         if refusal is not None:
-            await problem(conn, *refusal)(scope, receive, send)
+            await problem(conn, *refusal, CLOSE)(scope, receive, send)
             return
         await self.app(scope, self._counting(receive), send)
 
