@@ -428,6 +428,18 @@ def test_starting_postgres_prints_no_password(
     assert password not in printed
 
 
+def test_the_demo_names_token_files_instead_of_printing_tokens(tmp_path: Path) -> None:
+    from infra.stack.__main__ import example_calls
+    from infra.stack.local import LocalStack
+
+    printed = example_calls(LocalStack.from_env(tmp_path))
+    assert "eyJ" not in printed
+    line = next(x for x in printed.splitlines() if "export TOKEN=" in x)
+    token_path = Path(line.split("$(cat ", 1)[1].rstrip(")"))
+    assert stat.S_IMODE(token_path.stat().st_mode) == 0o600
+    assert token_path.read_text().startswith("eyJ")
+
+
 def test_failed_setup_commands_do_not_echo_their_secrets() -> None:
     from infra.stack.process import ServiceError, run_checked
 
