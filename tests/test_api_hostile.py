@@ -146,7 +146,7 @@ def test_degenerate_json_is_a_4xx_problem(client: TestClient, body: str) -> None
 # --- sizes, order of checks, media types -------------------------------------------------
 
 
-def test_a_declared_oversize_body_is_413_before_it_is_sent(client: TestClient) -> None:
+def test_a_declared_oversize_body_is_413_by_its_length(client: TestClient) -> None:
     headers = PLANNER | JSON | {"content-length": str(LIMIT + 1)}
     answer = client.post("/v1/forecasts", content=b"{" * (LIMIT + 1), headers=headers)
     assert str(LIMIT) in assert_problem(answer, 413)["detail"]
