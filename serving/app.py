@@ -7,17 +7,18 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from serving.body_guard import BodyGuard
 from serving.model_runtime import ModelHolder
+from serving.problems import install_problem_handlers
 from serving.prometheus import AuditCollector, RequestMetrics, ServiceCollector
 from serving.publisher_election import PublisherElection
 from serving.request_logging import configure_logging
 from serving.routes import alerts, forecasts, health, models, network, sensors, streams
 from serving.security import SecuritySettings, install_security
-from serving.service import ForecastService, NotReady
+from serving.service import ForecastService
 from serving.settings import ApiSettings
 from serving.streams import Broadcaster, KafkaPublisher
 from traffic_core import __version__
@@ -83,14 +84,10 @@ def create_app(
     for module in ROUTERS:
         app.include_router(module.router)
 
-    @app.exception_handler(NotReady)
-    async def not_ready(_request: Request, error: NotReady) -> JSONResponse:
-        return JSONResponse(
-            status_code=503, content={"detail": str(error)}, headers={"Retry-After": "5"}
-        )
-
     app.add_middleware(forecasts.OneSensorFastPath)  # innermost: inside CORS, audit, metrics
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     install_security(app, security or SecuritySettings())
+    install_problem_handlers(app)  # after security: its OpenAPI refusals become problems too
     if app.state.audit_writer is not None:
         app.state.metrics.register(AuditCollector(app.state.audit_writer))
     app.add_middleware(RequestMetrics, registry=app.state.metrics)

@@ -21,7 +21,9 @@ from collections import deque
 from typing import NamedTuple, TextIO
 
 from asgi_correlation_id import correlation_id
-from pythonjsonlogger.orjson import OrjsonFormatter
+
+from traffic_core.json_logs import json_line_formatter
+from traffic_core.redaction import redact_server_loggers
 
 REQUEST_ID_HEADER = "X-Request-ID"
 ACCESS_LOG = logging.getLogger("serving.access")
@@ -171,19 +173,17 @@ def _prepared(record: logging.LogRecord) -> logging.LogRecord:
 
 
 def json_formatter() -> logging.Formatter:
-    return OrjsonFormatter(
-        "{levelname}{name}{message}",
-        style="{",
-        rename_fields={"levelname": "level", "name": "logger"},
-        timestamp=True,
-    )
+    """Level, logger, message, timestamp and extras, with credentials redacted; formatted on
+    the writer thread, so redaction costs the request path nothing."""
+    return json_line_formatter()
 
 
 def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -> None:
     """Route all logging (uvicorn's too) to JSON lines on stream (stderr by default).
 
     Replaces the root handlers, like logging.basicConfig(force=True); uvicorn's own access log is
-    silenced because the API's access lines (logger `serving.access`) replace it.
+    silenced because the API's access lines (logger `serving.access`) replace it. Lines are
+    redacted: WebSocket handshake lines keep their path but not `?access_token=`.
     """
     global _handler
     shutdown_logging()
@@ -201,6 +201,7 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    redact_server_loggers()  # their handshake lines also reach handlers other than ours
     atexit.unregister(shutdown_logging)
     atexit.register(shutdown_logging)
 

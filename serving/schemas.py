@@ -78,7 +78,12 @@ class Reading(BaseModel):
     sensor_id: SensorId
     timestamp: datetime = Field(description="Reading time; naive times are taken as UTC.")
     speed_mph: float | None = Field(
-        ge=0.0, le=120.0, description="Speed; 0 or null means the loop reported nothing."
+        ge=0.0,
+        le=120.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="Speed; 0 or null means the loop reported nothing. A JSON number: "
+        "strings, booleans, NaN and Infinity are refused.",
     )
 
     _years = field_validator("timestamp")(in_service_years)
@@ -215,5 +220,23 @@ class Lineage(BaseModel):
     metrics: dict
 
 
+class ProblemField(BaseModel):
+    """One field a request got wrong."""
+
+    loc: list[str | int] = Field(description="Where: ['body', 'readings', 0, 'speed_mph'].")
+    msg: str
+    type: str = Field(description="Pydantic's error type, e.g. float_type, less_than_equal.")
+
+
 class Problem(BaseModel):
-    detail: str
+    """An RFC 9457 problem (`application/problem+json`): every error the API answers. Its
+    X-Request-ID header finds the request in the access log and the audit table."""
+
+    type: str = Field(default="about:blank", description="about:blank: the status says it.")
+    title: str = Field(description="The status's phrase, e.g. 'Not Found'.")
+    status: int
+    detail: str = Field(description="What was wrong, for people.")
+    instance: str = Field(description="The request's path.")
+    errors: list[ProblemField] | None = Field(
+        default=None, description="422 only: each field that failed validation."
+    )

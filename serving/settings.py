@@ -52,6 +52,11 @@ class ApiSettings(BaseSettings):
         description="How long a thread may hold the GIL while another waits (CPython's "
         "default is 5 ms): bounds how long a request waits behind the service's own threads.",
     )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body read (413 beyond); 50,000 readings take about 4.5 MB.",
+    )
     history_hours: float = Field(default=24.0, gt=0.0, le=168.0)
     alert_horizon_minutes: int = 30
     alert_margin_mph: float = Field(default=2.0, ge=0.0)

@@ -102,6 +102,8 @@ class ApiServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     log: Path | None = None
+    ready_path: str = "/v1/ready"
+    """Polled until it answers 200 (/v1/health for an API that is never ready)."""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -153,7 +155,7 @@ class ApiServer:
             if self.process.poll() is not None:
                 raise AssertionError(f"API exited: {self.log.read_text()[-3000:]}")
             try:
-                answer = httpx.get(f"{self.url}/v1/ready", timeout=2)
+                answer = httpx.get(f"{self.url}{self.ready_path}", timeout=2)
                 if answer.status_code == 200:
                     return
                 last = answer.text

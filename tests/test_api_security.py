@@ -307,13 +307,35 @@ def test_failed_authentications_are_limited_per_client(
     make_client: Callable[..., TestClient], settings: SecuritySettings
 ) -> None:
     client = make_client(auth_failure_limit="3/minute")
-    for _ in range(3):
-        assert client.get("/v1/forecasts", headers={"X-API-Key": "guess" * 5}).status_code == 401
-    # Even a valid credential is not checked any more, so guessing cannot go on.
-    blocked = client.get("/v1/forecasts", headers=bearer(settings, Role.PLANNER))
-    assert blocked.status_code == 429
+    guess = {"X-API-Key": "guess" * 5}
+    assert [client.get("/v1/forecasts", headers=guess).status_code for _ in range(3)] == [401] * 3
+    blocked = client.get("/v1/forecasts", headers=guess)
+    assert blocked.status_code == 429, "past the budget, guesses are refused"
     assert 1 <= int(blocked.headers["Retry-After"]) <= 60
+    assert "too many failed authentications" in blocked.json()["detail"]
+    forged = issue_token("ana", [Role.PLANNER], override(settings, jwt_secret="x" * 40))
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect(f"/v1/raw?token={forged}"),
+    ):
+        pass
+    assert "too many failed authentications" in refused.value.reason
     assert client.get("/v1/health").status_code == 200
+
+
+def test_someone_elses_failures_do_not_lock_out_a_valid_credential(
+    make_client: Callable[..., TestClient], settings: SecuritySettings
+) -> None:
+    """Callers behind one address (a NAT, a proxy) share it; only failures are limited."""
+    client = make_client(auth_failure_limit="3/minute")
+    for _ in range(10):
+        client.get("/v1/forecasts", headers={"X-API-Key": "guess" * 5})
+    assert client.get("/v1/forecasts", headers=bearer(settings, Role.PLANNER)).status_code == 200
+    assert client.get("/v1/forecasts", headers={"X-API-Key": INGEST_KEY}).status_code == 200
+    token = issue_token("olga", [Role.OPERATOR], settings)
+    with client.websocket_connect(f"/v1/raw?token={token}") as ws:
+        assert ws.receive_json() == {"subject": "olga"}
+    assert client.get("/v1/forecasts", headers={"X-API-Key": "guess" * 5}).status_code == 429
 
 
 # --- CORS ---------------------------------------------------------------------------------

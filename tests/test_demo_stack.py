@@ -110,7 +110,8 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> Non
             assert reply.status == 200
         assert processes_mentioning(str(state))
         assert "Dashboard:   http://127.0.0.1:28501" in text, text
-        token = next(x for x in output if "export TOKEN=" in x).split("=", 1)[1].strip()
+        export = next(x for x in output if "export TOKEN=" in x)
+        token = Path(export.split("$(cat ", 1)[1].strip().rstrip(")")).read_text().strip()
         assert_forecasts_served("http://127.0.0.1:28000", token)
         with urllib.request.urlopen("http://127.0.0.1:28501/_stcore/health", timeout=5) as reply:
             assert reply.status == 200

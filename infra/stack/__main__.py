@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
-from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token
+from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token_file
 from infra.stack.spark import SparkCluster
 from traffic_core.kafka.topics import ensure_topics, topic_layout
 from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
@@ -44,7 +44,9 @@ def start(stack: LocalStack, names: list[str]) -> None:
             print(f"  topic {topic}: {action}")
     if "postgres" in names:
         stack.postgres.start()
-        print(f"postgres  {stack.postgres.status()}  (Dagster storage: {stack.postgres.url})")
+        print(
+            f"postgres  {stack.postgres.status()}  (Dagster storage: {stack.postgres.display_url})"
+        )
     if "dagster" in names:
         pg_env = stack.dagster_pg_env() if stack.postgres.running() else {}
         stack.dagster.start(env=pg_env)
@@ -80,17 +82,17 @@ def status(stack: LocalStack) -> None:
 
 
 def example_calls(stack: LocalStack) -> str:
-    """How to call the API, with demo tokens signed by the stack's secret."""
-    planner = token(stack, "demo-planner", ("planner",))
-    auditor = token(stack, "demo-auditor", ("auditor",))
+    """How to call the API, with demo tokens signed by the stack's secret (in 0600 files)."""
+    planner = token_file(stack, "demo-planner", ("planner",))
+    auditor = token_file(stack, "demo-auditor", ("auditor",))
     api = stack.api.url
     auth = 'curl -s -H "Authorization: Bearer $TOKEN"'
     return (
         f"API:         {api}/docs  (ready at {api}/v1/ready once the live state has readings)\n"
         f"Dashboard:   {stack.dashboard.url}\n"
         f"Demo tokens (30 days):\n"
-        f"  export TOKEN={planner}\n"
-        f"  export AUDIT_TOKEN={auditor}\n"
+        f"  export TOKEN=$(cat {planner})\n"
+        f"  export AUDIT_TOKEN=$(cat {auditor})\n"
         f"  {auth} {api}/v1/forecasts/773869\n"
         f"  {auth} '{api}/v1/forecasts?sensor_id=773869&sensor_id=767541'\n"
         f"  {auth} {api}/v1/network/status\n"
@@ -140,7 +142,7 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
             f"\nDagster UI:  {stack.dagster.url}  (partitions fill in at "
             f"{stack.dagster.url}/assets/raw_traffic_events?view=partitions)\n"
             f"Kafka:       {stack.kafka.bootstrap_servers}\n"
-            f"PostgreSQL:  {stack.postgres.url}\n"
+            f"PostgreSQL:  {stack.postgres.display_url}\n"
             f"Lake:        {PlatformSettings().lake_dir}\n"
             f"Models:      {PlatformSettings().model_dir} (`latest` once a model is published)\n"
             f"Logs:        {stack.kafka.state_dir / 'logs'}, {stack.dagster.process.log_file}, "

@@ -92,9 +92,15 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
+        """The connection URL with the password: for processes' settings, never for printing."""
         return (
             f"postgresql://{self.username}:{self.password}@{self.host}:{self.port}/{self.database}"
         )
+
+    @property
+    def display_url(self) -> str:
+        """The URL to show people: the password replaced (it is DAGSTER_PG_PASSWORD)."""
+        return f"postgresql://{self.username}:***@{self.host}:{self.port}/{self.database}"
 
     def _as_owner(self, argv: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
@@ -167,6 +173,8 @@ class PostgresServer:
         self._ensure_database(bindir)
 
     def _psql(self, bindir: Path, sql: str, database: str = "postgres") -> str:
+        """Run `sql` through psql on its standard input: a password in it never shows in the
+        process list, and psql's errors do not echo it into the raised message."""
         return run_checked(
             self._as_owner(
                 [
@@ -181,11 +189,14 @@ class PostgresServer:
                     database,
                     "-v",
                     "ON_ERROR_STOP=1",
-                    "-tAc",
-                    sql,
+                    "-tA",
+                    "-f",
+                    "-",
                 ]
             ),
             "postgres: psql",
+            input=sql,
+            redact=(self.password,),
         ).stdout.strip()
 
     def _ensure_database(self, bindir: Path) -> None:
@@ -194,7 +205,8 @@ class PostgresServer:
             bindir, f"SELECT 1 FROM pg_roles WHERE rolname = '{self.username}'"
         )
         verb = "ALTER" if role_exists else "CREATE"
-        self._psql(bindir, f"{verb} ROLE {self.username} LOGIN PASSWORD '{self.password}'")
+        password = self.password.replace("'", "''")
+        self._psql(bindir, f"{verb} ROLE {self.username} LOGIN PASSWORD '{password}'")
         if not self._psql(bindir, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"):
             self._psql(bindir, f"CREATE DATABASE {self.database} OWNER {self.username}")
 

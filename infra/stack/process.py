@@ -12,9 +12,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+PRIVATE_UMASK = 0o077
+"""Files the stack and its services create are their owner's alone: logs can hold request
+details and the state folders hold secrets."""
+
 
 class ServiceError(RuntimeError):
     """A service could not be set up, started or stopped; the message says what to do."""
+
+
+def private_file(path: Path, mode: int = 0o600) -> Path:
+    """Create `path` (and its folder) readable by its owner only (`mode` 0o640 where a group
+    must read it), or narrow an existing file to `mode`; returns path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, mode))
+    os.chmod(path, mode)  # an older file, or a umask wider than mode's complement
+    return path
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace `path`'s text, never letting anyone else read it meanwhile."""
+    private_file(path, mode).write_text(text)
 
 
 @dataclass(frozen=True)
@@ -48,10 +66,10 @@ class ManagedProcess:
     def spawn(
         self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
     ) -> int:
-        """Start argv in its own session with output to the log file; returns the pid."""
-        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
+        """Start argv in its own session with output to the log file (0600); returns the pid.
+
+        The process runs with umask 077, so the files it creates are private too."""
+        with private_file(self.log_file).open("ab") as log:
             proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -60,8 +78,9 @@ class ManagedProcess:
                 env={**os.environ, **(env or {})},
                 cwd=cwd,
                 start_new_session=True,
+                umask=PRIVATE_UMASK,
             )
-        self.pid_file.write_text(str(proc.pid))
+        write_private(self.pid_file, str(proc.pid))
         # Until exec() completes the child still shows our command line; wait for it.
         wait_until(lambda: self.pid() is not None or proc.poll() is not None, 10.0, 0.02)
         return proc.pid
@@ -187,9 +206,15 @@ def require_free_port(host: str, port: int, service: str) -> None:
         )
 
 
-def run_checked(argv: Sequence[str], what: str, **kwargs: object) -> subprocess.CompletedProcess:
-    """Run a short set-up command; on failure raise with its output."""
+def run_checked(
+    argv: Sequence[str], what: str, redact: Sequence[str] = (), **kwargs: object
+) -> subprocess.CompletedProcess:
+    """Run a short set-up command; on failure raise with its output (`redact`: secrets the
+    command was given, replaced by *** in that output)."""
     proc = subprocess.run(list(argv), capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
     if proc.returncode != 0:
-        raise ServiceError(f"{what} failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+        output = proc.stderr or proc.stdout
+        for secret in filter(None, redact):
+            output = output.replace(secret, "***")
+        raise ServiceError(f"{what} failed ({proc.returncode}): {output}")
     return proc

@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 
 from infra.stack.local import LocalStack
+from infra.stack.process import private_file, write_private
 from traffic_core.registry import ModelRegistry
 from traffic_core.settings import PlatformSettings
 
@@ -20,10 +21,9 @@ TOKEN_TTL = 30 * 24 * 3600
 
 def jwt_secret(stack: LocalStack) -> str:
     path = stack.api.state_dir / "jwt-secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
+    if not path.exists() or not path.read_text().strip():
+        write_private(path, secrets.token_urlsafe(48))
+    private_file(path)  # an older, wider file is narrowed
     return path.read_text().strip()
 
 
@@ -32,6 +32,14 @@ def token(stack: LocalStack, subject: str, roles: tuple[str, ...]) -> str:
 
     settings = SecuritySettings(jwt_secret=jwt_secret(stack))
     return issue_token(subject, list(roles), settings, ttl=TOKEN_TTL)
+
+
+def token_file(stack: LocalStack, subject: str, roles: tuple[str, ...]) -> Path:
+    """A fresh token in a 0600 file of the API's state folder: printed instructions name the
+    file (`export TOKEN=$(cat ...)`), so the token itself never lands in a terminal log."""
+    path = stack.api.state_dir / f"{subject}.token"
+    write_private(path, token(stack, subject, roles) + "\n")
+    return path
 
 
 def api_env(stack: LocalStack) -> dict[str, str]:

@@ -377,8 +377,8 @@ def run(config: SoakConfig) -> dict[str, Any]:
     load: ApiLoad | None = None
     report: dict[str, Any] = {}
     try:
-        lines = wait_for_line(demo, "Press Ctrl-C", 600)
-        token = next(x for x in lines if "export TOKEN=" in x).split("=", 1)[1].strip()
+        wait_for_line(demo, "Press Ctrl-C", 600)  # by then the demo has written its tokens
+        token = (stack.api.state_dir / "demo-planner.token").read_text().strip()
         threading.Thread(target=_drain, args=(demo,), daemon=True).start()
         monitor.start()
         started = time.monotonic()

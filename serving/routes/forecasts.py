@@ -6,13 +6,13 @@ from typing import Annotated
 
 import pandas as pd
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.requests import HTTPConnection
 from fastapi.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.forecasting import ReadingsError, forecast_from_readings
+from serving.problems import problem
 from serving.routes.access import FORECAST_OWN_DATA, READ, allow
 from serving.routes.common import (
     VALID_SENSOR_ID,
@@ -58,7 +58,7 @@ class OneSensorFastPath:
     everything else in the process does. This layer (innermost of the app's middleware, so
     request ids, audit, metrics and CORS see it like any route) answers a valid request for
     a forecast that exists with the route's own code: the same body, admission by `admit`
-    with the route's roles, admission errors through FastAPI's handler. Anything else (bad
+    with the route's roles, admission errors as the same problem responses. Anything else (bad
     id, unknown sensor, not ready, other methods) goes on to the route, which answers it as
     documented.
     """
@@ -85,10 +85,11 @@ class OneSensorFastPath:
         if route := self._route or self._find_route(scope["app"]):
             scope["route"] = route
         scope["path_params"] = {"sensor_id": sensor_id}
+        conn = HTTPConnection(scope)
         try:
-            admit(HTTPConnection(scope), READ_ROLES)
+            admit(conn, READ_ROLES)
         except HTTPException as error:
-            response = await http_exception_handler(Request(scope, receive), error)
+            response = problem(conn, error.status_code, error.detail, error.headers)
         else:
             response = json_bytes(body)
         await response(scope, receive, send)

@@ -191,13 +191,12 @@ def authenticate_token(conn: HTTPConnection, token: str) -> Principal:
     state[STATE_PRINCIPAL] = None
     state[STATE_AUTH_METHOD] = "jwt"
     try:
-        security.limits.check_client(client)
-    except RateLimited as exc:
-        raise AuthError(exc.detail) from None
-    try:
         principal = security.authenticator.authenticate_token(token)
     except AuthError:
-        security.limits.record_failure(client)
+        try:
+            security.limits.record_failure(client)
+        except RateLimited as exc:
+            raise AuthError(exc.detail) from None
         raise
     state[STATE_PRINCIPAL] = principal
     return principal
@@ -239,17 +238,19 @@ def _authenticate(conn: HTTPConnection, state: dict[str, Any]) -> Principal:
     client = conn.client.host if conn.client else "unknown"
     state[STATE_PRINCIPAL] = None
     try:
-        security.limits.check_client(client)
-        method, credential = security.authenticator.credentials(conn)
-        state[STATE_AUTH_METHOD] = method
-        if method == "jwt":
-            principal = security.authenticator.authenticate_token(credential)
-        else:
-            principal = security.authenticator.authenticate_api_key(credential)
+        try:
+            method, credential = security.authenticator.credentials(conn)
+            state[STATE_AUTH_METHOD] = method
+            if method == "jwt":
+                principal = security.authenticator.authenticate_token(credential)
+            else:
+                principal = security.authenticator.authenticate_api_key(credential)
+        except AuthError:
+            security.limits.record_failure(client)  # past the budget: RateLimited
+            raise
         state[STATE_PRINCIPAL] = principal
         security.limits.hit_principal(principal.via, principal.subject)
     except AuthError as exc:
-        security.limits.record_failure(client)
         headers = {"WWW-Authenticate": exc.www_authenticate}
         raise _reject(conn, status.HTTP_401_UNAUTHORIZED, exc.detail, headers) from None
     except RateLimited as exc:

@@ -1,4 +1,4 @@
-"""Per-principal request limits and per-IP failed-authentication limits (in-process memory).
+"""Per-principal request limits and per-IP limits on failed authentications (in-process memory).
 
 A moving window (not a fixed one) so a client cannot double its budget across a window edge.
 The counters live in each worker process: with N uvicorn workers a principal gets N times the
@@ -47,9 +47,6 @@ def _sweep(storage: weakref.ref[_SweptMemoryStorage], seconds: float) -> None:
         del live
 
 
-_PRUNE_AT = 10_000
-
-
 class RateLimited(Exception):
     """The caller spent its budget; retry_after is whole seconds until a slot frees."""
 
@@ -64,10 +61,6 @@ class RateLimits:
         self._limiter = MovingWindowRateLimiter(_SweptMemoryStorage())
         self._per_principal = parse_many(per_principal) if per_principal else []
         self._auth_failures = parse_many(auth_failures) if auth_failures else []
-        self._failure_memory = max((item.get_expiry() for item in self._auth_failures), default=0)
-        self._last_failure: dict[str, float] = {}
-        """Client -> time of its last failed authentication, so the common case (a client that
-        has not failed lately) skips the limiter's bookkeeping."""
 
     def hit_principal(self, method: str, subject: str) -> None:
         """Spend one request of the principal's budget, or raise RateLimited."""
@@ -78,29 +71,19 @@ class RateLimits:
                     f"rate limit exceeded for {subject!r}: {item}",
                 )
 
-    def check_client(self, client: str) -> None:
-        """Refuse a client IP that used up its failed-authentication budget (before checking
-        its credentials, so guessing cannot continue at full speed)."""
-        last = self._last_failure.get(client)
-        if last is None or time.monotonic() - last > self._failure_memory:
-            return
+    def record_failure(self, client: str) -> None:
+        """Count a failed authentication from `client`; past its budget, raise RateLimited.
+
+        Only failures are counted and only failures are refused: a valid credential is checked
+        and admitted whatever others sent from the same address (a shared NAT, a proxy), while
+        a guesser's failed attempts get 429s instead of 401s until the window moves on.
+        """
         for item in self._auth_failures:
-            if not self._limiter.test(item, "auth-failure", client):
+            if not self._limiter.hit(item, "auth-failure", client):
                 raise RateLimited(
                     self._retry_after(item, "auth-failure", client),
                     f"too many failed authentications from this address: {item}",
                 )
-
-    def record_failure(self, client: str) -> None:
-        if not self._auth_failures:
-            return
-        now = time.monotonic()
-        if len(self._last_failure) >= _PRUNE_AT:  # as many keys as the limiter holds anyway
-            horizon = now - self._failure_memory
-            self._last_failure = {c: t for c, t in self._last_failure.items() if t >= horizon}
-        self._last_failure[client] = now
-        for item in self._auth_failures:
-            self._limiter.hit(item, "auth-failure", client)
 
     def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
         reset = self._limiter.get_window_stats(item, *identifiers).reset_time
