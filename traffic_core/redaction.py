@@ -8,21 +8,72 @@ backslash, so redacting a JSON-encoded line leaves it valid JSON.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from urllib.parse import unquote_plus
 
 REDACTED = "REDACTED"
-SECRET_NAME = re.compile(r"token|secret|passw|pwd|key|auth|sig|jwt|session|cookie", re.I)
-"""A query parameter whose decoded name matches this carries a credential."""
+SECRET_WORDS = frozenset(
+    [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "pass",
+        "key",
+        "apikey",
+        "jwt",
+        "auth",
+        "authorization",
+        "credential",
+        "credentials",
+        "signature",
+        "sig",
+        "session",
+        "sessionid",
+        "cookie",
+        "otp",
+    ]
+)
+"""A parameter carries a credential when one of the words of its name is one of these
+(`access_token`, `X-Api-Key`, `accessToken`, `client.secret`) ..."""
+SECRET_ENDINGS = tuple(
+    [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "passphrase",
+        "apikey",
+        "jwt",
+        "authorization",
+        "credential",
+        "credentials",
+        "signature",
+        "session",
+        "sessionid",
+        "cookie",
+    ]
+)
+"""... or its name run together ends in one of these unambiguous ones (`accesstoken`), while
+`monkey`, `keyboard`, `tokenizer` and `passage` stay readable."""
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+_SEPARATOR = re.compile(r"[^a-z0-9]+")
 _QUERY = re.compile(r"\?([^\s\"'#<>\\]+)")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(\bBearer\s+)[^\s\"',;\\]+", re.I)
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@\"']*:)[^@\s\"'/]*@", re.I)
+_CACHED_NAME_CHARS = 64
+"""Clients repeat their parameter names, so checks of short names are cached (long ones are
+not, so hostile names cannot fill memory)."""
 
 
 def _decoded(name: str) -> str:
-    """Percent-decode until stable (at most 3 rounds, for doubly encoded names)."""
+    """Percent-decode until stable (at most 3 rounds, for doubly encoded names), `+` as a
+    space, as the server decodes a name before use."""
     for _ in range(3):
         plain = unquote_plus(name)
         if plain == name:
@@ -31,12 +82,33 @@ def _decoded(name: str) -> str:
     return name
 
 
+def _is_secret(name: str) -> bool:
+    """Words split at separators (any case: `kEy`) and at camel humps (`accessToken`)."""
+    plain = _decoded(name).split("[", 1)[0]
+    words = {word.lower() for word in _WORD.findall(plain)}
+    words.update(_SEPARATOR.split(plain.lower()))
+    joined = "".join(_SEPARATOR.split(plain.lower()))
+    return not SECRET_WORDS.isdisjoint(words) or joined.endswith(SECRET_ENDINGS)
+
+
+_is_secret_cached = functools.lru_cache(maxsize=4096)(_is_secret)
+
+
+def secret_name(name: str) -> bool:
+    """Whether the query parameter called `name` (as sent, maybe percent-encoded) carries a
+    credential."""
+    return (_is_secret_cached if len(name) <= _CACHED_NAME_CHARS else _is_secret)(name)
+
+
 def redact_query(query: str) -> str:
-    """The query string with the values of credential-carrying parameters replaced."""
+    """The query string with the values of credential-carrying parameters replaced; names are
+    kept as sent, so an attempt to sneak one past stays visible."""
+    if "=" not in query:
+        return query
     pairs = []
     for pair in re.split(r"([&;])", query):
         name, sep, _value = pair.partition("=")
-        if sep and SECRET_NAME.search(_decoded(name)):
+        if sep and secret_name(name):
             pair = f"{name}={REDACTED}"
         pairs.append(pair)
     return "".join(pairs)

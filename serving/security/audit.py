@@ -4,7 +4,8 @@ The middleware only appends a tuple to a bounded backlog; a daemon thread drains
 into SQLite (default) or PostgreSQL. No request can stop the trail:
 
 - values are sanitized first (`audit_sanitize`: control characters and invalid UTF-8 spelled
-  out, lengths bounded) and secret query parameters redacted (`audit_redact`);
+  out, lengths bounded) and secret query parameters redacted (`traffic_core.redaction`, as
+  in every log line);
 - a batch the database refuses for its content is written row by row, and each row it still
   refuses goes to the quarantine file with the database's reason (`audit_spill`);
 - while the database is unreachable the rows stay in the backlog and are retried every
@@ -48,10 +49,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.request_logging import AccessEntry, current_request_id, log_access
-from serving.security.audit_redact import redact_query
 from serving.security.audit_sanitize import TEXT_LIMIT, sanitize
 from serving.security.audit_spill import SpillDir
 from serving.security.auth import STATE_AUTH_METHOD, STATE_PRINCIPAL
+from traffic_core.redaction import redact_query
 
 log = logging.getLogger(__name__)
 
@@ -519,7 +520,7 @@ class AuditMiddleware:
                 principal.via if principal is not None else state.get(STATE_AUTH_METHOD),
                 method,
                 path,
-                redact_query(scope.get("query_string", b"")),
+                redact_query(scope.get("query_string", b"").decode("utf-8", "surrogateescape")),
                 status,
                 duration_ms,
                 host,
