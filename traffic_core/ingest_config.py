@@ -37,7 +37,7 @@ def sensor_catalogue(lake_root: Path, platform: PlatformSettings | None = None) 
             "materialize sensor_graph or set TRAFFIC_DATA_DIR, or turn the sensor check off "
             "explicitly"
         ) from exc
-    ids = frozenset(graph.locations["sensor_id"].astype(str))
+    ids = frozenset(graph.sensor_ids)
     if not ids:
         raise SensorCatalogueMissing(f"the sensor graph of {platform.dataset!r} lists no sensors")
     return ids
