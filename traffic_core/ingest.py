@@ -89,13 +89,10 @@ class IngestReport:
     def messages(self) -> int:
         return sum(r.offsets.count for r in self.ranges)
 
-    @property
-    def with_unknown_fields(self) -> int:
-        return sum(r.with_unknown_fields for r in self.ranges)
-
-    @property
-    def unknown_fields(self) -> Counter[str]:
-        return sum((r.unknown_fields for r in self.ranges), Counter())
+    def unknown_fields(self) -> tuple[int, Counter[str]]:
+        """Stored readings with JSON fields the schema lacks, and those fields by name."""
+        names = sum((r.unknown_fields for r in self.ranges), Counter())
+        return sum(r.with_unknown_fields for r in self.ranges), names
 
     def ingest_ids(self, day: date) -> Counter[str | None]:
         """Readings stored for one event date per ingest id, over every range."""

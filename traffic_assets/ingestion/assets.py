@@ -97,11 +97,12 @@ def raw_traffic_events(
         )
     finally:
         consumer.close()
-    if report.with_unknown_fields:
+    with_unknown, unknown_names = report.unknown_fields()
+    if with_unknown:
         context.log.warning(
             "%d stored readings carried fields the schema lacks (UNKNOWN_FIELD, counted): %s",
-            report.with_unknown_fields,
-            dict(report.unknown_fields),
+            with_unknown,
+            dict(unknown_names),
         )
     for other_day in sorted(set(report.rows_by_date()) - {day}):
         # Late (or early) readings went to their own date; say so, so that date's
@@ -141,8 +142,8 @@ def _metadata(report: IngestReport, root: Path, day: date) -> dict:
         "rejected": sum(rejected.values()),
         "dlq_rate": (sum(rejected.values()) / messages) if messages else 0.0,
         "rejected_by_reason": MetadataValue.json(dict(rejected)),
-        "with_unknown_fields": report.with_unknown_fields,
-        "unknown_fields": MetadataValue.json(dict(report.unknown_fields)),
+        "with_unknown_fields": report.unknown_fields()[0],
+        "unknown_fields": MetadataValue.json(dict(report.unknown_fields()[1])),
         "ingest_ids": MetadataValue.json(ingest_id_list(report.ingest_ids(day))),
         "offset_ranges": MetadataValue.json(
             [
