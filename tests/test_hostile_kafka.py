@@ -414,12 +414,3 @@ def test_generated_hostile_streams_end_exactly_once_in_lake_or_dlq(
     outcome = WRITERS[writer](kafka_broker, events, dlq, lake)
     check_exactly_once(kafka_broker, dlq, lake, sent)
     check_writer_kept_going(writer, outcome, sent)
-
-
-def test_sensor_catalogue_is_never_silently_missing(tmp_path: Path) -> None:
-    from traffic_core.ingest_config import SensorCatalogueMissing
-    from traffic_core.settings import PlatformSettings
-
-    absent = PlatformSettings(data_dir=tmp_path / "no-data")
-    with pytest.raises(SensorCatalogueMissing, match="no sensor catalogue"):
-        sensor_catalogue(tmp_path / "lake", absent)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ class IngestionSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TRAFFIC_INGEST_", extra="ignore")
 
-    event_time_floor: datetime = Field(
+    event_time_floor: AwareDatetime = Field(
         default=datetime(2012, 3, 1, tzinfo=UTC),
         description="Earliest event time accepted: METR-LA's first day (PEMS-BAY is later).",
     )
