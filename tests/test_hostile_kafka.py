@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from dagster import DagsterInstance
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -414,3 +414,28 @@ def test_generated_hostile_streams_end_exactly_once_in_lake_or_dlq(
     outcome = WRITERS[writer](kafka_broker, events, dlq, lake)
     check_exactly_once(kafka_broker, dlq, lake, sent)
     check_writer_kept_going(writer, outcome, sent)
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_a_dlq_topic_with_a_smaller_limit_gets_references_not_refusals(
+    kafka_broker: KafkaBroker, tmp_path: Path, writer: str
+) -> None:
+    """The DLQ's own max.message.bytes caps what is copied whole: a 300 kB reject, under the
+    default copy limit, goes as a reference to a DLQ that takes 200 kB records at most
+    (instead of a refusal that would fail the run or abort the worker's transaction forever)."""
+    events, _ = fresh_topics(kafka_broker, partitions=1)
+    dlq = f"small-dlq-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    small = NewTopic(dlq, num_partitions=1, config={"max.message.bytes": "200000"})
+    admin.create_topics([small])[dlq].result(timeout=30)
+    at = DAY0 + timedelta(minutes=5)
+    bulky = random.Random(1).randbytes(300_000)
+    stream = [
+        (bulky, False, _ms(DAY0)),
+        (CODEC.encode(reading(SENSORS[1], at)), True, _ms(at)),
+    ]
+    sent = produce(kafka_broker, events, stream)
+    lake = tmp_path / "lake"
+    WRITERS[writer](kafka_broker, events, dlq, lake)
+    (dead,) = check_exactly_once(kafka_broker, dlq, lake, sent)
+    assert dict(dead.headers())["dlq.payload"] == b"reference"
