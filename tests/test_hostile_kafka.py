@@ -29,8 +29,9 @@ from infra.stack.kafka import KafkaBroker
 from resources import KafkaResource, LakeResource
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.partitions import daily_partitions
-from traffic_core.events import EventCodec
+from traffic_core.events import EventCodec, Reason, Rejection
 from traffic_core.group_ingest import GroupIngestWorker, WorkerSettings
+from traffic_core.ingest import send_rejects
 from traffic_core.ingest_config import sensor_catalogue, validation_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -416,6 +417,29 @@ def test_generated_hostile_streams_end_exactly_once_in_lake_or_dlq(
     check_writer_kept_going(writer, outcome, sent)
 
 
+def small_dlq(broker: KafkaBroker) -> str:
+    """A DLQ topic taking records of 200 kB at most."""
+    dlq = f"small-dlq-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    small = NewTopic(dlq, num_partitions=1, config={"max.message.bytes": "200000"})
+    admin.create_topics([small])[dlq].result(timeout=30)
+    return dlq
+
+
+def test_a_reject_the_broker_refuses_as_too_large_is_resent_as_a_reference(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """Even with no size cap known, a refusal for size becomes a reference, not a failure."""
+    dlq = small_dlq(kafka_broker)
+    bulky = random.Random(2).randbytes(300_000)
+    rejection = Rejection(Reason.OVERSIZED_MESSAGE, "big", bulky, b"k", "events", 0, 7)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    send_rejects(producer, dlq, [rejection], flush=True, max_record_bytes=10**9)
+    (dead,) = read_all(kafka_broker, dlq, expected=1)
+    assert dict(dead.headers())["dlq.payload"] == b"reference"
+    check_reference(dead.value(), bulky, (0, 7))
+
+
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_a_dlq_topic_with_a_smaller_limit_gets_references_not_refusals(
     kafka_broker: KafkaBroker, tmp_path: Path, writer: str
@@ -424,10 +448,7 @@ def test_a_dlq_topic_with_a_smaller_limit_gets_references_not_refusals(
     default copy limit, goes as a reference to a DLQ that takes 200 kB records at most
     (instead of a refusal that would fail the run or abort the worker's transaction forever)."""
     events, _ = fresh_topics(kafka_broker, partitions=1)
-    dlq = f"small-dlq-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
-    small = NewTopic(dlq, num_partitions=1, config={"max.message.bytes": "200000"})
-    admin.create_topics([small])[dlq].result(timeout=30)
+    dlq = small_dlq(kafka_broker)
     at = DAY0 + timedelta(minutes=5)
     bulky = random.Random(1).randbytes(300_000)
     stream = [
