@@ -41,7 +41,8 @@ def kafka_message(value: bytes | None, offset: int) -> Message:
 def random_reading(rng: random.Random) -> dict:
     return {
         "sensor_id": rng.choice(SENSORS),
-        "event_time": NOW + timedelta(minutes=rng.randint(-12, 7), milliseconds=rng.choice([0, 1])),
+        "event_time": rng.choice([NOW, NOW, NOW, NOW - timedelta(days=2), NOW + timedelta(days=1)])
+        + timedelta(minutes=rng.randint(-12, 7), milliseconds=rng.choice([0, 1])),
         "speed_mph": rng.choice(
             [None, None, 61.25, 0.0, -0.0, 120.0, 120.5, -1.0, float("nan"), float("inf")]
         ),
@@ -61,6 +62,11 @@ def random_config(rng: random.Random) -> ValidationConfig:
         max_future_skew=timedelta(minutes=rng.choice([0, 5])),
         max_age=rng.choice([None, timedelta(minutes=10)]),
         dedup_window=rng.choice([1, 3, 100_000]),
+        event_time_floor=rng.choice([None, NOW - timedelta(days=1), NOW - timedelta(minutes=3)]),
+        allowed_lateness=rng.choice([None, timedelta(0), timedelta(minutes=4), timedelta(days=1)]),
+        partition_days=rng.choice(
+            [None, (NOW.date(), NOW.date()), (NOW.date() - timedelta(days=2), NOW.date())]
+        ),
     )
 
 

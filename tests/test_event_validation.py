@@ -1,13 +1,19 @@
 """Stream validation: every bad record is classified, good records around it are untouched."""
 
+import base64
+import hashlib
 import math
 import random
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from traffic_core.events import (
+    EVENT_TIME_FLOOR,
+    EventCodec,
     RawMessage,
     ReadingValidator,
     Reason,
@@ -258,3 +264,120 @@ def test_fuzzed_messages_never_raise():
         assert record["sensor_id"] in SENSORS
         assert record["speed_mph"] is None or 0 <= record["speed_mph"] <= 120
         assert record["event_time"] <= NOW + CONFIG.max_future_skew
+
+
+# Rules against hostile values, on generated input -------------------------------------------
+
+LATE_NOW = datetime(2100, 1, 1, tzinfo=UTC)
+"""A clock after every generated time, so only the rule under test can reject."""
+ANY_TIME = st.datetimes(
+    min_value=datetime(1900, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)
+).map(lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000))
+
+
+def only(reason: Reason, config: ValidationConfig, messages: list[bytes]) -> list[bool]:
+    """Which messages were accepted; every reject must be for `reason`."""
+    validator = ReadingValidator(config)
+    verdicts = []
+    for message in messages:
+        valid, rejected = validator.validate([message], now=LATE_NOW)
+        assert [r.reason for r in rejected] in ([], [reason])
+        verdicts.append(bool(valid))
+    return verdicts
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=200)
+@given(at=ANY_TIME, floor=ANY_TIME)
+def test_event_times_before_the_floor_are_rejected(at: datetime, floor: datetime) -> None:
+    config = ValidationConfig(event_time_floor=floor)
+    assert only(Reason.TIMESTAMP_BEFORE_FLOOR, config, [avro(event_time=at)]) == [at >= floor]
+
+
+def test_the_default_floor_is_metr_la_first_day() -> None:
+    assert datetime(2012, 3, 1, tzinfo=UTC) == EVENT_TIME_FLOOR
+    for at in (datetime(1900, 1, 1, tzinfo=UTC), datetime(1969, 12, 31, 23, tzinfo=UTC)):
+        (rejection,) = ReadingValidator().validate([avro(event_time=at)], now=NOW).rejected
+        assert rejection.reason == Reason.TIMESTAMP_BEFORE_FLOOR
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=200)
+@given(at=ANY_TIME, first=st.dates(), days=st.integers(0, 400))
+def test_readings_outside_the_partitions_are_rejected(at: datetime, first, days: int) -> None:
+    last = first + timedelta(days=days)
+    config = ValidationConfig(event_time_floor=None, partition_days=(first, last))
+    inside = first <= at.date() <= last
+    assert only(Reason.OUTSIDE_PARTITIONS, config, [avro(event_time=at)]) == [inside]
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=200)
+@given(
+    minutes=st.lists(st.integers(0, 30 * 24 * 60), min_size=1, max_size=40),
+    lateness=st.integers(0, 10 * 24 * 60),
+)
+def test_readings_too_far_behind_the_watermark_are_late(minutes: list[int], lateness: int) -> None:
+    """Model: the watermark is the latest accepted event time; a reading more than the
+    allowed lateness behind it is LATE_READING and leaves the watermark where it was."""
+    times = [NOW + timedelta(minutes=m, milliseconds=i) for i, m in enumerate(minutes)]
+    config = ValidationConfig(allowed_lateness=timedelta(minutes=lateness), dedup_window=0)
+    expected, watermark = [], None
+    for at in times:
+        ok = watermark is None or watermark - at <= timedelta(minutes=lateness)
+        expected.append(ok)
+        if ok:
+            watermark = max(watermark or at, at)
+    assert only(Reason.LATE_READING, config, [avro(event_time=t) for t in times]) == expected
+
+
+UNKNOWN_NAMES = st.text(min_size=1, max_size=80).filter(
+    lambda n: n not in {f["name"] for f in EventCodec().schema["fields"]}
+)
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=150)
+@given(
+    extra=st.dictionaries(UNKNOWN_NAMES, st.integers(-(2**53), 2**53) | st.text(), max_size=30),
+    policy=st.sampled_from(["count", "reject"]),
+)
+def test_unknown_json_fields_follow_the_declared_policy(extra: dict, policy: str) -> None:
+    record = reading(event_time=(NOW - timedelta(minutes=5)).isoformat()) | extra
+    validator = ReadingValidator(ValidationConfig(unknown_fields=policy))
+    valid, rejected = validator.validate([orjson.dumps(record)], now=NOW)
+    if not extra:
+        assert len(valid) == 1 and validator.with_unknown_fields == 0
+    elif policy == "count":
+        assert len(valid) == 1 and validator.with_unknown_fields == 1
+        assert sum(validator.unknown_field_names.values()) == len(extra)
+        assert len(validator.unknown_field_names) <= 21  # bounded whatever the sender sends
+    else:
+        assert [r.reason for r in rejected] == [Reason.UNKNOWN_FIELD]
+        assert len(rejected[0].detail) < 600
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=200)
+@given(
+    value=st.binary(max_size=3000) | st.none(),
+    key=st.binary(max_size=600) | st.none(),
+    limit=st.integers(0, 2000),
+    detail=st.text(max_size=2000),
+)
+def test_dlq_records_are_bounded_and_name_their_original(
+    value: bytes | None, key: bytes | None, limit: int, detail: str
+) -> None:
+    rejection = Rejection(Reason.OVERSIZED_MESSAGE, detail, value, key, "events", 4, 99)
+    record = rejection.to_dlq_record(max_record_bytes=limit)
+    size = len(value or b"") + len(key or b"")
+    headers = dict(record.headers)
+    assert len(headers["dlq.detail"].decode()) <= 500
+    if size <= limit:
+        assert (record.key, record.value) == (key, value)
+        assert b"dlq.payload" not in headers
+        return
+    assert headers["dlq.payload"] == b"reference"
+    assert len(record.value) < 4096 and len(record.key or b"") <= 256
+    reference = orjson.loads(record.value)
+    original = value or b""
+    assert (reference["topic"], reference["partition"], reference["offset"]) == ("events", 4, 99)
+    assert reference["size"] == len(original) == int(headers["dlq.original.size"])
+    assert reference["sha256"] == hashlib.sha256(original).hexdigest()
+    assert original.startswith(base64.b64decode(reference["prefix_base64"]))
+    assert reference["reason"] == "OVERSIZED_MESSAGE"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import orjson
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
+from ingest_helpers import dlq_sources, lake_offsets
 from kafka_helpers import fresh_topics, read_all
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -92,25 +92,6 @@ def invalid_value(i: int) -> bytes:
     if kind == 2:
         return reading(f"bad-{i}", 10_000 + i, -1.0 - i)
     return orjson.dumps({"sensor_id": f"bad-{i}", "speed_mph": 50.0})
-
-
-def lake_offsets(lake: Path) -> list[tuple[int, int]]:
-    """(partition, offset) of every stored row, duplicates included."""
-    out: list[tuple[int, int]] = []
-    for path in raw_files(lake):
-        table = pq.read_table(path, columns=["kafka_partition", "kafka_offset"])
-        out += zip(
-            table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist(), strict=True
-        )
-    return out
-
-
-def dlq_sources(messages: list[Message]) -> list[tuple[int, int]]:
-    sources = []
-    for message in messages:
-        headers = {k: v.decode() for k, v in message.headers() or []}
-        sources.append((int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"])))
-    return sources
 
 
 def committed(broker: KafkaBroker, group: str, topic: str, partitions: int) -> dict[int, int]:

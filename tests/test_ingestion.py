@@ -17,11 +17,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from dagster import (
     DagsterInstance,
-    Definitions,
-    SensorEvaluationContext,
-    build_sensor_context,
     materialize,
 )
+from ingest_helpers import lake_frame, run_sensor_tick, sensor_context
 from kafka_helpers import fresh_topics, read_all, topic_message_count
 
 from infra.stack.kafka import KafkaBroker
@@ -42,44 +40,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def six_days(shared_data: Path) -> pd.DataFrame:
     return load_speed_csv(shared_data / "metr-la" / "los_loop_speed_2012-03-01_to_03-06.csv")
-
-
-def lake_frame(lake: Path) -> pd.DataFrame:
-    days = sorted({p.parent.parent.parent.name.removeprefix("date=") for p in raw_files(lake)})
-    return pd.concat(
-        [read_raw_day(lake, datetime.fromisoformat(d).date()) for d in days], ignore_index=True
-    )
-
-
-def sensor_context(
-    instance: DagsterInstance, kafka: KafkaResource, lake: LakeResource, cursor: str | None
-) -> SensorEvaluationContext:
-    definitions = Definitions(
-        assets=[sensor_graph, raw_traffic_events],
-        sensors=[kafka_offsets_sensor],
-        resources={"kafka": kafka, "lake": lake},
-    )
-    return build_sensor_context(
-        instance=instance, cursor=cursor, resources={"kafka": kafka}, definitions=definitions
-    )
-
-
-def run_sensor_tick(
-    instance: DagsterInstance, kafka: KafkaResource, lake: LakeResource, cursor: str | None
-) -> str | None:
-    """One sensor evaluation, then every run it asked for, as the daemon would launch them."""
-    result = kafka_offsets_sensor.evaluate_tick(sensor_context(instance, kafka, lake, cursor))
-    for request in result.run_requests or []:
-        outcome = materialize(
-            [raw_traffic_events],
-            partition_key=request.partition_key,
-            run_config=request.run_config,
-            resources={"kafka": kafka, "lake": lake},
-            instance=instance,
-            tags=request.tags,
-        )
-        assert outcome.success
-    return result.cursor
 
 
 def test_every_event_lands_exactly_once_across_two_ticks(

@@ -38,14 +38,21 @@ from pathlib import Path
 from types import FrameType
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from traffic_core.events import Rejection, ValidationConfig
+from traffic_core.events import DLQ_MAX_RECORD_BYTES, Rejection, ValidationConfig
 from traffic_core.group_ingest_metrics import IngestMetrics, configure_worker_logging
-from traffic_core.ingest import classify_range, collection_paused, send_rejects, store_classified
+from traffic_core.ingest import (
+    classify_range,
+    collection_paused,
+    dlq_record_budget,
+    send_rejects,
+    store_classified,
+)
+from traffic_core.ingest_config import sensor_catalogue, validation_config
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import OffsetRange, ordered_ids, stored_offset_ranges
-from traffic_core.reference import known_sensor_ids
-from traffic_core.settings import KafkaSettings, PlatformSettings
+from traffic_core.settings import IngestionSettings, KafkaSettings, PlatformSettings
 
 DEFAULT_GROUP = "traffic-lake-writers"
 LOG = logging.getLogger("traffic_core.group_ingest")
@@ -70,6 +77,8 @@ class WorkerSettings:
     session_timeout_ms: int = 10_000
     """How long a silent (killed) worker keeps its partitions before the group moves them."""
     transaction_timeout_ms: int = 30_000
+    dlq_max_record_bytes: int = DLQ_MAX_RECORD_BYTES
+    """Larger rejects go to the DLQ as reference records (capped by the DLQ topic's limit)."""
 
 
 def split_by_stored(
@@ -152,6 +161,11 @@ class GroupIngestWorker:
         )
         # The broker creates its transaction log on first use, which can take a while.
         self.dlq.init_transactions(120)
+        self._dlq_budget = dlq_record_budget(
+            AdminClient({"bootstrap.servers": settings.bootstrap_servers}),
+            settings.dlq_topic,
+            settings.dlq_max_record_bytes,
+        )
 
     @property
     def held(self) -> dict[int, int]:
@@ -263,6 +277,19 @@ class GroupIngestWorker:
             written.append([part.first, part.last, outcome.accepted])
             ingest_ids.update(*outcome.ingest_ids.values())
             self.metrics.events.labels(topic).inc(outcome.accepted)
+            if outcome.with_unknown_fields:
+                self.metrics.unknown_fields.labels(topic).inc(outcome.with_unknown_fields)
+                LOG.warning(
+                    "readings with fields the schema lacks stored (UNKNOWN_FIELD, counted)",
+                    extra={
+                        "topic": topic,
+                        "partition": partition,
+                        "first": part.first,
+                        "last": part.last,
+                        "readings": outcome.with_unknown_fields,
+                        "fields": dict(outcome.unknown_fields),
+                    },
+                )
             self.metrics.files.labels(topic).inc(len(outcome.files))
         LOG.info(
             "batch stored",
@@ -284,7 +311,13 @@ class GroupIngestWorker:
         topic = self.settings.topic
         try:
             self.dlq.begin_transaction()
-            send_rejects(self.dlq, self.settings.dlq_topic, rejects, flush=False)
+            send_rejects(
+                self.dlq,
+                self.settings.dlq_topic,
+                rejects,
+                flush=False,
+                max_record_bytes=self._dlq_budget,
+            )
             self.dlq.send_offsets_to_transaction(
                 [TopicPartition(topic, p, o) for p, o in next_offsets.items()],
                 self.consumer.consumer_group_metadata(),
@@ -388,7 +421,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-sensor-catalogue",
         action="store_true",
-        help="accept readings of sensors missing from the reference sensor table",
+        help="accept readings of any sensor id (otherwise the sensor catalogue must be "
+        "readable at start: the lake's sensor table or the dataset's graph files)",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -397,11 +431,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_worker_logging(args.worker_id, args.log_level)
-    known = (
-        None
-        if args.no_sensor_catalogue
-        else known_sensor_ids(args.lake_dir, PlatformSettings().dataset)
-    )
+    known = None if args.no_sensor_catalogue else sensor_catalogue(args.lake_dir)
+    ingestion = IngestionSettings()
     metrics = IngestMetrics()
     metrics.serve(args.metrics_port, args.metrics_host)
     worker = GroupIngestWorker(
@@ -415,8 +446,9 @@ def main(argv: list[str] | None = None) -> None:
             flush_messages=args.flush_messages,
             flush_seconds=args.flush_seconds,
             session_timeout_ms=args.session_timeout_ms,
+            dlq_max_record_bytes=ingestion.dlq_max_record_bytes,
         ),
-        ValidationConfig(known_sensors=known),
+        validation_config(known, settings=ingestion),
         metrics,
     )
 

@@ -26,6 +26,12 @@ class IngestMetrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.unknown_fields = Counter(
+            "traffic_ingest_unknown_fields",
+            "Stored readings whose JSON had fields the schema lacks (reason UNKNOWN_FIELD)",
+            ["topic"],
+            registry=r,
+        )
         self.skipped = Counter(
             "traffic_ingest_already_stored",
             "Re-read messages whose offsets the lake already held (not written again)",

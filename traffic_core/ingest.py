@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 from tenacity import (
     before_sleep_log,
     retry,
@@ -30,7 +31,13 @@ from tenacity import (
     wait_exponential,
 )
 
-from traffic_core.events import RawMessage, ReadingValidator, Rejection, ValidationConfig
+from traffic_core.events import (
+    DLQ_MAX_RECORD_BYTES,
+    RawMessage,
+    ReadingValidator,
+    Rejection,
+    ValidationConfig,
+)
 from traffic_core.events.bulk import ColumnarReadings, decode_readings_columnar, validate_columns
 from traffic_core.kafka.topics import TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import RAW_SCHEMA, OffsetRange, write_raw_range
@@ -61,6 +68,9 @@ class RangeOutcome:
     files: dict[date, Path]
     ingest_ids: dict[date, Counter[str | None]] = field(default_factory=dict)
     """Stored readings per event date and ingest id (None: sent without one)."""
+    unknown_fields: Counter[str] = field(default_factory=Counter)
+    """Stored readings' JSON fields the schema lacks, by name (see `ClassifiedRange`)."""
+    with_unknown_fields: int = 0
 
 
 @dataclass
@@ -78,6 +88,11 @@ class IngestReport:
     @property
     def messages(self) -> int:
         return sum(r.offsets.count for r in self.ranges)
+
+    def unknown_fields(self) -> tuple[int, Counter[str]]:
+        """Stored readings with JSON fields the schema lacks, and those fields by name."""
+        names = sum((r.unknown_fields for r in self.ranges), Counter())
+        return sum(r.with_unknown_fields for r in self.ranges), names
 
     def ingest_ids(self, day: date) -> Counter[str | None]:
         """Readings stored for one event date per ingest id, over every range."""
@@ -207,6 +222,9 @@ class ClassifiedRange:
     table: pa.Table
     rejected: list[Rejection]
     counts: Counter[str]
+    with_unknown_fields: int = 0
+    """Accepted JSON messages with fields the schema lacks (policy "count")."""
+    unknown_fields: Counter[str] = field(default_factory=Counter)
 
 
 def classify_range(
@@ -225,7 +243,13 @@ def classify_range(
         rejected_offsets = {r.offset for r in result.rejected}
         kept = [m.offset() for m in messages if m.offset() not in rejected_offsets]
         counts = Counter({k.value: v for k, v in validator.rejected_by_reason.items()})
-        return ClassifiedRange(readings_table(result.valid, offsets, kept), result.rejected, counts)
+        return ClassifiedRange(
+            readings_table(result.valid, offsets, kept),
+            result.rejected,
+            counts,
+            validator.with_unknown_fields,
+            validator.unknown_field_names,
+        )
     verdict = validate_columns(readings, config, now)
     rejected = []
     for i, reason, detail in verdict.rejected:
@@ -237,16 +261,88 @@ def classify_range(
     return ClassifiedRange(columnar_table(readings, rows, offsets, kept), rejected, counts)
 
 
-def send_rejects(dlq: Producer, dlq_topic: str, rejected: list[Rejection], *, flush: bool) -> None:
+MESSAGE_TOO_LARGE = KafkaError.MSG_SIZE_TOO_LARGE
+"""librdkafka's local size check and the broker's MESSAGE_TOO_LARGE share this code."""
+
+
+def send_rejects(
+    dlq: Producer,
+    dlq_topic: str,
+    rejected: list[Rejection],
+    *,
+    flush: bool,
+    max_record_bytes: int = DLQ_MAX_RECORD_BYTES,
+) -> None:
     """Produce rejects to the dead-letter topic; with flush, wait until all are acknowledged.
 
-    A transactional caller leaves flush off: committing its transaction delivers them.
+    A reject over max_record_bytes, or one the client or broker refuses as too large, goes as
+    its bounded reference record (`Rejection.to_dlq_record`), so no size stops the stream. Any
+    other refusal raises IngestError. A transactional caller leaves flush off: committing its
+    transaction delivers them (and a refusal aborts it).
     """
+    refused: list[tuple[Rejection, KafkaError]] = []
     for rejection in rejected:
-        record = rejection.to_dlq_record()
-        dlq.produce(dlq_topic, record.value, record.key, headers=record.headers)
-    if flush and rejected and dlq.flush(60) > 0:
+        _produce_reject(dlq, dlq_topic, rejection, max_record_bytes, refused)
+    if not flush or not rejected:
+        return
+    _flush(dlq)
+    too_large = [r for r, error in refused if error.code() == MESSAGE_TOO_LARGE]
+    if len(too_large) < len(refused):
+        error = next(e for _, e in refused if e.code() != MESSAGE_TOO_LARGE)
+        raise IngestError(f"the dead-letter topic refused {len(refused)} rejects: {error}")
+    if too_large:
+        log.warning("%d rejects refused as too large; sent as references", len(too_large))
+        retry: list[tuple[Rejection, KafkaError]] = []
+        for rejection in too_large:
+            _produce_reject(dlq, dlq_topic, rejection, 0, retry)
+        _flush(dlq)
+        if retry:
+            raise IngestError(f"the dead-letter topic refused reference records: {retry[0][1]}")
+
+
+def _produce_reject(
+    dlq: Producer,
+    topic: str,
+    rejection: Rejection,
+    max_record_bytes: int,
+    refused: list[tuple[Rejection, KafkaError]],
+) -> None:
+    def on_delivery(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            refused.append((rejection, error))
+
+    record = rejection.to_dlq_record(max_record_bytes=max_record_bytes)
+    try:
+        dlq.produce(
+            topic, record.value, record.key, headers=record.headers, on_delivery=on_delivery
+        )
+    except KafkaException as exc:
+        if exc.args[0].code() != MESSAGE_TOO_LARGE or max_record_bytes == 0:
+            raise
+        _produce_reject(dlq, topic, rejection, 0, refused)
+
+
+def _flush(dlq: Producer) -> None:
+    if dlq.flush(60) > 0:
         raise IngestError("dead-letter topic did not acknowledge the rejects")
+
+
+def dlq_record_budget(admin: AdminClient, dlq_topic: str, configured: int) -> int:
+    """Largest reject copied whole into the DLQ: the configured limit, at most half the topic's
+    max.message.bytes (headers, framing, and a batch that compression did not shrink)."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, dlq_topic)
+    try:
+        configs = admin.describe_configs([resource])[resource].result(timeout=30)
+        topic_max = int(configs["max.message.bytes"].value)
+    except (KafkaException, KeyError, ValueError) as exc:
+        log.warning(
+            "max.message.bytes of %s unknown (%s); DLQ records up to %d bytes",
+            dlq_topic,
+            exc,
+            configured,
+        )
+        return configured
+    return min(configured, topic_max // 2)
 
 
 def store_classified(
@@ -255,7 +351,15 @@ def store_classified(
     """Write the valid rows of one classified range durably (one immutable file per date)."""
     files = write_raw_range(lake_root, offsets, classified.table)
     ingest_ids = ingest_ids_by_date(classified.table)
-    return RangeOutcome(offsets, classified.table.num_rows, classified.counts, files, ingest_ids)
+    return RangeOutcome(
+        offsets,
+        classified.table.num_rows,
+        classified.counts,
+        files,
+        ingest_ids,
+        classified.unknown_fields,
+        classified.with_unknown_fields,
+    )
 
 
 def ingest_ids_by_date(table: pa.Table) -> dict[date, Counter[str | None]]:
@@ -285,6 +389,7 @@ def ingest_ranges(
     dlq_topic: str = TRAFFIC_EVENTS_DLQ,
     now: datetime | None = None,
     after_range: Callable[[RangeOutcome], None] | None = None,
+    dlq_max_record_bytes: int = DLQ_MAX_RECORD_BYTES,
 ) -> IngestReport:
     """Read, validate and store each range; commit its end offset once its files are durable."""
     report = IngestReport()
@@ -294,7 +399,9 @@ def ingest_ranges(
         with collection_paused():
             messages = read_range(consumer, offsets)
             classified = classify_range(messages, offsets, config, now)
-        send_rejects(dlq, dlq_topic, classified.rejected, flush=True)
+        send_rejects(
+            dlq, dlq_topic, classified.rejected, flush=True, max_record_bytes=dlq_max_record_bytes
+        )
         outcome = store_classified(lake_root, offsets, classified)
         commit_after(consumer, offsets)
         report.ranges.append(outcome)

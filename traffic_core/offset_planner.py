@@ -34,16 +34,20 @@ def split_by_day(
     first_day: date,
     last_day: date,
     day_start_offset: Callable[[date], int | None],
+    day_of_offset: Callable[[int], date] | None = None,
 ) -> dict[date, OffsetRange]:
     """Split first..last at the first offset of each day after first_day.
 
     day_start_offset(day) is the first offset whose timestamp is at or after that day (None if
     there is none). Out-of-order timestamps can make those offsets non-monotonic; they are
     clipped into order, and the ingestion writes every reading under its own date anyway.
+    day_of_offset(offset), the day of one message's timestamp, lets the split skip days that
+    hold no message, so a gap of years (a record stamped 1970 before readings of 2012, say)
+    costs one question instead of one per day.
     """
     pieces: dict[date, OffsetRange] = {}
     start, day = first, first_day
-    while day < last_day:
+    while day < last_day and start <= last:
         next_day = day + DAY
         boundary = day_start_offset(next_day)
         boundary = last + 1 if boundary is None else min(max(boundary, start), last + 1)
@@ -51,6 +55,9 @@ def split_by_day(
             pieces[day] = OffsetRange(topic, partition, start, boundary - 1)
             start = boundary
         day = next_day
+        if day_of_offset is not None and start <= last:
+            # Every day before the one of the message at `start` starts at or before `start`.
+            day = min(max(day, day_of_offset(start)), last_day)
     if start <= last:
         pieces[last_day] = OffsetRange(topic, partition, start, last)
     return pieces
@@ -134,6 +141,7 @@ def plan_ingestion(
             first_day,
             last_day,
             lambda day, p=partition: probe.first_offset_at(p, day),
+            lambda offset, p=partition: day_of_ms(probe.timestamp_at(p, offset)),
         )
         for day, offsets in pieces.items():
             plan.setdefault(day, []).append(offsets)

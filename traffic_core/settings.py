@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,36 @@ class KafkaSettings(BaseSettings):
         description="Partition count overrides, e.g. 'traffic-events=24,traffic-alerts=4'.",
     )
     replication_factor: int = 1
+
+
+class IngestionSettings(BaseSettings):
+    """Validation rules of both lake writers (the Dagster asset and the group workers)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAFFIC_INGEST_", extra="ignore")
+
+    event_time_floor: AwareDatetime = Field(
+        default=datetime(2012, 3, 1, tzinfo=UTC),
+        description="Earliest event time accepted: METR-LA's first day (PEMS-BAY is later).",
+    )
+    allowed_lateness_hours: float = Field(
+        default=168.0,
+        description="How far behind the stream's watermark a reading may be; 0 disables.",
+    )
+    max_future_skew_seconds: float = Field(
+        default=300.0, description="How far ahead of the clock an event time may be."
+    )
+    unknown_fields: Literal["count", "reject"] = Field(
+        default="count",
+        description="JSON fields the schema lacks: accept and count, or reject (UNKNOWN_FIELD).",
+    )
+    max_message_bytes: int = Field(
+        default=64 * 1024, description="Larger messages are rejected (OVERSIZED_MESSAGE)."
+    )
+    dlq_max_record_bytes: int = Field(
+        default=512 * 1024,
+        description="Rejects larger than this (and than half the DLQ topic's "
+        "max.message.bytes) go to the DLQ as reference records.",
+    )
 
 
 class SparkSettings(BaseSettings):

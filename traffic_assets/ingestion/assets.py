@@ -16,8 +16,8 @@ from pydantic import Field
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from traffic_assets.partitions import daily_partitions
-from traffic_core.events import ValidationConfig
-from traffic_core.ingest import IngestReport, ingest_ranges
+from traffic_core.ingest import IngestReport, dlq_record_budget, ingest_ranges
+from traffic_core.ingest_config import sensor_catalogue, validation_config
 from traffic_core.lake import (
     OffsetRange,
     ingest_id_list,
@@ -25,8 +25,7 @@ from traffic_core.lake import (
     raw_day_dir,
     stored_offset_ranges,
 )
-from traffic_core.reference import known_sensor_ids
-from traffic_core.settings import PlatformSettings
+from traffic_core.settings import IngestionSettings
 
 INGEST_GROUP = "traffic-lake-ingest"
 
@@ -46,8 +45,16 @@ class IngestConfig(Config):
     )
     check_sensor_catalogue: bool = Field(
         default=True,
-        description="Reject readings of sensors missing from the reference sensor table.",
+        description="Reject readings of sensors missing from the sensor catalogue (the "
+        "sensor_graph table, else the dataset's graph files; neither: the run fails at start).",
     )
+
+
+def partition_days() -> tuple[date, date]:
+    """First and last day the asset has partitions for now; readings of other days go to the
+    DLQ (OUTSIDE_PARTITIONS) instead of materializing a partition that does not exist."""
+    keys = daily_partitions.get_partition_keys()
+    return date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
 
 
 @asset(
@@ -74,11 +81,9 @@ def raw_traffic_events(
                 f"no offset ranges given and none stored for {day}: runs of this asset are "
                 "requested by the kafka_offsets_sensor with the ranges to ingest"
             )
-    known = (
-        known_sensor_ids(root, PlatformSettings().dataset)
-        if config.check_sensor_catalogue
-        else None
-    )
+    known = sensor_catalogue(root) if config.check_sensor_catalogue else None
+    settings = IngestionSettings()
+    budget = dlq_record_budget(kafka.admin(), kafka.dlq_topic, settings.dlq_max_record_bytes)
     consumer = kafka.consumer(group_id=INGEST_GROUP)
     try:
         report = ingest_ranges(
@@ -86,11 +91,19 @@ def raw_traffic_events(
             kafka.producer(),
             root,
             ranges,
-            ValidationConfig(known_sensors=known),
+            validation_config(known, partition_days(), settings),
             dlq_topic=kafka.dlq_topic,
+            dlq_max_record_bytes=budget,
         )
     finally:
         consumer.close()
+    with_unknown, unknown_names = report.unknown_fields()
+    if with_unknown:
+        context.log.warning(
+            "%d stored readings carried fields the schema lacks (UNKNOWN_FIELD, counted): %s",
+            with_unknown,
+            dict(unknown_names),
+        )
     for other_day in sorted(set(report.rows_by_date()) - {day}):
         # Late (or early) readings went to their own date; say so, so that date's
         # downstream partitions are refreshed too.
@@ -129,6 +142,8 @@ def _metadata(report: IngestReport, root: Path, day: date) -> dict:
         "rejected": sum(rejected.values()),
         "dlq_rate": (sum(rejected.values()) / messages) if messages else 0.0,
         "rejected_by_reason": MetadataValue.json(dict(rejected)),
+        "with_unknown_fields": report.unknown_fields()[0],
+        "unknown_fields": MetadataValue.json(dict(report.unknown_fields()[1])),
         "ingest_ids": MetadataValue.json(ingest_id_list(report.ingest_ids(day))),
         "offset_ranges": MetadataValue.json(
             [

@@ -26,16 +26,21 @@ from traffic_core.events.schema import (
     speed_from_metr_la,
 )
 from traffic_core.events.validation import (
+    DLQ_MAX_RECORD_BYTES,
+    EVENT_TIME_FLOOR,
     DlqRecord,
     RawMessage,
     ReadingValidator,
     Rejection,
+    UnknownFieldPolicy,
     ValidationConfig,
     ValidationResult,
     check_reading,
 )
 
 __all__ = [
+    "DLQ_MAX_RECORD_BYTES",
+    "EVENT_TIME_FLOOR",
     "INCIDENT",
     "READING",
     "SCHEMA_IDS",
@@ -50,6 +55,7 @@ __all__ = [
     "RegisteredSchema",
     "Rejection",
     "SchemaRegistry",
+    "UnknownFieldPolicy",
     "ValidationConfig",
     "ValidationResult",
     "check_compatibility",

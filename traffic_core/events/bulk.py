@@ -239,6 +239,9 @@ def validate_columns(
     problems = dict(_content_problems(readings, config, now))
     content_ok = np.ones(len(readings), bool)
     content_ok[list(problems)] = False
+    late = _late(readings, content_ok, config.allowed_lateness)
+    problems.update(late)
+    content_ok[[i for i, _ in late]] = False
     problems.update(_duplicates(readings, content_ok, config.dedup_window))
     accepted = np.ones(len(readings), bool)
     accepted[list(problems)] = False
@@ -257,7 +260,12 @@ def _content_problems(
         suspect |= ~pc.is_in(readings.sensor_id, value_set=known).to_numpy(zero_copy_only=False)
     suspect |= ms > (now + config.max_future_skew - _EPOCH) // _MS
     if config.max_age is not None:
-        suspect |= ms < -((_EPOCH - (now - config.max_age)) // _MS)  # ceiling of the cutoff
+        suspect |= ms < _ceil_ms(now - config.max_age)
+    if config.event_time_floor is not None:
+        suspect |= ms < _ceil_ms(config.event_time_floor)
+    if config.partition_days is not None:
+        first, last = (datetime(d.year, d.month, d.day, tzinfo=UTC) for d in config.partition_days)
+        suspect |= (ms < _ceil_ms(first)) | (ms >= _ceil_ms(last + timedelta(days=1)))
     speed_ok = (readings.speed_mph >= 0) & (readings.speed_mph <= config.max_speed_mph)
     suspect |= ~readings.speed_null & ~speed_ok
     suspect |= ~readings.volume_null & (readings.volume < 0)
@@ -267,6 +275,38 @@ def _content_problems(
     for i in np.flatnonzero(suspect).tolist():
         if problem := check_reading(readings.record(i), config, now):
             found.append((i, problem))
+    return found
+
+
+def _ceil_ms(moment: datetime) -> int:
+    """Epoch millis of the first whole millisecond at or after moment."""
+    return -((_EPOCH - moment) // _MS)
+
+
+def _late(
+    readings: ColumnarReadings, content_ok: np.ndarray, lateness: timedelta | None
+) -> list[tuple[int, tuple[Reason, str]]]:
+    """Rows more than `lateness` behind the latest event time of an earlier acceptable row.
+
+    Rows rejected as late or duplicate never raise that maximum (their time is not above it),
+    so the running maximum over content-valid rows is the validator's watermark.
+    """
+    if lateness is None or not content_ok.any():
+        return []
+    floor = np.iinfo(np.int64).min
+    times = np.where(content_ok, readings.event_time, floor)
+    before = np.empty_like(times)
+    before[0] = floor
+    np.maximum.accumulate(times[:-1], out=before[1:])
+    late = content_ok & (before != floor) & (before - times > lateness // _MS)
+    found = []
+    for i in np.flatnonzero(late).tolist():
+        at, mark = (_EPOCH + _MS * int(x) for x in (readings.event_time[i], before[i]))
+        detail = (
+            f"event_time {at.isoformat()} is more than {lateness} behind the watermark "
+            f"{mark.isoformat()}"
+        )
+        found.append((i, (Reason.LATE_READING, detail)))
     return found
 
 

@@ -71,6 +71,7 @@ class EventCodec:
             (f["name"], _json_converter(f["type"]), f.get("default", _REQUIRED))
             for f in self.schema["fields"]
         ]
+        self._field_names = frozenset(f["name"] for f in self.schema["fields"])
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         if self._compiled is None:
@@ -143,7 +144,14 @@ class EventCodec:
             raise DecodeError(Reason.UNDECODABLE, f"schema id {schema_id}: {exc!r}") from exc
 
     def decode_json(self, value: bytes | str) -> Record:
-        """Decode a JSON object with the same fields; timestamps as ISO-8601 or epoch millis."""
+        """Decode a JSON object with the same fields; timestamps as ISO-8601 or epoch millis.
+
+        Fields the schema lacks are dropped; `decode_json_checked` names them.
+        """
+        return self.decode_json_checked(value)[0]
+
+    def decode_json_checked(self, value: bytes | str) -> tuple[Record, list[str]]:
+        """`decode_json`, plus the names of the object's fields the schema lacks (sorted)."""
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
@@ -161,14 +169,18 @@ class EventCodec:
                 record[name] = convert(obj[name])
             except _WrongType as exc:
                 raise DecodeError(Reason.WRONG_TYPE, f"field {name!r}: {exc}") from None
-        return record
+        return record, sorted(obj.keys() - self._field_names)
 
     def decode_any(self, value: bytes) -> Record:
         """Dispatch on the first byte: Confluent magic 0 -> Avro, '{' (after spaces) -> JSON."""
+        return self.decode_any_checked(value)[0]
+
+    def decode_any_checked(self, value: bytes) -> tuple[Record, list[str]]:
+        """`decode_any`, plus the JSON fields the schema lacks (Avro has none by construction)."""
         if value[:1] == b"\x00":
-            return self.decode(value)
+            return self.decode(value), []
         if value.lstrip()[:1] == b"{":
-            return self.decode_json(value)
+            return self.decode_json_checked(value)
         raise DecodeError(Reason.UNDECODABLE, "neither Confluent Avro nor a JSON object")
 
     def decode_many(self, values: Iterable[bytes]) -> tuple[list[Record], list[tuple[int, Reason]]]:

@@ -48,6 +48,14 @@ class Reason(StrEnum):
     UNKNOWN_SENSOR = "UNKNOWN_SENSOR"
     FUTURE_TIMESTAMP = "FUTURE_TIMESTAMP"
     TIMESTAMP_TOO_OLD = "TIMESTAMP_TOO_OLD"
+    TIMESTAMP_BEFORE_FLOOR = "TIMESTAMP_BEFORE_FLOOR"
+    """Event time before the earliest the platform accepts (default: METR-LA's first day)."""
+    LATE_READING = "LATE_READING"
+    """Event time further behind the stream's watermark than the allowed lateness."""
+    OUTSIDE_PARTITIONS = "OUTSIDE_PARTITIONS"
+    """Event date outside the lake asset's partitions (a day Dagster does not know)."""
+    UNKNOWN_FIELD = "UNKNOWN_FIELD"
+    """A JSON message with fields the schema lacks, under the reject policy."""
     DUPLICATE_READING = "DUPLICATE_READING"
 
 

@@ -1,0 +1,63 @@
+"""What the lake writers validate against: the sensor catalogue and the configured rules.
+
+Both writers (the `raw_traffic_events` asset and `traffic_core.group_ingest` workers) build
+their `ValidationConfig` here, so a rule never differs between them. A writer that checks
+sensors and finds no catalogue stops before reading anything: the check is never skipped
+silently.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+from traffic_core.datasets.graph import load_network_graph
+from traffic_core.events import ValidationConfig
+from traffic_core.reference import known_sensor_ids
+from traffic_core.settings import IngestionSettings, PlatformSettings
+
+
+class SensorCatalogueMissing(RuntimeError):
+    """Neither the lake's sensor table nor the dataset's sensor graph could be read."""
+
+
+def sensor_catalogue(lake_root: Path, platform: PlatformSettings | None = None) -> frozenset[str]:
+    """Known sensor ids: the lake's `sensor_graph` table, else the dataset's own graph files
+    (the table is made from them), else SensorCatalogueMissing."""
+    platform = platform or PlatformSettings()
+    known = known_sensor_ids(lake_root, platform.dataset)
+    if known is not None:
+        return known
+    try:
+        graph = load_network_graph(platform.dataset, platform.data_dir / platform.dataset)
+    except Exception as exc:  # any unreadable or absent graph is the same start-up failure
+        raise SensorCatalogueMissing(
+            f"no sensor catalogue for {platform.dataset!r}: the lake has no sensor table under "
+            f"{lake_root} and the dataset graph in {platform.data_dir} cannot be read ({exc}); "
+            "materialize sensor_graph or set TRAFFIC_DATA_DIR, or turn the sensor check off "
+            "explicitly"
+        ) from exc
+    ids = frozenset(graph.sensor_ids)
+    if not ids:
+        raise SensorCatalogueMissing(f"the sensor graph of {platform.dataset!r} lists no sensors")
+    return ids
+
+
+def validation_config(
+    known_sensors: frozenset[str] | None,
+    partition_days: tuple[date, date] | None = None,
+    settings: IngestionSettings | None = None,
+) -> ValidationConfig:
+    """The writers' rules from TRAFFIC_INGEST_* settings; known_sensors None means the caller
+    turned the sensor check off on purpose."""
+    settings = settings or IngestionSettings()
+    lateness = settings.allowed_lateness_hours
+    return ValidationConfig(
+        max_message_bytes=settings.max_message_bytes,
+        known_sensors=known_sensors,
+        max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+        event_time_floor=settings.event_time_floor,
+        allowed_lateness=timedelta(hours=lateness) if lateness > 0 else None,
+        partition_days=partition_days,
+        unknown_fields=settings.unknown_fields,
+    )
