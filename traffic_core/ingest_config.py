@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-from traffic_core.datasets.graph import load_network_graph
 from traffic_core.events import ValidationConfig
+from traffic_core.networks import load_network_graph
 from traffic_core.reference import known_sensor_ids
 from traffic_core.settings import IngestionSettings, PlatformSettings
 
