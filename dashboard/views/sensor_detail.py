@@ -62,11 +62,9 @@ def _figures(history: SensorHistory, current: OneForecast | None) -> None:
     )
     for col, h in zip(cols[2:], current.horizons if current else (), strict=False):
         value = "n/a" if h.speed_mph is None else f"{h.speed_mph:.0f} mph"
-        interval = (
-            ""
-            if h.lower_mph is None or h.upper_mph is None
-            else f"{h.coverage:.0%} interval {h.lower_mph:.0f} to {h.upper_mph:.0f} mph"
-        )
+        interval = f"withheld: {h.reason.replace('_', ' ')}" if h.reason else ""
+        if h.lower_mph is not None and h.upper_mph is not None:
+            interval = f"{h.coverage:.0%} interval {h.lower_mph:.0f} to {h.upper_mph:.0f} mph"
         col.metric(f"In {h.minutes} min", value, help=interval or None)
     if history.model_version:
         st.caption(f"Forecasts by model {history.model_version}.")
