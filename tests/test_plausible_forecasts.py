@@ -18,11 +18,17 @@ import pytest
 from api_fixtures import real_speeds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from serving.app import build_service
-from serving.forecasting import ForecastSnapshot
-from serving.live import LiveWindows
-from serving.plausibility import MAX_FORECAST_MPH, MIN_LAG_READINGS, input_gaps, plausible
+from serving.forecasting import ForecastSnapshot, mph
+from serving.plausibility import (
+    MAX_FORECAST_MPH,
+    MIN_LAG_READINGS,
+    bounded,
+    input_gaps,
+    plausible,
+)
 from serving.routes.forecasts import one_sensor_json
 from serving.schemas import ForecastBatch, HorizonForecast, OneForecast, SensorHistory
 from serving.service import ForecastService
@@ -273,3 +279,28 @@ def test_the_rule_counts_missing_windows_and_readings() -> None:
         "insufficient_history",
     ]
     assert input_gaps(full[-3:]).tolist()[0] == "insufficient_history"  # warm-up: 3 windows
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    points=hnp.arrays(np.float64, 50, elements=st.floats(allow_nan=True, allow_infinity=True)),
+    half_width=st.floats(allow_nan=True, allow_infinity=True),
+    withheld=hnp.arrays(bool, 50),
+)
+def test_any_model_output_is_clipped_or_withheld(
+    points: np.ndarray, half_width: float, withheld: np.ndarray
+) -> None:
+    """Whatever a model answers (negative, beyond any road, NaN, infinite; any interval
+    width), what is served keeps 0 <= lower <= speed <= upper <= MAX_FORECAST_MPH."""
+    gaps = np.where(withheld, "insufficient_history", None).astype(object)
+    served = bounded(points, half_width, gaps)
+    for i, raw in enumerate(points):
+        speed, lower, upper = (mph(v[i]) for v in (served.speed, served.lower, served.upper))
+        assert plausible(speed, lower, upper), (raw, half_width, speed, lower, upper)
+        if withheld[i]:
+            assert served.reasons[i] == "insufficient_history" and speed is None
+        elif not np.isfinite(raw):
+            assert served.reasons[i] == "model_output_invalid" and speed is None
+        else:
+            assert served.reasons[i] is None
+            assert speed == mph(min(max(raw, 0.0), MAX_FORECAST_MPH))
