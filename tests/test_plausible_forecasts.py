@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from serving.alerts import AlertTracker
 from serving.app import build_service
 from serving.forecasting import ForecastSnapshot, mph
 from serving.plausibility import (
@@ -34,8 +35,8 @@ from serving.schemas import ForecastBatch, HorizonForecast, OneForecast, SensorH
 from serving.service import ForecastService
 from serving.settings import ApiSettings
 from serving.streams import Broadcaster
-from traffic_core.features import LOOKBACK
-from traffic_core.windows import WINDOW
+from traffic_core.features import HORIZONS, LOOKBACK
+from traffic_core.windows import DEFAULT_THRESHOLDS, WINDOW
 
 DAY = pd.Timestamp("2012-03-06")
 """A day the model never saw (it is trained up to 5 March)."""
@@ -304,3 +305,27 @@ def test_any_model_output_is_clipped_or_withheld(
         else:
             assert served.reasons[i] is None
             assert speed == mph(min(max(raw, 0.0), MAX_FORECAST_MPH))
+
+
+def test_a_withheld_forecast_neither_raises_nor_clears_an_alert() -> None:
+    tracker = AlertTracker(DEFAULT_THRESHOLDS, horizon_minutes=30)
+    start = pd.Timestamp("2012-03-06 08:00", tz="UTC")
+
+    def step(k: int, speed: float, withheld: bool) -> list[tuple[str, str]]:
+        gaps = np.array(["insufficient_history" if withheld else None], dtype=object)
+        snapshot = ForecastSnapshot(
+            issued_for=start + k * WINDOW,
+            model_version="v",
+            synthetic=False,
+            sensor_ids=("a",),
+            observed=np.array([65.0]),
+            forecasts={m: bounded(np.array([speed]), 5.0, gaps) for m in HORIZONS},
+            coverage=0.9,
+        )
+        return [(a["kind"], a["to_congestion"]) for a in tracker.update(snapshot)]
+
+    assert step(0, 65.0, False) == []  # first sight: free flow, as observed
+    assert step(1, -88.0, True) == []  # withheld: would have raised "severe"
+    assert step(2, 20.0, False) == [("raised", "severe")]
+    assert step(3, 65.0, True) == []  # withheld: would have cleared
+    assert step(4, 65.0, False) == [("cleared", "free_flow")]
