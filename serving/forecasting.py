@@ -149,15 +149,18 @@ def forecast_all(
     synthetic: bool,
     thresholds: CongestionThresholds = DEFAULT_THRESHOLDS,
     sources: Sequence[dict[str, Any] | None] | None = None,
+    held_from: pd.Timestamp | None = None,
 ) -> ForecastSnapshot:
     """Forecasts for every sensor of the model's context from the wide speed frame (the hour
     up to `at` is enough; missing readings stay NaN): a sensor below the minimum input of
     `serving.plausibility` gets none, with the reason. `sources` (in the context's sensor
-    order) say where each sensor's newest reading came from."""
+    order) say where each sensor's newest reading came from; `held_from`: the oldest window
+    the caller holds readings for (None: all of `speeds` is what there is)."""
     frame = make_features(speeds, bundle.context, at=at)
     points = bundle.predict(frame[list(FEATURE_NAMES)].to_numpy())
-    lag_window = on_grid(speeds, bundle.context.sensor_ids, at - (LOOKBACK - 1) * WINDOW, at)
-    gaps = input_gaps(lag_window.to_numpy())
+    hour_start = at - (LOOKBACK - 1) * WINDOW
+    lag_window = on_grid(speeds, bundle.context.sensor_ids, hour_start, at)
+    gaps = input_gaps(lag_window.to_numpy(), held_from is not None and held_from > hour_start)
     observed = (
         speeds.reindex(columns=bundle.context.sensor_ids).loc[at].to_numpy(dtype="float64")
         if at in speeds.index

@@ -6,6 +6,9 @@ that window included). Below it the model extrapolates from features it has rare
 missing together (a regression then answers -88 mph), so the forecast is withheld: its speed
 and interval are null and `reason` says why, in the order checked:
 
+- `warming_up`: the service has held readings for less than that hour (it started, or
+  rebuilt its state from Kafka after a restart, within it), so it cannot tell what the
+  sensors sent before; every sensor's forecast at such a window is withheld;
 - `sensor_offline`: no reading at all in the hour;
 - `no_current_reading`: none at the window the forecast is issued for;
 - `insufficient_history`: fewer than `MIN_LAG_READINGS` readings in the hour;
@@ -28,7 +31,11 @@ from traffic_core.events.validation import ValidationConfig
 from traffic_core.features import LOOKBACK
 
 GapReason = Literal[
-    "sensor_offline", "no_current_reading", "insufficient_history", "model_output_invalid"
+    "warming_up",
+    "sensor_offline",
+    "no_current_reading",
+    "insufficient_history",
+    "model_output_invalid",
 ]
 GAP_REASONS: tuple[str, ...] = get_args(GapReason)
 MAX_FORECAST_MPH = ValidationConfig().max_speed_mph
@@ -36,10 +43,11 @@ MIN_LAG_READINGS = LOOKBACK // 2
 """Readings a sensor needs among the last LOOKBACK windows (half the hour)."""
 
 
-def input_gaps(lag_window: np.ndarray) -> np.ndarray:
+def input_gaps(lag_window: np.ndarray, warming_up: bool = False) -> np.ndarray:
     """Per sensor, why its input is below the minimum (None where it suffices), from its
     speeds over the LOOKBACK windows up to the forecast's window (rows oldest first, NaN
-    missing; fewer rows count as missing windows)."""
+    missing; fewer rows count as missing windows); `warming_up`: the holder of the speeds
+    did not hold that whole hour."""
     valid = ~np.isnan(np.asarray(lag_window, dtype="float64")[-LOOKBACK:])
     readings = valid.sum(axis=0)
     current = valid[-1] if len(valid) else np.zeros(valid.shape[1], dtype=bool)
@@ -47,6 +55,8 @@ def input_gaps(lag_window: np.ndarray) -> np.ndarray:
     reasons[readings < MIN_LAG_READINGS] = "insufficient_history"
     reasons[~current] = "no_current_reading"
     reasons[readings == 0] = "sensor_offline"
+    if warming_up:
+        reasons[:] = "warming_up"
     return reasons
 
 

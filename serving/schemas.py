@@ -40,8 +40,10 @@ class HorizonForecast(BaseModel):
     congestion: Congestion
     reason: GapReason | None = Field(
         default=None,
-        description="Why the forecast is withheld (speed and bounds null): the sensor reported "
-        "nothing in the last hour (sensor_offline), nothing at the window it is issued for "
+        description="Why the forecast is withheld (speed and bounds null): the service has "
+        "held readings for less than the hour before (warming_up, after a start or restart), "
+        "the sensor reported nothing in that hour (sensor_offline), nothing at the window it "
+        "is issued for "
         "(no_current_reading), fewer than 6 of the hour's 12 windows (insufficient_history), "
         "or the model answered no number (model_output_invalid). Null when served.",
     )

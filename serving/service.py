@@ -153,7 +153,13 @@ class ForecastService:
                 window, bundle.context.sensor_ids, self.settings.events_topic, LOOKBACK
             )
             snapshot = forecast_all(
-                bundle, speeds, window, self.live.is_synthetic, self.thresholds, sources
+                bundle,
+                speeds,
+                window,
+                self.live.is_synthetic,
+                self.thresholds,
+                sources,
+                held_from=self.live.held_from(),
             )
             self._snapshots[window] = snapshot
             self._snapshots.move_to_end(window)

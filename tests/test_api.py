@@ -145,13 +145,13 @@ def test_history_status_sensors_and_metrics(api_server: ApiServer) -> None:
     assert last["observed_speed_mph"] is not None and last["typical_speed_mph"] is not None
     assert last["forecasts"]["15"]["speed_mph"] is not None  # made 15 minutes earlier
     assert last["forecasts"]["15"]["reason"] is None
-    # made at the first rebuilt window, from one window of history: withheld, with the reason
+    # made at the first rebuilt window, with no hour held before it: withheld, with the reason
     first = next(p for p in sensor["points"] if p["forecasts"]["15"] is not None)
     assert pd.Timestamp(first["window_start"]) == (LIVE_FROM + pd.Timedelta("15min")).tz_localize(
         "UTC"
     )
     assert first["forecasts"]["15"]["speed_mph"] is None
-    assert first["forecasts"]["15"]["reason"] == "insufficient_history"
+    assert first["forecasts"]["15"]["reason"] == "warming_up"
     for point in sensor["points"]:
         for h in point["forecasts"].values():
             assert h is None or plausible(h["speed_mph"], h["lower_mph"], h["upper_mph"])

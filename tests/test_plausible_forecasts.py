@@ -118,9 +118,9 @@ def fresh(template: ForecastService) -> ForecastService:
 def gap_patterns(draw: st.DrawFn, sensors: int) -> dict[str, Any]:
     """Where readings go missing: dropped at random (absent, null or 0 mph), whole sensors
     or windows out, and how many windows are fed before and after an optional restart."""
-    before = draw(st.integers(1, 16))
+    before = draw(st.integers(1, 22))
     return {
-        "start": draw(st.integers(0, 288 - 24)),
+        "start": draw(st.integers(0, 288 - 28)),
         "before": before,
         "after": draw(st.integers(0, 5)),
         "restart": draw(st.none() | st.integers(1, before)),
@@ -171,14 +171,20 @@ def add(svc: ForecastService, frame: pd.DataFrame, missing_as: str, close: bool)
     return closed
 
 
-def expected_reasons(held: pd.DataFrame, window: pd.Timestamp) -> np.ndarray:
-    """The minimum-input rule, written out: per sensor its reason, None when it suffices."""
+def expected_reasons(held: pd.DataFrame, window: pd.Timestamp, reported: bool) -> np.ndarray:
+    """The minimum-input rule, written out: per sensor its reason, None when it suffices.
+    `held`: the windows the service was fed since it started; `reported`: whether a missing
+    reading was still sent (null or 0 mph) rather than left out."""
     hour = held.reindex(pd.date_range(window - (LOOKBACK - 1) * WINDOW, window, freq=WINDOW))
     count = hour.notna().sum().to_numpy()
     current = hour.iloc[-1].notna().to_numpy()
+    sent = held.index if reported else held.index[held.notna().any(axis=1)]
+    warming_up = sent.min() > hour.index[0]
     return np.array(
         [
-            "sensor_offline"
+            "warming_up"
+            if warming_up
+            else "sensor_offline"
             if n == 0
             else "no_current_reading"
             if not now
@@ -191,7 +197,7 @@ def expected_reasons(held: pd.DataFrame, window: pd.Timestamp) -> np.ndarray:
     )
 
 
-def check_service(svc: ForecastService, held: pd.DataFrame, tally: Tally) -> None:
+def check_service(svc: ForecastService, held: pd.DataFrame, reported: bool, tally: Tally) -> None:
     """Every place the service's forecasts go."""
     snapshots: list[ForecastSnapshot] = list(svc._snapshots.values())
     for snapshot in snapshots:  # batch bodies, also what the history reads
@@ -199,7 +205,7 @@ def check_service(svc: ForecastService, held: pd.DataFrame, tally: Tally) -> Non
             for h in forecast.horizons:
                 tally.check(h)
     latest = svc.snapshot()
-    expected = expected_reasons(held, latest.issued_for)
+    expected = expected_reasons(held, latest.issued_for, reported)
     for i, sensor in enumerate(latest.sensor_ids):  # the one-sensor answers
         one = OneForecast.model_validate_json(one_sensor_json(svc, sensor))
         assert [h.reason for h in one.horizons] == [expected[i]] * 3, sensor
@@ -245,6 +251,7 @@ def test_only_plausible_forecasts_go_anywhere(served: ForecastService, day: pd.D
     @given(pattern=gap_patterns(len(day.columns)))
     def example(pattern: dict[str, Any]) -> None:
         frame = fed_frame(day, pattern)
+        reported = pattern["missing_as"] != "absent"
         before, after = frame.iloc[: pattern["before"]], frame.iloc[pattern["before"] :]
         svc = fresh(served)
         add(svc, before, pattern["missing_as"], close=True)
@@ -252,7 +259,7 @@ def test_only_plausible_forecasts_go_anywhere(served: ForecastService, day: pd.D
         if pattern["restart"] is not None:  # a new process rebuilds from the last windows
             checked = svc if svc._latest is not None else None
             if checked is not None:
-                check_service(checked, held, tally)
+                check_service(checked, held, reported, tally)
             svc = fresh(served)
             held = before.iloc[-pattern["restart"] :]
             add(svc, held, pattern["missing_as"], close=False)
@@ -260,12 +267,17 @@ def test_only_plausible_forecasts_go_anywhere(served: ForecastService, day: pd.D
         add(svc, after, pattern["missing_as"], close=True)
         held = pd.concat([held, after])
         if svc._latest is not None:
-            check_service(svc, held, tally)
+            check_service(svc, held, reported, tally)
 
     example()
     assert tally.served + tally.withheld >= MIN_CASES, tally
     assert tally.served and tally.withheld and tally.alerts, tally
-    assert tally.reasons == {"sensor_offline", "no_current_reading", "insufficient_history"}
+    assert tally.reasons == {
+        "warming_up",
+        "sensor_offline",
+        "no_current_reading",
+        "insufficient_history",
+    }
 
 
 def test_the_rule_counts_missing_windows_and_readings() -> None:
@@ -279,7 +291,8 @@ def test_the_rule_counts_missing_windows_and_readings() -> None:
         "no_current_reading",
         "insufficient_history",
     ]
-    assert input_gaps(full[-3:]).tolist()[0] == "insufficient_history"  # warm-up: 3 windows
+    assert input_gaps(full[-3:]).tolist()[0] == "insufficient_history"  # 3 windows held
+    assert set(input_gaps(full, warming_up=True)) == {"warming_up"}
 
 
 @settings(max_examples=300, derandomize=True, database=None, deadline=None)
