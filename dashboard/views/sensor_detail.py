@@ -83,7 +83,8 @@ def _chart(history: SensorHistory, current: OneForecast | None, horizon: int) ->
     st.caption(
         "Solid: observed. Dotted grey: the model's typical speed for this time of week. Dashed "
         f"blue and band: forecasts made {horizon} min before each window, with their interval. "
-        "Dots with bars: the current forecasts ahead."
+        "Dots with bars: the current forecasts ahead. Gaps: no reading, or a forecast withheld "
+        "because its sensor sent too little in the hour before (see the API's `reason`)."
     )
 
 
