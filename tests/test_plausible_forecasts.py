@@ -341,3 +341,16 @@ def test_a_withheld_forecast_neither_raises_nor_clears_an_alert() -> None:
     assert step(2, 20.0, False) == [("raised", "severe")]
     assert step(3, 65.0, True) == []  # withheld: would have cleared
     assert step(4, 65.0, False) == [("cleared", "free_flow")]
+
+
+def test_history_keeps_the_forecasts_made_when_the_window_closed(
+    served: ForecastService, day: pd.DataFrame
+) -> None:
+    svc = fresh(served)
+    add(svc, day.iloc[100:114], "null", close=True)
+    window = svc.snapshot().issued_for
+    made = svc._snapshots[window]
+    svc.on_model(svc.holder.current)  # a model swap forecasts the newest window again
+    assert svc.snapshot() is not made and svc.snapshot().issued_for == window
+    assert svc._snapshots[window] is made
+    assert list(svc._snapshots) == sorted(svc._snapshots)
