@@ -33,6 +33,9 @@ def time_tooltip(label_format: str = "%Y-%m-%d %H:%M", title: str = "time (UTC)"
 
 
 SPEED = alt.Y("speed:Q", title="Speed (mph)", scale=alt.Scale(zero=False))
+GAPS = "break-paths-show-domains"
+"""Lines and bands stop at a missing value (a withheld forecast, a window without a reading)
+instead of joining its neighbours, or dropping to zero."""
 
 
 def sensor_speed_chart(observed: pd.DataFrame, forecasts: pd.DataFrame, horizon: int) -> alt.Chart:
@@ -55,13 +58,15 @@ def sensor_speed_chart(observed: pd.DataFrame, forecasts: pd.DataFrame, horizon:
     )
     band = (
         alt.Chart(past)
-        .mark_area(opacity=0.2, color="#2563eb")
+        .mark_area(opacity=0.2, color="#2563eb", invalid=GAPS)
         .encode(TIME, alt.Y("lower:Q", title="Speed (mph)"), alt.Y2("upper:Q"))
     )
-    forecast_line = alt.Chart(past).mark_line(strokeDash=[5, 3]).encode(TIME, SPEED, series)
+    forecast_line = (
+        alt.Chart(past).mark_line(strokeDash=[5, 3], invalid=GAPS).encode(TIME, SPEED, series)
+    )
     observed_lines = (
         alt.Chart(observed)
-        .mark_line()
+        .mark_line(invalid=GAPS)
         .encode(
             TIME,
             SPEED,

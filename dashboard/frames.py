@@ -97,31 +97,37 @@ def sensor_forecast_frame(
 ) -> pd.DataFrame:
     """Per window and horizon: the forecast made earlier for that window and its interval.
 
-    Forecasts still ahead (from the current one) are appended with `ahead=True`, so a chart
-    can continue past the last observation.
+    A window without one (withheld, with its `reason`, or never made) is a row of NaN, so a
+    chart breaks its line there instead of joining the neighbours across the gap. Forecasts
+    still ahead (from the current one) are appended with `ahead=True`, so a chart can continue
+    past the last observation.
     """
     rows = [
-        {**_forecast_row(f, p.window_start), "ahead": False}
+        {**_forecast_row(f, p.window_start, int(minutes)), "ahead": False}
         for p in history.points
-        for f in p.forecasts.values()
-        if f is not None
+        for minutes, f in p.forecasts.items()
     ]
     if current is not None:
-        rows += [{**_forecast_row(h, h.target_time), "ahead": True} for h in current.horizons]
-    columns = ["window_start", "horizon", "forecast", "lower", "upper", "ahead"]
+        rows += [
+            {**_forecast_row(h, h.target_time, h.minutes), "ahead": True} for h in current.horizons
+        ]
+    columns = ["window_start", "horizon", "forecast", "lower", "upper", "reason", "ahead"]
     frame = pd.DataFrame(rows, columns=columns)
     frame["window_start"] = _utc(frame["window_start"])
     frame[["forecast", "lower", "upper"]] = frame[["forecast", "lower", "upper"]].astype("float64")
     return frame
 
 
-def _forecast_row(h: HorizonForecast, window_start: object) -> dict[str, object]:
+def _forecast_row(
+    h: HorizonForecast | None, window_start: object, minutes: int
+) -> dict[str, object]:
     return {
         "window_start": window_start,
-        "horizon": h.minutes,
-        "forecast": h.speed_mph,
-        "lower": h.lower_mph,
-        "upper": h.upper_mph,
+        "horizon": minutes,
+        "forecast": None if h is None else h.speed_mph,
+        "lower": None if h is None else h.lower_mph,
+        "upper": None if h is None else h.upper_mph,
+        "reason": None if h is None else h.reason,
     }
 
 

@@ -1,7 +1,9 @@
 """Congestion alerts: a sensor forecast to enter a worse class raises one alert, and it is
 cleared once the forecast recovers. A Schmitt trigger keeps them from flapping: the class
 only worsens when the forecast is `margin` mph past a threshold, and only recovers when it is
-`margin` mph back on the other side, so a forecast hovering at 35 mph alerts once.
+`margin` mph back on the other side, so a forecast hovering at 35 mph alerts once. A withheld
+forecast (null, with a reason: `serving.plausibility`) has no class, so it neither raises
+nor clears an alert; the sensor keeps its alerted class until a served forecast moves it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 from memory: a request only looks up bytes already encoded, which keeps p99 in milliseconds.
 
 The features come from `traffic_core.features.make_features(..., at=t)`, the same code that
-built the training rows, and the model from a `ModelBundle` (onnxruntime only).
+built the training rows, and the model from a `ModelBundle` (onnxruntime only). What the model
+answers is made servable here too (`serving.plausibility`): withheld with a reason where the
+input is below the minimum, clipped to a plausible speed elsewhere; every place forecasts go
+(one-sensor and batch answers, history, pushes, Kafka, alerts) reads these snapshots.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from traffic_core.features import FEATURE_NAMES, HORIZONS, make_features
+from serving.plausibility import Bounded, bounded, input_gaps
+from traffic_core.features import FEATURE_NAMES, HORIZONS, LOOKBACK, make_features, on_grid
 from traffic_core.model_bundle import ModelBundle
 from traffic_core.windows import DEFAULT_THRESHOLDS, WINDOW, CongestionThresholds
 
@@ -40,8 +44,8 @@ class ForecastSnapshot:
     synthetic: bool
     sensor_ids: tuple[str, ...]
     observed: np.ndarray
-    point: dict[int, np.ndarray]
-    half_widths: dict[int, float]
+    forecasts: dict[int, Bounded]
+    """Per horizon (minutes), the served speeds, bounds and gap reasons of every sensor."""
     coverage: float
     thresholds: CongestionThresholds = DEFAULT_THRESHOLDS
     sources: Sequence[dict[str, Any] | None] | None = None
@@ -68,6 +72,11 @@ class ForecastSnapshot:
         )
         set_(self, "_all", self.batch_json(None))
 
+    @property
+    def point(self) -> dict[int, np.ndarray]:
+        """Served point forecasts per horizon, NaN where withheld."""
+        return {minutes: f.speed for minutes, f in self.forecasts.items()}
+
     def _rows_of_all(self) -> list[dict[str, Any]]:
         """SensorForecast bodies, classes computed for all sensors at once."""
         classify = self.thresholds.classify
@@ -77,9 +86,8 @@ class ForecastSnapshot:
             (
                 minutes,
                 utc(self.issued_for + steps * WINDOW),
-                self.point[minutes],
-                self.half_widths[minutes],
-                classify(self.point[minutes]),
+                self.forecasts[minutes],
+                classify(self.forecasts[minutes].speed),
             )
             for minutes, steps in HORIZONS.items()
         ]
@@ -93,13 +101,14 @@ class ForecastSnapshot:
                     {
                         "minutes": minutes,
                         "target_time": target,
-                        "speed_mph": mph(point[i]),
-                        "lower_mph": mph(max(point[i] - q, 0.0)),
-                        "upper_mph": mph(point[i] + q),
+                        "speed_mph": mph(f.speed[i]),
+                        "lower_mph": mph(f.lower[i]),
+                        "upper_mph": mph(f.upper[i]),
                         "coverage": self.coverage,
                         "congestion": classes[i],
+                        "reason": f.reasons[i],
                     }
-                    for minutes, target, point, q, classes in per_horizon
+                    for minutes, target, f, classes in per_horizon
                 ],
             }
             for i, sensor in enumerate(self.sensor_ids)
@@ -140,12 +149,18 @@ def forecast_all(
     synthetic: bool,
     thresholds: CongestionThresholds = DEFAULT_THRESHOLDS,
     sources: Sequence[dict[str, Any] | None] | None = None,
+    held_from: pd.Timestamp | None = None,
 ) -> ForecastSnapshot:
     """Forecasts for every sensor of the model's context from the wide speed frame (the hour
-    up to `at` is enough; missing readings stay NaN and the model handles them); `sources`
-    (in the context's sensor order) say where each sensor's newest reading came from."""
+    up to `at` is enough; missing readings stay NaN): a sensor below the minimum input of
+    `serving.plausibility` gets none, with the reason. `sources` (in the context's sensor
+    order) say where each sensor's newest reading came from; `held_from`: the oldest window
+    the caller holds readings for (None: all of `speeds` is what there is)."""
     frame = make_features(speeds, bundle.context, at=at)
     points = bundle.predict(frame[list(FEATURE_NAMES)].to_numpy())
+    hour_start = at - (LOOKBACK - 1) * WINDOW
+    lag_window = on_grid(speeds, bundle.context.sensor_ids, hour_start, at)
+    gaps = input_gaps(lag_window.to_numpy(), held_from is not None and held_from > hour_start)
     observed = (
         speeds.reindex(columns=bundle.context.sensor_ids).loc[at].to_numpy(dtype="float64")
         if at in speeds.index
@@ -157,8 +172,7 @@ def forecast_all(
         synthetic=synthetic,
         sensor_ids=tuple(bundle.context.sensor_ids),
         observed=np.where(observed == 0.0, np.nan, observed),
-        point=points,
-        half_widths=bundle.half_widths,
+        forecasts={m: bounded(points[m], bundle.half_widths[m], gaps) for m in HORIZONS},
         coverage=bundle.coverage,
         thresholds=thresholds,
         sources=sources,

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serving.plausibility import GapReason
+
 Congestion = Literal["free_flow", "congested", "severe", "unknown"]
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -29,11 +31,22 @@ SensorId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0
 class HorizonForecast(BaseModel):
     minutes: Literal[15, 30, 60]
     target_time: datetime = Field(description="Start of the 5-minute window forecast (UTC).")
-    speed_mph: float | None = Field(description="Point forecast; null when inputs are missing.")
-    lower_mph: float | None = Field(description="Lower bound of the interval.")
-    upper_mph: float | None = Field(description="Upper bound of the interval.")
+    speed_mph: float | None = Field(
+        description="Point forecast, 0 to 120 mph; null when withheld (see `reason`)."
+    )
+    lower_mph: float | None = Field(description="Lower bound of the interval (<= speed_mph).")
+    upper_mph: float | None = Field(description="Upper bound of the interval (>= speed_mph).")
     coverage: float = Field(description="Nominal coverage of the interval, e.g. 0.9.")
     congestion: Congestion
+    reason: GapReason | None = Field(
+        default=None,
+        description="Why the forecast is withheld (speed and bounds null): the service has "
+        "held readings for less than the hour before (warming_up, after a start or restart), "
+        "the sensor reported nothing in that hour (sensor_offline), nothing at the window it "
+        "is issued for "
+        "(no_current_reading), fewer than 6 of the hour's 12 windows (insufficient_history), "
+        "or the model answered no number (model_output_invalid). Null when served.",
+    )
 
 
 class SensorForecast(BaseModel):

@@ -137,7 +137,8 @@ class ForecastService:
         gc.freeze()
 
     def on_model(self, bundle: ModelBundle) -> None:
-        """A new version: forecast the newest window again so answers carry it at once."""
+        """A new version: forecast the newest window again so answers carry it at once (the
+        history keeps the forecasts made when that window closed)."""
         window = self.live.latest_closed()
         if window is not None:
             self._forecast(bundle, window)
@@ -153,10 +154,17 @@ class ForecastService:
                 window, bundle.context.sensor_ids, self.settings.events_topic, LOOKBACK
             )
             snapshot = forecast_all(
-                bundle, speeds, window, self.live.is_synthetic, self.thresholds, sources
+                bundle,
+                speeds,
+                window,
+                self.live.is_synthetic,
+                self.thresholds,
+                sources,
+                held_from=self.live.held_from(),
             )
-            self._snapshots[window] = snapshot
-            self._snapshots.move_to_end(window)
+            # history keeps what was made when the window closed; a model swap's forecast of
+            # the same window only changes what is served from now on
+            self._snapshots.setdefault(window, snapshot)
             while len(self._snapshots) > self._keep:
                 self._snapshots.popitem(last=False)
             if self._latest is None or window >= self._latest.issued_for:

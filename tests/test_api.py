@@ -24,6 +24,7 @@ from api_fixtures import (
 )
 from confluent_kafka import Consumer, TopicPartition
 
+from serving.plausibility import plausible
 from traffic_core.registry import ModelRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,7 +55,7 @@ def test_one_sensor_forecast_has_every_horizon_interval_and_version(api_server: 
     assert pd.Timestamp(body["issued_for"]) == LAST_WINDOW.tz_localize("UTC")
     assert [h["minutes"] for h in body["horizons"]] == [15, 30, 60]
     for h in body["horizons"]:
-        assert 5 < h["speed_mph"] < 90
+        assert 5 < h["speed_mph"] < 90 and h["reason"] is None
         assert h["lower_mph"] < h["speed_mph"] < h["upper_mph"]
         assert h["coverage"] == 0.9
         assert h["congestion"] in {"free_flow", "congested", "severe"}
@@ -142,7 +143,18 @@ def test_history_status_sensors_and_metrics(api_server: ApiServer) -> None:
     sensor = get(api_server, f"/v1/sensors/{SENSOR}/history", hours=2).json()
     last = sensor["points"][-1]
     assert last["observed_speed_mph"] is not None and last["typical_speed_mph"] is not None
-    assert last["forecasts"]["15"] is not None  # made 15 minutes earlier from live data
+    assert last["forecasts"]["15"]["speed_mph"] is not None  # made 15 minutes earlier
+    assert last["forecasts"]["15"]["reason"] is None
+    # made at the first rebuilt window, with no hour held before it: withheld, with the reason
+    first = next(p for p in sensor["points"] if p["forecasts"]["15"] is not None)
+    assert pd.Timestamp(first["window_start"]) == (LIVE_FROM + pd.Timedelta("15min")).tz_localize(
+        "UTC"
+    )
+    assert first["forecasts"]["15"]["speed_mph"] is None
+    assert first["forecasts"]["15"]["reason"] == "warming_up"
+    for point in sensor["points"]:
+        for h in point["forecasts"].values():
+            assert h is None or plausible(h["speed_mph"], h["lower_mph"], h["upper_mph"])
     metrics = httpx.get(f"{api_server.url}/metrics").text
     assert "api_request_duration_seconds_bucket" in metrics
     assert 'api_model_info{version="' in metrics
@@ -183,6 +195,31 @@ def test_new_events_update_forecasts_and_reach_websocket_and_kafka(api_server: A
     finally:
         consumer.close()
     assert total >= 207
+    for record in consume_all(api_server.bootstrap_servers, topic):
+        for h in orjson.loads(record)["horizons"]:
+            assert plausible(h["speed_mph"], h["lower_mph"], h["upper_mph"]), h
+            assert (h["speed_mph"] is None) == (h["reason"] is not None), h
+
+
+def consume_all(bootstrap_servers: str, topic: str) -> list[bytes]:
+    """Every record of `topic`, read from the start to the end offsets seen now."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "plausible"})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in parts}
+        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end])
+        values: list[bytes] = []
+        left = sum(ends.values())
+        deadline = time.monotonic() + 30
+        while left and time.monotonic() < deadline:
+            for message in consumer.consume(500, 1.0):
+                if message.error() is None and message.offset() < ends[message.partition()]:
+                    values.append(message.value())
+                    left -= 1
+        assert not left, f"{left} records of {topic} not read"
+        return values
+    finally:
+        consumer.close()
 
 
 def test_restart_rebuilds_state_from_kafka(api_server: ApiServer, tmp_path: Path) -> None:

@@ -240,3 +240,18 @@ def test_sse_streams_to_an_admitted_client(api_server: ApiServer) -> None:
     ) as answer:
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("text/event-stream")
+
+
+def test_one_reading_is_too_little_history_and_says_so(client: TestClient) -> None:
+    """Below the minimum input the answer is null with the reason, not a made-up speed."""
+    readings = [
+        {"sensor_id": SENSOR, "timestamp": f"2012-03-06T08:{m:02d}", "speed_mph": 60}
+        for m in range(0, 60, 5)
+    ]
+    headers = {"Authorization": f"Bearer {_token('service')}"}
+    for given, reason in ((readings[-1:], "insufficient_history"), (readings, None)):
+        answer = client.post("/v1/forecasts", headers=headers, json={"readings": given})
+        assert answer.status_code == 200, answer.text
+        horizons = answer.json()["forecasts"][0]["horizons"]
+        assert [h["reason"] for h in horizons] == [reason] * 3
+        assert all((h["speed_mph"] is None) == (reason is not None) for h in horizons)

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from dashboard_helpers import batch_for, real_network, sensor
 
+from dashboard.charts import sensor_speed_chart
 from dashboard.corridors import corridors, worst_corridors
-from dashboard.frames import live_sensor_frame
+from dashboard.frames import live_sensor_frame, sensor_forecast_frame, sensor_observed_frame
 from dashboard.lake import (
     aggregate_files,
     day_profile,
@@ -23,6 +24,7 @@ from dashboard.lake import (
 )
 from dashboard.map_layers import NOW, basemap_style, map_points, network_deck
 from dashboard.metrics_tables import metrics_tables
+from serving.schemas import SensorHistory
 from traffic_core.lake import OffsetRange, write_raw_range
 
 
@@ -168,3 +170,44 @@ def test_simulated_days_are_found_in_the_raw_zone(tmp_path: Path) -> None:
     write_raw(tmp_path, "2012-03-06", synthetic=True)
     days = [date(2012, 3, d) for d in (4, 5, 6)]
     assert synthetic_days(tmp_path, days) == [date(2012, 3, 6)]
+
+
+def test_withheld_and_missing_forecasts_are_gaps_in_the_sensor_chart() -> None:
+    """A withheld forecast (null with a reason) and a window without one become NaN rows, and
+    the chart breaks its lines and band there: no line through zero or across the gap."""
+    served = {
+        "minutes": 15,
+        "target_time": "2012-03-06T08:00:00Z",
+        "speed_mph": 33.0,
+        "lower_mph": 28.0,
+        "upper_mph": 38.0,
+        "coverage": 0.9,
+        "congestion": "severe",
+    }
+    withheld = {
+        **served,
+        "speed_mph": None,
+        "lower_mph": None,
+        "upper_mph": None,
+        "congestion": "unknown",
+        "reason": "insufficient_history",
+    }
+    points = [
+        {
+            "window_start": f"2012-03-06T08:{m:02d}:00Z",
+            "observed_speed_mph": 30.0,
+            "typical_speed_mph": 50.0,
+            "forecasts": {"15": f},
+        }
+        for m, f in ((0, served), (5, withheld), (10, None), (15, served))
+    ]
+    history = SensorHistory.model_validate(
+        {"sensor_id": "a", "model_version": "v1", "synthetic": False, "points": points}
+    )
+    frame = sensor_forecast_frame(history)
+    assert frame["forecast"].tolist()[0] == 33.0 and frame["forecast"].tolist()[3] == 33.0
+    assert frame["forecast"].iloc[1:3].isna().all() and frame["lower"].iloc[1:3].isna().all()
+    assert frame["reason"].tolist() == [None, "insufficient_history", None, None]
+    chart = sensor_speed_chart(sensor_observed_frame(history), frame, 15).to_dict()
+    marks = {layer["mark"]["type"]: layer["mark"] for layer in chart["layer"]}
+    assert marks["area"]["invalid"] == marks["line"]["invalid"] == "break-paths-show-domains"

@@ -62,11 +62,9 @@ def _figures(history: SensorHistory, current: OneForecast | None) -> None:
     )
     for col, h in zip(cols[2:], current.horizons if current else (), strict=False):
         value = "n/a" if h.speed_mph is None else f"{h.speed_mph:.0f} mph"
-        interval = (
-            ""
-            if h.lower_mph is None or h.upper_mph is None
-            else f"{h.coverage:.0%} interval {h.lower_mph:.0f} to {h.upper_mph:.0f} mph"
-        )
+        interval = f"withheld: {h.reason.replace('_', ' ')}" if h.reason else ""
+        if h.lower_mph is not None and h.upper_mph is not None:
+            interval = f"{h.coverage:.0%} interval {h.lower_mph:.0f} to {h.upper_mph:.0f} mph"
         col.metric(f"In {h.minutes} min", value, help=interval or None)
     if history.model_version:
         st.caption(f"Forecasts by model {history.model_version}.")
@@ -85,7 +83,8 @@ def _chart(history: SensorHistory, current: OneForecast | None, horizon: int) ->
     st.caption(
         "Solid: observed. Dotted grey: the model's typical speed for this time of week. Dashed "
         f"blue and band: forecasts made {horizon} min before each window, with their interval. "
-        "Dots with bars: the current forecasts ahead."
+        "Dots with bars: the current forecasts ahead. Gaps: no reading, or a forecast withheld "
+        "because its sensor sent too little in the hour before (see the API's `reason`)."
     )
 
 

@@ -116,7 +116,7 @@ class LiveWindows:
         self._ingest_names: list[str] = []  # code -> ingest id; a few per producer replay
         self._ingest_codes: dict[str, int] = {}
         self._head: int | None = None  # newest window index (epoch ms // WINDOW_MS) seen
-        self._first: int | None = None  # oldest window with a reading, until one closes
+        self._first: int | None = None  # oldest window with a reading since start
         self._closed_through: int | None = None  # every kept window up to this one is closed
         self._max_ms: int | None = None
         self._counts = dict.fromkeys(
@@ -282,6 +282,14 @@ class LiveWindows:
     def latest_closed(self) -> pd.Timestamp | None:
         with self._lock:
             return None if self._closed_through is None else _stamp(self._closed_through)
+
+    def held_from(self) -> pd.Timestamp | None:
+        """The oldest window any reading was kept for since this state started (after a
+        restart: the start of the span rebuilt from Kafka); None before the first reading.
+        Before it the state knows nothing, so a forecast whose hour reaches back past it
+        would be made from a context cut short by the restart, not by the sensors."""
+        with self._lock:
+            return None if self._first is None else _stamp(self._first)
 
     @property
     def is_synthetic(self) -> bool:
