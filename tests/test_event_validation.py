@@ -315,8 +315,8 @@ def test_readings_outside_the_partitions_are_rejected(at: datetime, first, days:
     lateness=st.integers(0, 10 * 24 * 60),
 )
 def test_readings_too_far_behind_the_watermark_are_late(minutes: list[int], lateness: int) -> None:
-    """Model: the watermark is the latest accepted event time; a reading more than the
-    allowed lateness behind it is LATE_READING and leaves the watermark where it was."""
+    """Model (one sensor): the watermark is the sensor's latest accepted event time; a reading
+    more than the allowed lateness behind it is LATE_READING and leaves the watermark as it was."""
     times = [NOW + timedelta(minutes=m, milliseconds=i) for i, m in enumerate(minutes)]
     config = ValidationConfig(allowed_lateness=timedelta(minutes=lateness), dedup_window=0)
     expected, watermark = [], None
@@ -326,6 +326,15 @@ def test_readings_too_far_behind_the_watermark_are_late(minutes: list[int], late
         if ok:
             watermark = max(watermark or at, at)
     assert only(Reason.LATE_READING, config, [avro(event_time=t) for t in times]) == expected
+
+
+def test_a_reading_forged_far_ahead_holds_back_only_its_own_sensor() -> None:
+    """The watermark is per sensor: one valid-looking reading stamped years ahead makes later
+    readings of that sensor late, never those of every other sensor in the batch."""
+    config = ValidationConfig(allowed_lateness=timedelta(hours=1), dedup_window=0)
+    forged = avro(sensor_id="773869", event_time=NOW + timedelta(days=3000))
+    rest = [avro(sensor_id=s, event_time=NOW) for s in ("773869", "767541", "767542")]
+    assert only(Reason.LATE_READING, config, [forged, *rest]) == [True, False, True, True]
 
 
 UNKNOWN_NAMES = st.text(min_size=1, max_size=80).filter(

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from traffic_assets.ingestion.assets import partition_days
 from traffic_core.ingest_config import SensorCatalogueMissing, sensor_catalogue, validation_config
 from traffic_core.settings import REPO_ROOT, IngestionSettings, PlatformSettings
 
@@ -65,3 +66,10 @@ def test_a_group_worker_without_catalogue_stops_at_start(tmp_path: Path) -> None
     )
     assert done.returncode != 0
     assert "SensorCatalogueMissing" in done.stderr and "no sensor catalogue" in done.stderr
+
+
+def test_a_live_streams_readings_of_today_have_a_partition() -> None:
+    """Readings of the current UTC day are stored (a partial day), not refused as outside."""
+    first, last = partition_days()
+    assert first == date(2012, 3, 1)
+    assert last == datetime.now(UTC).date()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -286,24 +287,31 @@ def _ceil_ms(moment: datetime) -> int:
 def _late(
     readings: ColumnarReadings, content_ok: np.ndarray, lateness: timedelta | None
 ) -> list[tuple[int, tuple[Reason, str]]]:
-    """Rows more than `lateness` behind the latest event time of an earlier acceptable row.
+    """Rows more than `lateness` behind the latest event time of an earlier acceptable row of
+    the same sensor.
 
     Rows rejected as late or duplicate never raise that maximum (their time is not above it),
-    so the running maximum over content-valid rows is the validator's watermark.
+    so the running maximum per sensor over content-valid rows is the validator's watermark.
     """
     if lateness is None or not content_ok.any():
         return []
-    floor = np.iinfo(np.int64).min
-    times = np.where(content_ok, readings.event_time, floor)
-    before = np.empty_like(times)
-    before[0] = floor
-    np.maximum.accumulate(times[:-1], out=before[1:])
-    late = content_ok & (before != floor) & (before - times > lateness // _MS)
+    rows = np.flatnonzero(content_ok)
+    frame = pd.DataFrame(
+        {
+            "sensor": readings.sensor_id.take(pa.array(rows)).to_numpy(zero_copy_only=False),
+            "time": readings.event_time[rows],
+        }
+    )
+    running = frame.groupby("sensor", sort=False)["time"].cummax()
+    before = running.groupby(frame["sensor"], sort=False).shift(1).to_numpy()
+    behind = before - frame["time"].to_numpy()
+    late = np.flatnonzero(np.nan_to_num(behind, nan=-1.0) > lateness // _MS)
     found = []
-    for i in np.flatnonzero(late).tolist():
-        at, mark = (_EPOCH + _MS * int(x) for x in (readings.event_time[i], before[i]))
+    for k in late.tolist():
+        i = int(rows[k])
+        at, mark = (_EPOCH + _MS * int(x) for x in (readings.event_time[i], before[k]))
         detail = (
-            f"event_time {at.isoformat()} is more than {lateness} behind the watermark "
+            f"event_time {at.isoformat()} is more than {lateness} behind the sensor's watermark "
             f"{mark.isoformat()}"
         )
         found.append((i, (Reason.LATE_READING, detail)))

@@ -68,8 +68,11 @@ class ValidationConfig:
     event_time_floor: datetime | None = EVENT_TIME_FLOOR
     """Earlier event times are rejected (TIMESTAMP_BEFORE_FLOOR); None disables the check."""
     allowed_lateness: timedelta | None = None
-    """How far behind the watermark (the latest event time a validator has accepted) a reading
-    may be; older ones are LATE_READING. None disables the check."""
+    """How far behind its sensor's watermark (the latest event time a validator has accepted
+    for that sensor) a reading may be; older ones are LATE_READING. None disables the check.
+
+    Per sensor, since a producer sends each sensor's readings in time order: one forged reading
+    stamped far ahead then holds back only its own sensor, never the rest of the stream."""
     partition_days: tuple[date, date] | None = None
     """First and last event date (UTC, inclusive) the writer has partitions for; readings of
     other dates are OUTSIDE_PARTITIONS. None: no partitioned writer behind this validation."""
@@ -209,7 +212,8 @@ def check_reading(
 @dataclass
 class ReadingValidator:
     """Stateful batch classifier: remembers recent keys to reject duplicates across batches,
-    and the watermark (latest accepted event time) to reject readings far behind it."""
+    and each sensor's watermark (its latest accepted event time) to reject readings far behind
+    it."""
 
     config: ValidationConfig = field(default_factory=ValidationConfig)
     codec: EventCodec = field(default_factory=lambda: EventCodec(READING))
@@ -219,7 +223,7 @@ class ReadingValidator:
     """Accepted messages that carried fields the schema lacks (policy "count")."""
     unknown_field_names: Counter[str] = field(default_factory=Counter, init=False)
     """Those fields by name; at most `_NAMES_KEPT` names are told apart, the rest are '...'."""
-    watermark: datetime | None = field(default=None, init=False)
+    watermarks: dict[str, datetime] = field(default_factory=dict, init=False)
     _seen: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
     _order: deque[tuple[str, datetime]] = field(default_factory=deque, init=False, repr=False)
 
@@ -262,26 +266,27 @@ class ReadingValidator:
             return Reason.UNKNOWN_FIELD, f"fields not in the schema: {_names(unknown)}"
         if problem := check_reading(reading, self.config, now):
             return problem
-        if problem := self._late(reading["event_time"]):
+        if problem := self._late(reading["sensor_id"], reading["event_time"]):
             return problem
         key = (reading["sensor_id"], reading["event_time"])
         if key in self._seen:
             return Reason.DUPLICATE_READING, f"sensor {key[0]!r} at {key[1].isoformat()} seen"
         self._remember(key)
-        if self.watermark is None or key[1] > self.watermark:
-            self.watermark = key[1]
+        if key[0] not in self.watermarks or key[1] > self.watermarks[key[0]]:
+            self.watermarks[key[0]] = key[1]
         if unknown:
             self._count_unknown(unknown)
         return reading
 
-    def _late(self, event_time: datetime) -> tuple[Reason, str] | None:
+    def _late(self, sensor_id: str, event_time: datetime) -> tuple[Reason, str] | None:
         lateness = self.config.allowed_lateness
-        if lateness is None or self.watermark is None or self.watermark - event_time <= lateness:
+        mark = self.watermarks.get(sensor_id)
+        if lateness is None or mark is None or mark - event_time <= lateness:
             return None
         return (
             Reason.LATE_READING,
             f"event_time {event_time.isoformat()} is more than {lateness} behind the "
-            f"watermark {self.watermark.isoformat()}",
+            f"sensor's watermark {mark.isoformat()}",
         )
 
     def _count_unknown(self, names: list[str]) -> None:
