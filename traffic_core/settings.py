@@ -59,7 +59,7 @@ class IngestionSettings(BaseSettings):
     )
     allowed_lateness_hours: float = Field(
         default=168.0,
-        description="How far behind the stream's watermark a reading may be; 0 disables.",
+        description="How far behind its sensor's watermark a reading may be; 0 disables.",
     )
     max_future_skew_seconds: float = Field(
         default=300.0, description="How far ahead of the clock an event time may be."
