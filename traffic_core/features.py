@@ -4,7 +4,7 @@
 `make_features(speeds, context, at=t)` only moment t, from the trailing hour. Both run the same
 row-local array code on the same 5-minute grid, and every reduction runs along a contiguous
 last axis of fixed length, so a moment's numbers do not depend on how much history surrounds
-it: tests/test_features.py proves batch and live agree exactly on the real six days.
+it: tests/traffic_core/test_features.py proves batch and live agree exactly on the real six days.
 
 Input is a wide speed matrix (timestamps x sensor ids, mph, NaN = missing; the 5-minute
 aggregates' speed_mean pivoted). A missing reading stays missing: features that need it are NaN

@@ -1,7 +1,7 @@
 """The one 5-minute window, quality and congestion definition of the platform.
 
 Spark (`traffic_assets.aggregation.spark_windows`) implements exactly these rules over the lake,
-and tests/test_spark_aggregates.py proves both give the same numbers; the API applies
+and tests/traffic_assets/test_spark_aggregates.py proves both give the same numbers; the API applies
 `aggregate_windows` to its live last hour. Pure pandas/numpy so every service can import it.
 
 Rules, per (sensor_id, window_start):

@@ -1,7 +1,7 @@
 """A published model scored on held-out targets of a speed file, next to both baselines.
 
 Features are computed a day at a time, each day with the hour before it. They are row-local
-(tests/test_features.py), so the numbers equal one pass over the whole file, while a
+(tests/traffic_core/test_features.py), so the numbers equal one pass over the whole file, while a
 four-month file never sits in memory as one long frame. The model uses its saved feature
 context (the profile of its own training window); the historical-average baseline is fitted
 on the file's readings before a window's first scored target, never on what it scores.

@@ -26,8 +26,9 @@ from traffic_core.registry import (
     git_commit,
     validate_manifest,
 )
+from traffic_core.settings import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 NOW = datetime(2026, 11, 25, 16, 15, tzinfo=UTC)
 
 

@@ -1,4 +1,4 @@
-"""A tiny code location for tests/test_postgres_resilience.py: a sensor that asks for one run
+"""A tiny code location for tests/infra/test_postgres_resilience.py: a sensor that asks for one run
 per new item of a feed, the way the Kafka offsets sensor asks for one per offset range.
 
 The feed is a file holding how many items exist (the test raises it while it runs); the
