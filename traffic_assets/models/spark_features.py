@@ -105,18 +105,19 @@ def fit_profile(train_speeds: DataFrame, sensor_ids: Sequence[str]) -> DataFrame
     )
 
 
-def profile_ahead(profile: DataFrame) -> DataFrame:
-    """(sensor_id, week_slot, profile_now, profile_<minutes>min per horizon): the profile at
-    each slot and at the slots the horizons reach (wrapping from Sunday to Monday)."""
-    out = profile.withColumnRenamed("profile", "profile_now")
-    for minutes, steps in f.HORIZONS.items():
-        shifted = profile.select(
-            "sensor_id",
-            F.pmod(F.col("week_slot") - steps, f.WEEK_SLOTS).alias("week_slot"),
-            F.col("profile").alias(f"profile_{minutes}min"),
-        )
-        out = out.join(shifted, ["sensor_id", "week_slot"])
-    return out
+def profile_weeks(profile: DataFrame) -> DataFrame:
+    """(sensor_id, week): each sensor's profile as one array indexed by week slot, a row per
+    sensor, small enough to broadcast, so looking a slot up needs no shuffle of the grid."""
+    ordered = F.sort_array(F.collect_list(F.struct("week_slot", "profile")))
+    return profile.groupBy("sensor_id").agg(
+        F.transform(ordered, lambda slot: slot["profile"]).alias("week")
+    )
+
+
+def profile_at(timestamp: Column, steps_ahead: int = 0) -> Column:
+    """The profile `steps_ahead` steps after `timestamp` from the joined `week` array
+    (`features.profile_at`; a week slot wraps from Sunday to Monday)."""
+    return F.get(F.col("week"), week_slot(timestamp, steps_ahead))
 
 
 def graph_links(spark: SparkSession, graph: SensorGraph) -> DataFrame:
@@ -182,7 +183,9 @@ def neighbour_means(grid: DataFrame, links: DataFrame) -> DataFrame:
         for side in f.SIDES
         for column, suffix in (("speed", "mean"), ("deviation", "deviation"))
     ]
-    return links.join(values, "neighbour_id").groupBy("timestamp", "sensor_id").agg(*means)
+    # the edge list is small (a sensor has a handful of links): broadcast, the grid stays put
+    joined = F.broadcast(links).join(values, "neighbour_id")
+    return joined.groupBy("timestamp", "sensor_id").agg(*means)
 
 
 def feature_columns() -> dict[str, Column]:
@@ -232,10 +235,15 @@ def feature_frame(speeds: DataFrame, graph: SensorGraph, profile: DataFrame) -> 
     """(timestamp, sensor_id, *FEATURE_NAMES) for every step of the speeds' span and every
     sensor of the graph: `make_features(speeds, FeatureContext.from_graph(graph, profile))`."""
     columns = feature_columns()
+    now = profile_at(F.col("timestamp")).alias("profile_now")
+    ahead = [
+        profile_at(F.col("timestamp"), steps).alias(f"profile_{minutes}min")
+        for minutes, steps in f.HORIZONS.items()
+    ]
     grid = (
         on_grid(speeds, graph.sensor_ids)
-        .withColumn("week_slot", week_slot(F.col("timestamp")))
-        .join(profile_ahead(profile), ["sensor_id", "week_slot"], "left")
+        .join(F.broadcast(profile_weeks(profile)), "sensor_id", "left")
+        .select("timestamp", "sensor_id", "speed", now, *ahead)
     )
     neighbours = neighbour_means(grid, graph_links(speeds.sparkSession, graph))
     full = grid.join(neighbours, ["timestamp", "sensor_id"], "left")
