@@ -170,3 +170,12 @@ def test_features_are_written_per_day(spark_features: pd.DataFrame, lake_root: P
     stamps = pd.to_datetime(first["timestamp"]).dt.tz_convert(None)
     assert (stamps.dt.normalize() == pd.Timestamp(DAYS[0])).all()
     assert len(first) == 288 * 207
+
+
+def test_days_without_aggregates_are_refused(
+    spark: SparkSession, lake_root: Path, graph: SensorGraph
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"days without aggregates: \['2012-03-07', '2012-03-08'\]"
+    ):
+        sf.build_feature_days(spark, lake_root, graph, [*DAYS, "2012-03-07"], ["2012-03-08"])
