@@ -18,15 +18,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import materialize
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import SparkSession
 from spark_helpers import local_spark
 
 from resources.lake import LakeResource
+from resources.spark import spark_config
 from traffic_assets.models import spark_features as sf
+from traffic_assets.models.spark_training_features import spark_training_features
 from traffic_assets.models.training_data import speed_grid
 from traffic_core import features as f
 from traffic_core.datasets import SensorGraph, load_metr_la_graph, load_speed_csv, to_long
-from traffic_core.lake import aggregates_file, day_folder, spark_features_dir
+from traffic_core.lake import (
+    aggregates_file,
+    day_folder,
+    spark_features_day_dir,
+    spark_features_dir,
+)
+from traffic_core.settings import SparkSettings
 from traffic_core.windows import aggregate_windows
 
 SIX_DAYS = "metr-la/los_loop_speed_2012-03-01_to_03-06.csv"
@@ -89,7 +99,14 @@ def spark_features(spark: SparkSession, lake_root: Path, graph: SensorGraph) -> 
     started = time.perf_counter()
     sf.build_feature_days(spark, lake_root, graph, DAYS, TRAIN_DAYS)
     print(f"spark: six days of features written in {time.perf_counter() - started:.1f}s")
-    frame = pd.read_parquet(spark_features_dir(lake_root)).drop(columns=sf.DAY_COLUMN)
+    return written_features(spark_features_dir(lake_root), graph)
+
+
+def written_features(folder: Path, graph: SensorGraph) -> pd.DataFrame:
+    """Feature rows under a folder of the Spark features zone, ordered by time, then sensor in
+    the graph's order (the `make_features` order)."""
+    frame = pd.read_parquet(folder)
+    frame = frame.drop(columns=[c for c in [sf.DAY_COLUMN] if c in frame.columns])
     frame["timestamp"] = pd.to_datetime(frame["timestamp"]).dt.tz_convert(None)
     order = frame["sensor_id"].map({s: i for i, s in enumerate(graph.sensor_ids)})
     return frame.iloc[np.lexsort((order, frame["timestamp"]))].reset_index(drop=True)
@@ -179,3 +196,41 @@ def test_days_without_aggregates_are_refused(
         ValueError, match=r"days without aggregates: \['2012-03-07', '2012-03-08'\]"
     ):
         sf.build_feature_days(spark, lake_root, graph, [*DAYS, "2012-03-07"], ["2012-03-08"])
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_asset_rewrites_the_chosen_days_only(
+    spark_features: pd.DataFrame,
+    pandas_features: pd.DataFrame,
+    lake_root: Path,
+    graph: SensorGraph,
+) -> None:
+    """Two days again through the asset: the same numbers (the first day starts the data, so
+    its lags see nothing earlier either way), their folders replaced, the others kept."""
+    before = {p.name: p.stat().st_mtime_ns for p in spark_features_dir(lake_root).iterdir()}
+    chosen = DAYS[:2]
+    result = materialize(
+        [spark_training_features],
+        resources={
+            "pyspark": LazyPySparkResource(spark_config=spark_config(SparkSettings())),
+            "lake": LakeResource(root=str(lake_root)),
+        },
+        run_config={
+            "ops": {
+                "spark_training_features": {"config": {"days": chosen, "train_days": TRAIN_DAYS}}
+            }
+        },
+    )
+    assert result.success
+    [event] = result.asset_materializations_for_node("spark_training_features")
+    assert event.metadata["dagster/row_count"].value == len(chosen) * 288 * 207
+    after = {p.name: p.stat().st_mtime_ns for p in spark_features_dir(lake_root).iterdir()}
+    assert sorted(after) == sorted(before)
+    changed = sorted(name for name in after if after[name] != before[name])
+    assert changed == [day_folder(day) for day in chosen]
+    for day in chosen:
+        actual = written_features(spark_features_day_dir(lake_root, day), graph)
+        expected = pandas_features[pandas_features["timestamp"].dt.normalize() == pd.Timestamp(day)]
+        assert len(actual) == len(expected)
+        assert_same_values(actual, expected.reset_index(drop=True), list(f.FEATURE_NAMES))
