@@ -106,7 +106,7 @@ def written_features(folder: Path, graph: SensorGraph) -> pd.DataFrame:
     """Feature rows under a folder of the Spark features zone, ordered by time, then sensor in
     the graph's order (the `make_features` order)."""
     frame = pd.read_parquet(folder)
-    frame = frame.drop(columns=[c for c in [sf.DAY_COLUMN] if c in frame.columns])
+    frame = frame.drop(columns=sf.DAY_COLUMN, errors="ignore")
     frame["timestamp"] = pd.to_datetime(frame["timestamp"]).dt.tz_convert(None)
     order = frame["sensor_id"].map({s: i for i, s in enumerate(graph.sensor_ids)})
     return frame.iloc[np.lexsort((order, frame["timestamp"]))].reset_index(drop=True)
