@@ -10,12 +10,27 @@ from traffic_assets.aggregation import assets as aggregation
 from traffic_assets.aggregation import checks as aggregation_checks
 from traffic_assets.ingestion import assets as ingestion
 from traffic_assets.ingestion import checks as ingestion_checks
-from traffic_assets.models import baselines, best_model, candidates, training_data
+from traffic_assets.models import (
+    baselines,
+    best_model,
+    candidates,
+    spark_training_features,
+    training_data,
+)
 from traffic_assets.reference import sensor_graph
 
 defs = Definitions(
     assets=load_assets_from_modules(
-        [sensor_graph, ingestion, aggregation, training_data, candidates, baselines, best_model]
+        [
+            sensor_graph,
+            ingestion,
+            aggregation,
+            training_data,
+            spark_training_features,
+            candidates,
+            baselines,
+            best_model,
+        ]
     ),
     asset_checks=load_asset_checks_from_modules([ingestion_checks, aggregation_checks]),
 )

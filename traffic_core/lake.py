@@ -1,5 +1,6 @@
 """Layout of the lake, its one owner: the raw-event zone (one immutable Parquet file per offset
-range), the 5-minute aggregates (one file per day) and the training features.
+range), the 5-minute aggregates (one file per day), the training features and the features
+Spark computes (one folder per day).
 
 A file is named by (event date, topic, partition, first offset, last offset) of the Kafka range it
 came from, so writing the same range again replaces the same file: ingestion can fail and rerun
@@ -33,6 +34,8 @@ AGGREGATES_ZONE = ("aggregates", "traffic_5min")
 AGGREGATES_FILE = "part.parquet"
 FEATURES_ZONE = ("features", "training")
 """The training matrix, its days and the feature context of the latest training run."""
+SPARK_FEATURES_ZONE = ("features", "spark")
+"""Features computed by Spark, one `date=YYYY-MM-DD` folder of Parquet parts per day."""
 
 RAW_SCHEMA = pa.schema(
     [
@@ -136,6 +139,14 @@ def raw_day_dirs(lake_root: Path) -> dict[date, Path]:
 
 def features_dir(lake_root: Path) -> Path:
     return lake_root.joinpath(*FEATURES_ZONE)
+
+
+def spark_features_dir(lake_root: Path) -> Path:
+    return lake_root.joinpath(*SPARK_FEATURES_ZONE)
+
+
+def spark_features_day_dir(lake_root: Path, day: date | str) -> Path:
+    return spark_features_dir(lake_root) / day_folder(day)
 
 
 def replace_durably(source: Path, path: Path) -> None:

@@ -27,6 +27,7 @@ from dagster import (
 )
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import SparkSession
+from spark_helpers import local_spark
 
 from resources.lake import LakeResource
 from resources.spark import spark_config
@@ -50,12 +51,7 @@ FLOATS = ["speed_mean", "speed_min", "speed_max", "speed_std", "share_missing"]
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SPARK_LOCAL_IP", "127.0.0.1")
-        session = SparkSession.builder.config(map=spark_config(SparkSettings())).getOrCreate()
-        session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-        yield session
-        session.stop()
+    yield from local_spark()
 
 
 @pytest.fixture(scope="module")
