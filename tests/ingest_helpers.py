@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from resources import KafkaResource, LakeResource
+from resources.network import NetworkResource
 from sensors.kafka_offsets import kafka_offsets_sensor
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.reference.sensor_graph import sensor_graph
@@ -36,7 +37,7 @@ def sensor_context(
     definitions = Definitions(
         assets=[sensor_graph, raw_traffic_events],
         sensors=[kafka_offsets_sensor],
-        resources={"kafka": kafka, "lake": lake},
+        resources={"kafka": kafka, "lake": lake, "network": NetworkResource()},
     )
     return build_sensor_context(
         instance=instance, cursor=cursor, resources={"kafka": kafka}, definitions=definitions
@@ -53,7 +54,7 @@ def run_sensor_tick(
             [raw_traffic_events],
             partition_key=request.partition_key,
             run_config=request.run_config,
-            resources={"kafka": kafka, "lake": lake},
+            resources={"kafka": kafka, "lake": lake, "network": NetworkResource()},
             instance=instance,
             tags=request.tags,
         )

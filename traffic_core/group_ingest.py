@@ -52,7 +52,7 @@ from traffic_core.ingest import (
 from traffic_core.ingest_config import sensor_catalogue, validation_config
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import OffsetRange, ordered_ids, stored_offset_ranges
-from traffic_core.settings import IngestionSettings, KafkaSettings, PlatformSettings
+from traffic_core.settings import IngestionSettings, kafka_settings, platform_settings
 
 DEFAULT_GROUP = "traffic-lake-writers"
 LOG = logging.getLogger("traffic_core.group_ingest")
@@ -402,7 +402,7 @@ def _numbers(partitions: list[TopicPartition]) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    kafka, platform = KafkaSettings(), PlatformSettings()
+    kafka, platform = kafka_settings(), platform_settings()
     parser = argparse.ArgumentParser(
         prog="python -m traffic_core.group_ingest",
         description="Join the ingestion consumer group and write raw range files to the lake.",
@@ -431,7 +431,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_worker_logging(args.worker_id, args.log_level)
-    known = None if args.no_sensor_catalogue else sensor_catalogue(args.lake_dir)
+    platform = platform_settings()
+    known = (
+        None
+        if args.no_sensor_catalogue
+        else sensor_catalogue(args.lake_dir, platform.dataset, platform.data_dir)
+    )
     ingestion = IngestionSettings()
     metrics = IngestMetrics()
     metrics.serve(args.metrics_port, args.metrics_host)

@@ -14,32 +14,32 @@ from pathlib import Path
 from traffic_core.events import ValidationConfig
 from traffic_core.networks import load_network_graph
 from traffic_core.reference import known_sensor_ids
-from traffic_core.settings import IngestionSettings, PlatformSettings
+from traffic_core.settings import IngestionSettings
 
 
 class SensorCatalogueMissing(RuntimeError):
     """Neither the lake's sensor table nor the dataset's sensor graph could be read."""
 
 
-def sensor_catalogue(lake_root: Path, platform: PlatformSettings | None = None) -> frozenset[str]:
-    """Known sensor ids: the lake's `sensor_graph` table, else the dataset's own graph files
-    (the table is made from them), else SensorCatalogueMissing."""
-    platform = platform or PlatformSettings()
-    known = known_sensor_ids(lake_root, platform.dataset)
+def sensor_catalogue(lake_root: Path, dataset: str, data_dir: Path) -> frozenset[str]:
+    """Known sensor ids of network `dataset`: the lake's `sensor_graph` table, else the
+    dataset's own graph files under `data_dir` (the table is made from them), else
+    SensorCatalogueMissing."""
+    known = known_sensor_ids(lake_root, dataset)
     if known is not None:
         return known
     try:
-        graph = load_network_graph(platform.dataset, platform.data_dir / platform.dataset)
+        graph = load_network_graph(dataset, data_dir / dataset)
     except Exception as exc:  # any unreadable or absent graph is the same start-up failure
         raise SensorCatalogueMissing(
-            f"no sensor catalogue for {platform.dataset!r}: the lake has no sensor table under "
-            f"{lake_root} and the dataset graph in {platform.data_dir} cannot be read ({exc}); "
+            f"no sensor catalogue for {dataset!r}: the lake has no sensor table under "
+            f"{lake_root} and the dataset graph in {data_dir} cannot be read ({exc}); "
             "materialize sensor_graph or set TRAFFIC_DATA_DIR, or turn the sensor check off "
             "explicitly"
         ) from exc
     ids = frozenset(graph.sensor_ids)
     if not ids:
-        raise SensorCatalogueMissing(f"the sensor graph of {platform.dataset!r} lists no sensors")
+        raise SensorCatalogueMissing(f"the sensor graph of {dataset!r} lists no sensors")
     return ids
 
 

@@ -17,13 +17,16 @@ from code_location.definitions import defs
 from infra.stack.dagster import prepare_home
 from infra.stack.postgres import PostgresServer
 from resources import LakeResource
+from resources.network import NetworkResource
 from traffic_assets.reference.sensor_graph import sensor_graph
 from traffic_core.settings import REPO_ROOT
 
 
 def materialize_sensor_graph(instance: DagsterInstance, lake_root: Path) -> None:
     result = materialize(
-        [sensor_graph], instance=instance, resources={"lake": LakeResource(root=str(lake_root))}
+        [sensor_graph],
+        instance=instance,
+        resources={"lake": LakeResource(root=str(lake_root)), "network": NetworkResource()},
     )
     assert result.success
     table = pd.read_parquet(lake_root / "reference" / "metr-la" / "sensors.parquet")

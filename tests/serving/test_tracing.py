@@ -21,6 +21,7 @@ from kafka_helpers import fresh_topics
 
 from infra.stack.kafka import KafkaBroker
 from resources import KafkaResource, LakeResource
+from resources.network import NetworkResource
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_core.events import EventCodec
 from traffic_core.ingest_ids import new_ingest_id
@@ -130,7 +131,11 @@ def test_a_forecast_traces_back_to_lake_rows_dagster_metadata_and_the_replay(
             [raw_traffic_events],
             partition_key=DAY.isoformat(),
             run_config={"ops": {"raw_traffic_events": {"config": config}}},
-            resources={"kafka": kafka, "lake": LakeResource(root=str(lake))},
+            resources={
+                "kafka": kafka,
+                "lake": LakeResource(root=str(lake)),
+                "network": NetworkResource(),
+            },
             instance=instance,
         )
         assert result.success

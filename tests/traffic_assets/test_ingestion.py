@@ -24,6 +24,7 @@ from kafka_helpers import fresh_topics, read_all, topic_message_count
 
 from infra.stack.kafka import KafkaBroker
 from resources import KafkaResource, LakeResource
+from resources.network import NetworkResource
 from sensors.kafka_offsets import kafka_offsets_sensor
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.reference.sensor_graph import sensor_graph
@@ -183,7 +184,11 @@ def test_bad_input_corpus_goes_to_dlq_with_reasons(
     assert producer.flush(30) == 0
 
     with DagsterInstance.ephemeral() as instance:
-        assert materialize([sensor_graph], resources={"lake": lake}, instance=instance).success
+        assert materialize(
+            [sensor_graph],
+            resources={"lake": lake, "network": NetworkResource()},
+            instance=instance,
+        ).success
         run_sensor_tick(instance, kafka, lake, None)
         event = instance.get_latest_materialization_event(raw_traffic_events.key)
         assert event is not None

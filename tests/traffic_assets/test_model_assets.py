@@ -13,6 +13,7 @@ from dagster import AssetMaterialization, DagsterInstance, MetadataValue, materi
 from sklearn.dummy import DummyRegressor
 
 from resources import LakeResource, ModelStoreResource
+from resources.network import NetworkResource
 from traffic_assets.models.baselines import baseline_models
 from traffic_assets.models.best_model import best_model
 from traffic_assets.models.candidates import candidate_models
@@ -66,7 +67,11 @@ def test_models_trained_selected_and_published_with_lineage(
         )
         result = materialize(
             [training_features, *trained, best_model],
-            resources={"lake": lake_with_aggregates, "model_store": store},
+            resources={
+                "lake": lake_with_aggregates,
+                "model_store": store,
+                "network": NetworkResource(),
+            },
             run_config=run_config,
             instance=instance,
         )

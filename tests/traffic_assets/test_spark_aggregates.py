@@ -30,6 +30,7 @@ from pyspark.sql import SparkSession
 from spark_helpers import local_spark
 
 from resources.lake import LakeResource
+from resources.network import NetworkResource
 from resources.spark import spark_config
 from traffic_assets.aggregation import checks
 from traffic_assets.aggregation.assets import traffic_5min_aggregates
@@ -224,6 +225,7 @@ def run_partition(lake: Path, partition: str, **kwargs: Any) -> ExecuteInProcess
     resources = {
         "pyspark": LazyPySparkResource(spark_config=spark_config(SparkSettings())),
         "lake": LakeResource(root=str(lake)),
+        "network": NetworkResource(),
     }
     return materialize(
         [traffic_5min_aggregates, *CHECKS], partition_key=partition, resources=resources, **kwargs
@@ -305,6 +307,7 @@ def test_a_new_raw_partition_of_an_old_day_triggers_its_aggregates(tmp_path: Pat
         resources={
             "pyspark": LazyPySparkResource(spark_config={}),
             "lake": LakeResource(root=str(tmp_path)),
+            "network": NetworkResource(),
         },
     )
     instance = DagsterInstance.ephemeral()

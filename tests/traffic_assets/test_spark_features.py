@@ -24,6 +24,7 @@ from pyspark.sql import SparkSession
 from spark_helpers import local_spark
 
 from resources.lake import LakeResource
+from resources.network import NetworkResource
 from resources.spark import spark_config
 from traffic_assets.models import spark_features as sf
 from traffic_assets.models.spark_training_features import spark_training_features
@@ -215,6 +216,7 @@ def test_asset_rewrites_the_chosen_days_only(
         resources={
             "pyspark": LazyPySparkResource(spark_config=spark_config(SparkSettings())),
             "lake": LakeResource(root=str(lake_root)),
+            "network": NetworkResource(),
         },
         run_config={
             "ops": {

@@ -29,6 +29,7 @@ from infra.stack.kafka import KafkaBroker
 from resources import KafkaResource, LakeResource
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.partitions import daily_partitions
+from traffic_core.datasets import default_data_dir
 from traffic_core.events import EventCodec, Reason, Rejection
 from traffic_core.group_ingest import GroupIngestWorker, WorkerSettings
 from traffic_core.ingest import send_rejects
@@ -37,7 +38,8 @@ from traffic_core.ingest_config import sensor_catalogue, validation_config
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CODEC = EventCodec()
-SENSORS = sorted(sensor_catalogue(Path("/nonexistent-lake")))  # the dataset's own graph
+SENSORS = sorted(sensor_catalogue(Path("/nonexistent-lake"), "metr-la", default_data_dir()))
+"""The dataset's own graph: no lake table is needed."""
 DAY0 = datetime(2012, 3, 1, tzinfo=UTC)
 SLOTS = 2 * 288  # two days of 5-minute readings: two asset runs, stays within the lateness
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from traffic_assets.ingestion.assets import partition_days
 from traffic_core.ingest_config import SensorCatalogueMissing, sensor_catalogue, validation_config
-from traffic_core.settings import REPO_ROOT, IngestionSettings, PlatformSettings
+from traffic_core.settings import REPO_ROOT, IngestionSettings
 
 
 def test_rules_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,11 +47,10 @@ def test_a_floor_without_a_time_zone_is_refused(monkeypatch: pytest.MonkeyPatch)
 def test_catalogue_comes_from_the_lake_or_the_dataset_never_from_nowhere(
     tmp_path: Path, shared_data: Path
 ) -> None:
-    from_dataset = sensor_catalogue(tmp_path / "lake", PlatformSettings(data_dir=shared_data))
+    from_dataset = sensor_catalogue(tmp_path / "lake", "metr-la", shared_data)
     assert len(from_dataset) == 207 and "773869" in from_dataset
-    absent = PlatformSettings(data_dir=tmp_path / "no-data")
     with pytest.raises(SensorCatalogueMissing, match="no sensor catalogue"):
-        sensor_catalogue(tmp_path / "lake", absent)
+        sensor_catalogue(tmp_path / "lake", "metr-la", tmp_path / "no-data")
 
 
 def test_a_group_worker_without_catalogue_stops_at_start(tmp_path: Path) -> None:

@@ -15,11 +15,10 @@ from dagster import (
 )
 
 from resources.lake import LakeResource
+from resources.network import NetworkResource
 from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_assets.partitions import daily_partitions
 from traffic_core.events.validation import ValidationConfig
-from traffic_core.reference import known_sensor_ids
-from traffic_core.settings import PlatformSettings
 from traffic_core.windows import WINDOWS_PER_DAY
 
 MIN_COVERAGE = 0.99
@@ -49,12 +48,14 @@ def _not_materialized(context: AssetCheckExecutionContext) -> AssetCheckResult:
         "are the reference network when sensor_graph is materialized, else those seen that day."
     ),
 )
-def windows_complete(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
+def windows_complete(
+    context: AssetCheckExecutionContext, lake: LakeResource, network: NetworkResource
+) -> AssetCheckResult:
     table = _load(context, lake)
     if table is None:
         return _not_materialized(context)
     seen = set(table["sensor_id"])
-    reference = known_sensor_ids(lake.path(), PlatformSettings().dataset)
+    reference = network.known_sensor_ids(lake.path())
     expected_sensors = reference if reference is not None else seen
     expected = WINDOWS_PER_DAY * len(expected_sensors)
     present = int(table["sensor_id"].isin(expected_sensors).sum())

@@ -15,9 +15,10 @@ from pydantic import Field
 
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
+from resources.network import NetworkResource
 from traffic_assets.partitions import daily_partitions
 from traffic_core.ingest import IngestReport, dlq_record_budget, ingest_ranges
-from traffic_core.ingest_config import sensor_catalogue, validation_config
+from traffic_core.ingest_config import validation_config
 from traffic_core.lake import (
     OffsetRange,
     ingest_id_list,
@@ -70,6 +71,7 @@ def raw_traffic_events(
     config: IngestConfig,
     kafka: KafkaResource,
     lake: LakeResource,
+    network: NetworkResource,
 ) -> MaterializeResult:
     day = date.fromisoformat(context.partition_key)
     root = lake.path()
@@ -81,7 +83,7 @@ def raw_traffic_events(
                 f"no offset ranges given and none stored for {day}: runs of this asset are "
                 "requested by the kafka_offsets_sensor with the ranges to ingest"
             )
-    known = sensor_catalogue(root) if config.check_sensor_catalogue else None
+    known = network.sensor_catalogue(root) if config.check_sensor_catalogue else None
     settings = IngestionSettings()
     budget = dlq_record_budget(kafka.admin(), kafka.dlq_topic, settings.dlq_max_record_bytes)
     consumer = kafka.consumer(group_id=INGEST_GROUP)

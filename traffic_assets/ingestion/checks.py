@@ -19,13 +19,12 @@ from dagster import (
 
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
+from resources.network import NetworkResource
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.partitions import daily_partitions
 from traffic_core.events import ValidationConfig
 from traffic_core.lake import read_raw_day
 from traffic_core.offset_planner import OffsetProbe
-from traffic_core.reference import known_sensor_ids
-from traffic_core.settings import PlatformSettings
 from traffic_core.windows import WINDOWS_PER_DAY
 
 MIN_COMPLETENESS = 0.99
@@ -49,10 +48,10 @@ def _rows(context: AssetCheckExecutionContext, lake: LakeResource) -> pd.DataFra
     "reading (present or explicitly missing).",
 )
 def raw_readings_complete(
-    context: AssetCheckExecutionContext, lake: LakeResource
+    context: AssetCheckExecutionContext, lake: LakeResource, network: NetworkResource
 ) -> AssetCheckResult:
     rows = _rows(context, lake)
-    sensors = known_sensor_ids(lake.path(), PlatformSettings().dataset) or set(rows["sensor_id"])
+    sensors = network.known_sensor_ids(lake.path()) or set(rows["sensor_id"])
     expected = WINDOWS_PER_DAY * len(sensors)
     slots = rows.loc[rows["sensor_id"].isin(sensors), ["sensor_id", "event_time"]]
     present = len(slots.drop_duplicates())

@@ -11,12 +11,11 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
 from resources.lake import LakeResource
+from resources.network import NetworkResource
 from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_assets.models.spark_features import build_feature_days
 from traffic_core import features as f
 from traffic_core.lake import spark_features_day_dir, spark_features_dir
-from traffic_core.networks import load_network_graph
-from traffic_core.settings import PlatformSettings
 
 
 class SparkFeaturesConfig(Config):
@@ -43,12 +42,11 @@ def spark_training_features(
     config: SparkFeaturesConfig,
     pyspark: LazyPySparkResource,
     lake: LakeResource,
+    network: NetworkResource,
 ) -> MaterializeResult:
     days = sorted(config.days or [day.isoformat() for day in lake.aggregates_files()])
     train_days = sorted(config.train_days or days)
-    settings = PlatformSettings()
-    graph = load_network_graph(settings.dataset, settings.data_dir)
-    build_feature_days(pyspark.spark_session, lake.path(), graph, days, train_days)
+    build_feature_days(pyspark.spark_session, lake.path(), network.graph(), days, train_days)
     rows = sum(
         pq.ParquetFile(part).metadata.num_rows
         for day in days

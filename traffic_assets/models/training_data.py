@@ -15,14 +15,13 @@ from dagster import (
 from pydantic import Field
 
 from resources.lake import LakeResource
+from resources.network import NetworkResource
 from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_assets.models.complete_days import MIN_TRAINING_DAYS, complete_days
 from traffic_core import features as f
 from traffic_core.lake import ingest_id_counts, ingest_id_list, raw_files
 from traffic_core.models import crossfit_features
-from traffic_core.networks import load_network_graph
 from traffic_core.registry import frame_fingerprint
-from traffic_core.settings import PlatformSettings
 
 INGEST_IDS_FILE = "ingest_ids.json"
 
@@ -72,7 +71,10 @@ def training_ingest_ids(lake: LakeResource) -> list[dict]:
     "profile features come from the other days only.",
 )
 def training_features(
-    context: AssetExecutionContext, config: TrainingDaysConfig, lake: LakeResource
+    context: AssetExecutionContext,
+    config: TrainingDaysConfig,
+    lake: LakeResource,
+    network: NetworkResource,
 ) -> MaterializeResult:
     chosen = sorted(config.days or complete_days(context.instance, lake.path()))
     if len(chosen) < MIN_TRAINING_DAYS:
@@ -80,8 +82,7 @@ def training_features(
     grid, days = speed_grid(lake, chosen)
     if days != chosen:
         raise ValueError(f"days without aggregates: {sorted(set(chosen) - set(days))}")
-    settings = PlatformSettings()
-    graph = load_network_graph(settings.dataset, settings.data_dir)
+    graph = network.graph()
     sensors = [s for s in graph.sensor_ids if s in grid.columns]
     feature_context = f.FeatureContext.from_graph(graph.subgraph(sensors), f.fit_profile(grid))
     frame = crossfit_features(grid, feature_context)
