@@ -18,7 +18,9 @@ test: setup lint
 
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports --no-cache
+	.venv/bin/mypy
 
 stop:
 	$(PY) -m infra.stack stop all

@@ -30,7 +30,7 @@ ACCESS_LOG = logging.getLogger("serving.access")
 """One line per request: method, path, status, duration_ms, subject, client, request_id."""
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_handler: logging.Handler | None = None
+_handler: _DeferredHandler | None = None
 
 
 def current_request_id() -> str | None:
@@ -87,7 +87,7 @@ def _access_record(entry: AccessEntry, request_id: str | None, created: float) -
     """The record `ACCESS_LOG.info` would have made at `created`, built on the writer thread."""
     message = f"{entry.method} {entry.path} {entry.status}"
     record = ACCESS_LOG.makeRecord(
-        ACCESS_LOG.name, logging.INFO, __file__, 0, message, None, None, extra=entry._asdict()
+        ACCESS_LOG.name, logging.INFO, __file__, 0, message, (), None, extra=entry._asdict()
     )
     record.created = created
     record.msecs = (created - int(created)) * 1000

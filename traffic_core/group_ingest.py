@@ -50,6 +50,7 @@ from traffic_core.ingest import (
     store_classified,
 )
 from traffic_core.ingest_config import sensor_catalogue, validation_config
+from traffic_core.kafka.messages import offset_of, partition_of
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import OffsetRange, ordered_ids, stored_offset_ranges
 from traffic_core.settings import IngestionSettings, kafka_settings, platform_settings
@@ -113,7 +114,7 @@ class _Batch:
 
     @property
     def offsets(self) -> list[int]:
-        return [m.offset() for m in self.messages]
+        return [offset_of(m) for m in self.messages]
 
 
 class GroupIngestWorker:
@@ -214,9 +215,10 @@ class GroupIngestWorker:
                 if error.code() != KafkaError._PARTITION_EOF:
                     LOG.warning("consumer error", extra={"error": str(error)})
                 continue
-            batch = self._batches.get(message.partition())
+            partition = partition_of(message)
+            batch = self._batches.get(partition)
             if batch is None:
-                self._batches[message.partition()] = _Batch([message])
+                self._batches[partition] = _Batch([message])
             else:
                 batch.messages.append(message)
         now = time.monotonic()
@@ -241,7 +243,7 @@ class GroupIngestWorker:
         with collection_paused():
             for partition, batch in batches.items():
                 rejects += self._store_batch(partition, batch)
-        next_offsets = {p: b.messages[-1].offset() + 1 for p, b in batches.items()}
+        next_offsets = {p: offset_of(b.messages[-1]) + 1 for p, b in batches.items()}
         if self._commit(rejects, next_offsets):
             for partition, next_offset in next_offsets.items():
                 held = self._stored.get(partition, [])
@@ -347,7 +349,7 @@ class GroupIngestWorker:
         owned = {tp.partition for tp in self.consumer.assignment()}
         for partition, batch in batches.items():
             if partition in owned:
-                first = batch.messages[0].offset()
+                first = offset_of(batch.messages[0])
                 self.consumer.seek(TopicPartition(self.settings.topic, partition, first))
 
     def _update_lag(self) -> None:
@@ -358,7 +360,7 @@ class GroupIngestWorker:
         for tp in self.consumer.position(assignment):
             _low, high = self.consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
             batch = self._batches.get(tp.partition)
-            start = batch.messages[0].offset() if batch else tp.offset
+            start = offset_of(batch.messages[0]) if batch else tp.offset
             if high >= 0 and start >= 0:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - start, 0))
 

@@ -39,6 +39,7 @@ from traffic_core.events import (
     ValidationConfig,
 )
 from traffic_core.events.bulk import ColumnarReadings, decode_readings_columnar, validate_columns
+from traffic_core.kafka.messages import offset_of
 from traffic_core.kafka.topics import TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import RAW_SCHEMA, OffsetRange, write_raw_range
 
@@ -123,11 +124,11 @@ def read_range(consumer: Consumer, offsets: OffsetRange, timeout: float = 60.0) 
             )
             if any(map(Message.error, batch)):  # C-level scan: error events are rare
                 batch = _up_to_last(batch, offsets)
-            elif batch and batch[-1].offset() > offsets.last:  # offsets rise in a partition
-                batch = [m for m in batch if m.offset() <= offsets.last]
+            elif batch and offset_of(batch[-1]) > offsets.last:  # offsets rise in a partition
+                batch = [m for m in batch if offset_of(m) <= offsets.last]
             if batch:
                 messages += batch
-                next_offset = batch[-1].offset() + 1
+                next_offset = offset_of(batch[-1]) + 1
     finally:
         consumer.unassign()
     return messages
@@ -162,7 +163,7 @@ def _up_to_last(batch: list[Message], offsets: OffsetRange) -> list[Message]:
             if error.code() == KafkaError._PARTITION_EOF:
                 continue
             raise IngestError(f"{offsets}: {error}")
-        if message.offset() > offsets.last:
+        if offset_of(message) > offsets.last:
             break
         kept.append(message)
     return kept
@@ -241,7 +242,7 @@ def classify_range(
         validator = ReadingValidator(config)
         result = validator.validate((RawMessage.from_kafka(m) for m in messages), now=now)
         rejected_offsets = {r.offset for r in result.rejected}
-        kept = [m.offset() for m in messages if m.offset() not in rejected_offsets]
+        kept = [offset_of(m) for m in messages if m.offset() not in rejected_offsets]
         counts = Counter({k.value: v for k, v in validator.rejected_by_reason.items()})
         return ClassifiedRange(
             readings_table(result.valid, offsets, kept),
@@ -256,9 +257,10 @@ def classify_range(
         raw = RawMessage.from_kafka(messages[i])
         rejected.append(Rejection(reason, detail, *raw))
     rows = np.flatnonzero(verdict.accepted)
-    kept = np.fromiter(map(Message.offset, messages), np.int64, len(messages))[rows]
+    # numpy refuses a None offset itself, which keeps this path free of per-message calls
+    kept_offsets = np.fromiter(map(Message.offset, messages), np.int64, len(messages))[rows]
     counts = Counter(r.reason.value for r in rejected)
-    return ClassifiedRange(columnar_table(readings, rows, offsets, kept), rejected, counts)
+    return ClassifiedRange(columnar_table(readings, rows, offsets, kept_offsets), rejected, counts)
 
 
 MESSAGE_TOO_LARGE = KafkaError.MSG_SIZE_TOO_LARGE
@@ -314,7 +316,11 @@ def _produce_reject(
     record = rejection.to_dlq_record(max_record_bytes=max_record_bytes)
     try:
         dlq.produce(
-            topic, record.value, record.key, headers=record.headers, on_delivery=on_delivery
+            topic,
+            record.value,
+            record.key,
+            headers=record.headers,  # type: ignore[arg-type]  # stub's list is invariant; read-only
+            on_delivery=on_delivery,
         )
     except KafkaException as exc:
         if exc.args[0].code() != MESSAGE_TOO_LARGE or max_record_bytes == 0:

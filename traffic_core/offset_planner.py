@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -85,16 +86,18 @@ class OffsetProbe:
         self.consumer.assign([TopicPartition(self.topic, partition, offset)])
         try:
             for message in self.consumer.consume(num_messages=1, timeout=self.timeout):
-                if message.error() is None and message.offset() == offset:
+                error = message.error()
+                if error is None and message.offset() == offset:
                     return message.timestamp()[1]
-                if (
-                    message.error() is not None
-                    and message.error().code() != KafkaError._PARTITION_EOF
-                ):
-                    raise KafkaException(message.error())
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(error)
         finally:
             self.consumer.unassign()
         raise KafkaException(f"{self.topic}[{partition}]@{offset}: no message within timeout")
+
+    def day_at(self, partition: int, offset: int) -> date:
+        """Event day of the message at `offset`."""
+        return day_of_ms(self.timestamp_at(partition, offset))
 
     def newest_timestamp(self) -> int | None:
         """Timestamp (ms) of the newest message of any partition; None for an empty topic."""
@@ -129,8 +132,8 @@ def plan_ingestion(
         end = min(high, start + max_per_partition)
         if end <= start:
             continue
-        first_day = day_of_ms(probe.timestamp_at(partition, start))
-        last_day = day_of_ms(probe.timestamp_at(partition, end - 1))
+        first_day = probe.day_at(partition, start)
+        last_day = probe.day_at(partition, end - 1)
         if last_day < first_day:
             last_day = first_day
         pieces = split_by_day(
@@ -140,8 +143,8 @@ def plan_ingestion(
             end - 1,
             first_day,
             last_day,
-            lambda day, p=partition: probe.first_offset_at(p, day),
-            lambda offset, p=partition: day_of_ms(probe.timestamp_at(p, offset)),
+            partial(probe.first_offset_at, partition),
+            partial(probe.day_at, partition),
         )
         for day, offsets in pieces.items():
             plan.setdefault(day, []).append(offsets)

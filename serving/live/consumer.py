@@ -33,6 +33,7 @@ from serving.live.state import LiveWindows, ReadingOrigin
 from traffic_core.events import DecodeError, EventCodec, Reason, ValidationConfig, check_reading
 from traffic_core.events.bulk import decode_readings_columnar, validate_columns
 from traffic_core.events.codec import Record
+from traffic_core.kafka.messages import offset_of, partition_of
 from traffic_core.lake import ingest_id_list
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ class LiveConsumer:
         messages = self._without_events(batch) if any(map(Message.error, batch)) else batch
         if messages:
             self._apply(messages, close)
-            self._store_positions(consumer, {m.partition() for m in messages})
+            self._store_positions(consumer, {partition_of(m) for m in messages})
         self._update_lag(consumer)
         return len(messages)
 
@@ -312,8 +313,8 @@ class LiveConsumer:
             if error is None:
                 kept.append(message)
             elif error.code() == KafkaError._PARTITION_EOF:
-                partition = message.partition()
-                self._position[partition] = max(self._position.get(partition, 0), message.offset())
+                partition, offset = partition_of(message), offset_of(message)
+                self._position[partition] = max(self._position.get(partition, 0), offset)
             else:
                 self.kafka_errors += 1
                 log.warning("live consumer: %s", error)
@@ -322,7 +323,7 @@ class LiveConsumer:
     def _apply(self, messages: list[Message], close: bool) -> None:
         self.messages += len(messages)
         for message in messages:  # offsets rise within a partition: the last one wins
-            self._position[message.partition()] = message.offset() + 1
+            self._position[partition_of(message)] = offset_of(message) + 1
         try:
             closed = self.state.add(*self._readings(messages), close=close)
         except Exception:  # never let one batch stop the stream

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import HTTPException, Path, Request
+from fastapi import HTTPException, Path
+from fastapi.requests import HTTPConnection
 from fastapi.responses import Response
 
 from serving.service import ForecastService
@@ -17,8 +18,9 @@ VALID_SENSOR_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 """What `SensorPath` admits, for code answering without FastAPI's parameter validation."""
 
 
-def service(request: Request) -> ForecastService:
-    return request.app.state.service
+def service(connection: HTTPConnection) -> ForecastService:
+    """The app's forecast service, for an HTTP request or a WebSocket alike."""
+    return connection.app.state.service
 
 
 def json_bytes(body: bytes) -> Response:

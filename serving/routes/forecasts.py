@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
@@ -28,8 +28,12 @@ from serving.service import ForecastService, NotReady
 PREFIX = "/v1/forecasts/"
 READ_ROLES = frozenset(READ)
 router = APIRouter(prefix=PREFIX.rstrip("/"), tags=["forecasts"])
-NOT_READY = {503: {"model": Problem, "description": "No model or no live data yet."}}
-UNKNOWN = {404: {"model": Problem, "description": "Unknown sensor."}}
+# Typed as FastAPI's `responses` parameter, so the two can be merged into it.
+OpenApiResponses = dict[int | str, dict[str, Any]]
+NOT_READY: OpenApiResponses = {
+    503: {"model": Problem, "description": "No model or no live data yet."}
+}
+UNKNOWN: OpenApiResponses = {404: {"model": Problem, "description": "Unknown sensor."}}
 
 
 @router.get(
@@ -86,6 +90,7 @@ class OneSensorFastPath:
             scope["route"] = route
         scope["path_params"] = {"sensor_id": sensor_id}
         conn = HTTPConnection(scope)
+        response: Response
         try:
             admit(conn, READ_ROLES)
         except HTTPException as error:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import jwt
 from fastapi import HTTPException, WebSocketException, status
 from fastapi.requests import HTTPConnection
+from jwt.types import Options
 
 from serving.security.ratelimit import RateLimited, RateLimits
 from serving.security.settings import Role, SecuritySettings
@@ -84,7 +85,7 @@ class Authenticator:
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
         required = ["exp", "sub"] + (["iss"] if self._issuer else [])
-        self._options: dict[str, Any] = {"require": required}
+        self._options: Options = {"require": required}
         self._keys = [
             (key.digest, Principal(key.name, key.roles, "api_key")) for key in settings.api_keys
         ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -87,6 +88,11 @@ def reading_v1_header(registry: SchemaRegistry | None = None) -> bytes | None:
     return HEADER.pack(MAGIC, latest.schema_id)
 
 
+def _all_present(values: list[bytes | None]) -> TypeGuard[list[bytes]]:
+    """True when no message is a tombstone (one C-level scan, no copy)."""
+    return None not in values
+
+
 def decode_readings_columnar(
     values: list[bytes | None],
     max_message_bytes: int | None = None,
@@ -94,7 +100,7 @@ def decode_readings_columnar(
 ) -> ColumnarReadings | None:
     """Decode reading-v1 messages column-wise; None if any message needs the per-message path."""
     header = reading_v1_header(registry)
-    if header is None or not values or None in values:
+    if header is None or not values or not _all_present(values):
         return None
     if max_message_bytes is None:
         max_message_bytes = ValidationConfig().max_message_bytes

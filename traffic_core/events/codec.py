@@ -20,9 +20,15 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import schemaless_writer
 
-from traffic_core.events.schema import READING, Reason, SchemaRegistry, default_registry
+from traffic_core.events.schema import (
+    READING,
+    Reason,
+    SchemaRegistry,
+    default_registry,
+    read_record,
+)
 
 MAGIC = 0
 HEADER = struct.Struct(">BI")
@@ -136,7 +142,7 @@ class EventCodec:
             buffer = io.BytesIO(value)
             buffer.seek(HEADER.size)
             reader = None if schema_id == self.schema_id else self.schema
-            record = schemaless_reader(buffer, entry.schema, reader)
+            record = read_record(buffer, entry.schema, reader)
             if buffer.tell() != len(value):
                 raise ValueError(f"{len(value) - buffer.tell()} trailing bytes")
             return record
@@ -376,9 +382,12 @@ _Compiled = tuple[list[tuple[str, _Writer, Any]], Callable[[bytes], Record]]
 
 def _compile_record(schema: dict[str, Any]) -> _Compiled | None:
     """Writers per field and a whole-message decoder, or None if any field is not flat."""
-    compiled = [(f, _compile_type(f["type"])) for f in schema["fields"]]
-    if any(codec is None for _, codec in compiled):
-        return None
+    compiled: list[tuple[dict[str, Any], tuple[_Writer, _Reader]]] = []
+    for field in schema["fields"]:
+        codec = _compile_type(field["type"])
+        if codec is None:
+            return None
+        compiled.append((field, codec))
     writers = [(f["name"], codec[0], f.get("default", _REQUIRED)) for f, codec in compiled]
     readers = [(f["name"], codec[1]) for f, codec in compiled]
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import load_schema
+from fastavro.types import Schema
 
 READING = "traffic_reading"
 INCIDENT = "incident_report"
@@ -76,7 +77,21 @@ def schema_files() -> dict[str, list[int]]:
 @cache
 def load_event_schema(subject: str, version: int) -> dict[str, Any]:
     """Parsed schema of one version (cached; treat as read-only)."""
-    return load_schema(str(SCHEMA_DIR / f"{subject}.v{version}.avsc"))
+    return _as_record_schema(load_schema(str(SCHEMA_DIR / f"{subject}.v{version}.avsc")))
+
+
+def _as_record_schema(schema: Schema) -> dict[str, Any]:
+    """fastavro types a parsed schema as any Avro schema (name, union list or dict); every event
+    contract is a record, so its parsed form is a dict."""
+    return cast(dict[str, Any], schema)
+
+
+def read_record(
+    stream: IO[bytes], writer: dict[str, Any], reader: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`schemaless_reader` for record schemas: fastavro types the result as any Avro value, but
+    reading a record schema always yields a dict."""
+    return cast(dict[str, Any], schemaless_reader(stream, writer, reader))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +115,9 @@ class SchemaRegistry:
             raise ValueError(f"schema id {schema_id} is already registered")
         if any(e.subject == subject and e.version == version for e in self._by_id.values()):
             raise ValueError(f"{subject} v{version} is already registered")
-        entry = RegisteredSchema(schema_id, subject, version, parse_schema(dict(schema)))
+        entry = RegisteredSchema(
+            schema_id, subject, version, _as_record_schema(parse_schema(dict(schema)))
+        )
         self._by_id[schema_id] = entry
         return entry
 
@@ -160,7 +177,8 @@ def check_compatibility(
     change since that silently rescales values) are backed by an actual fastavro round trip of
     deterministic samples that visit every union branch and enum symbol of the writer.
     """
-    writer, reader = parse_schema(dict(writer_schema)), parse_schema(dict(reader_schema))
+    writer = _as_record_schema(parse_schema(dict(writer_schema)))
+    reader = _as_record_schema(parse_schema(dict(reader_schema)))
     names = (_named_types(writer, {}), _named_types(reader, {}))
     return _structural(writer, reader, "$", names) + _round_trip(writer, reader, names[0])
 
@@ -265,11 +283,11 @@ def _round_trip(writer: dict, reader: dict, named: dict[str, Any]) -> list[str]:
         schemaless_writer(buffer, writer, sample)
         body = buffer.getvalue()
         try:
-            resolved = schemaless_reader(io.BytesIO(body), writer, reader)
+            resolved = read_record(io.BytesIO(body), writer, reader)
         except Exception as exc:  # any resolution failure is the finding itself
             problems.append(f"sample {index}: reader failed: {exc}")
             continue
-        original = schemaless_reader(io.BytesIO(body), writer)
+        original = read_record(io.BytesIO(body), writer)
         problems += [
             f"sample {index}: field {name} changed from {original[name]!r} to {resolved[name]!r}"
             for name in unchanged

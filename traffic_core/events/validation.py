@@ -133,13 +133,13 @@ class Rejection:
         if size <= max_record_bytes:
             return DlqRecord(self.key, self.value, encoded)
         reference = self.reference()
-        headers = [
+        reference_headers = [
             ("dlq.payload", b"reference"),
             ("dlq.original.size", str(reference["size"]).encode()),
             ("dlq.original.sha256", reference["sha256"].encode()),
         ]
         key = self.key if self.key is not None and len(self.key) <= DLQ_PREFIX_BYTES else None
-        return DlqRecord(key, orjson.dumps(reference), encoded + headers)
+        return DlqRecord(key, orjson.dumps(reference), encoded + reference_headers)
 
     def reference(self) -> dict[str, Any]:
         """Where the original is and enough of it to recognise it (the reference record)."""
