@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from traffic_assets.aggregation.assets import spark_url
@@ -196,7 +196,7 @@ def feature_columns() -> dict[str, Column]:
     def lag(column: str, steps: int) -> Column:
         return F.lag(column, steps).over(history) if steps else F.col(column)
 
-    def recent(steps: int) -> Window:
+    def recent(steps: int) -> WindowSpec:
         return history.rowsBetween(1 - steps, Window.currentRow)
 
     speed = F.col("speed")
