@@ -27,8 +27,8 @@ from resources.spark import export_python_for_executors, spark_config
 from traffic_assets.aggregation.assets import spark_url
 from traffic_assets.aggregation.spark_windows import aggregate_with_spark
 from traffic_core.datasets import load_speed_csv
+from traffic_core.ingestion.raw_import import write_speeds_as_raw
 from traffic_core.lake import raw_day_dir
-from traffic_core.raw_import import write_speeds_as_raw
 from traffic_core.settings import LOCAL_STATE_DIR, PlatformSettings, SparkSettings
 from traffic_core.simulation import simulate
 from traffic_core.windows import DEFAULT_THRESHOLDS

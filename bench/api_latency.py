@@ -55,9 +55,9 @@ from infra.stack.web import WebService, api_service
 from serving.security import SecuritySettings, issue_token
 from traffic_core import features
 from traffic_core.datasets import SensorGraph, load_metr_la_graph, load_speed_csv
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.models.quick import train_and_publish
-from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.registry import ModelRegistry, frame_fingerprint, git_commit
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT, PlatformSettings
 

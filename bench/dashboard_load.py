@@ -46,8 +46,8 @@ from infra.stack.web import api_service
 from serving.security import SecuritySettings, issue_token
 from traffic_core.datasets import load_metr_la_graph, load_speed_csv
 from traffic_core.features import FEATURE_VERSION
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.models.quick import train_and_publish
-from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.registry import ModelRegistry, frame_fingerprint
 from traffic_core.settings import LOCAL_STATE_DIR, PlatformSettings
 

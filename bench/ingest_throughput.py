@@ -28,10 +28,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.stack.kafka import KafkaBroker
-from traffic_core.ingest import RANGE_CONSUMER_CONFIG, ingest_ranges
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
+from traffic_core.ingestion.ranges import RANGE_CONSUMER_CONFIG, ingest_ranges
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.lake import OffsetRange, raw_files
-from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.settings import LOCAL_STATE_DIR
 from traffic_core.simulation import simulate
 

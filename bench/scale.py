@@ -52,11 +52,11 @@ from infra.stack.web import WebService, api_service
 from serving.forecasting import forecast_all
 from serving.security import SecuritySettings, issue_token
 from traffic_core.features import FEATURE_NAMES, LOOKBACK, make_features
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
+from traffic_core.ingestion.raw_import import write_speeds_as_raw
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.model_bundle import ModelBundle
 from traffic_core.networks import load_network_graph
-from traffic_core.producer import ReadingProducer, replay_speeds
-from traffic_core.raw_import import write_speeds_as_raw
 from traffic_core.registry import ModelRegistry
 from traffic_core.settings import LOCAL_STATE_DIR
 from traffic_core.simulation import STEPS_PER_DAY, simulate

@@ -8,7 +8,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from dagster import ConfigurableResource
 
-from traffic_core.ingest import RANGE_CONSUMER_CONFIG
+from traffic_core.ingestion.ranges import RANGE_CONSUMER_CONFIG
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 
 from traffic_core.datasets import SensorGraph, default_data_dir
-from traffic_core.ingest_config import sensor_catalogue
+from traffic_core.ingestion.config import sensor_catalogue
 from traffic_core.networks import load_network_graph
 from traffic_core.reference import known_sensor_ids
 

@@ -23,8 +23,8 @@ from dagster import (
 from resources.kafka import KafkaResource
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.partitions import daily_partitions
+from traffic_core.ingestion.offset_planner import OffsetProbe, plan_ingestion
 from traffic_core.lake import OffsetRange
-from traffic_core.offset_planner import OffsetProbe, plan_ingestion
 
 MAX_MESSAGES_PER_PARTITION = 250_000
 """Bounds one tick's work: ~10 days of METR-LA per partition of 12."""

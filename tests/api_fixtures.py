@@ -20,9 +20,9 @@ from kafka_helpers import fresh_topics
 
 from infra.stack.kafka import KafkaBroker
 from traffic_core.datasets import load_metr_la_graph, load_speed_csv
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.models.quick import train_and_publish
-from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.settings import REPO_ROOT
 
 SIX_DAYS = "metr-la/los_loop_speed_2012-03-01_to_03-06.csv"

@@ -54,8 +54,8 @@ RAW_SCHEMA = pa.schema(
 )
 """Columns of every raw file; speed_mph null means the detector reported no reading.
 
-`ingest_id` names the producer replay or direct import (`traffic_core.raw_import`) a reading
-came from (null for readings sent without one, and absent from files written before it
+`ingest_id` names the producer replay or direct import (`traffic_core.ingestion.raw_import`) a
+reading came from (null for readings sent without one, and absent from files written before it
 existed: readers get nulls). It is part of the message, so a rerun still writes identical
 bytes; which run wrote which file is in the Dagster event log.
 """

@@ -109,7 +109,7 @@ def replay_command(stack: LocalStack, data: str, days: int) -> list[str] | None:
     command = [
         sys.executable,
         "-m",
-        "traffic_core.producer",
+        "traffic_core.ingestion.producer",
         "--bootstrap-servers",
         stack.kafka.bootstrap_servers,
         "--no-progress",

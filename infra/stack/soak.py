@@ -387,7 +387,7 @@ def run(config: SoakConfig) -> dict[str, Any]:
         until = min(SIMULATION_START + simulated, SIMULATION_START + pd.Timedelta(days=config.days))
         producer = subprocess.Popen(
             [
-                sys.executable, "-m", "traffic_core.producer",
+                sys.executable, "-m", "traffic_core.ingestion.producer",
                 "--bootstrap-servers", bootstrap,
                 "--data", str(data),
                 "--incidents", str(incidents_path(data)),

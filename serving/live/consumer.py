@@ -5,7 +5,8 @@ of sharing them through group membership. It reads under a consumer group id of 
 replica and commits the positions it has applied (never used to resume), so Kafka's own tools
 show each replica's lag (`kafka-consumer-groups.sh --describe --group traffic-api-live-...`).
 At start it seeks each partition back by time to the last `rebuild_hours` (Kafka timestamps
-are event times, see traffic_core.producer), reads up to the end offsets seen at start, closes
+are event times, see traffic_core.ingestion.producer), reads up to the end offsets seen at
+start, closes
 the windows that are due and only then reports ready.
 Decoding and validation are ingestion's (columnar fast path, message by message for odd
 batches), so the API sees what the lake stores; a bad record is counted and skipped.

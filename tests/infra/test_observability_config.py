@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving.app import create_app
 from serving.security import SecuritySettings
 from serving.settings import ApiSettings
-from traffic_core.group_ingest_metrics import IngestMetrics
+from traffic_core.ingestion.group_metrics import IngestMetrics
 from traffic_core.settings import REPO_ROOT
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -202,7 +202,7 @@ def test_the_api_and_the_ingest_workers_are_scraped() -> None:
     ingest = [
         name
         for name, spec in SERVICES.items()
-        if "traffic_core.group_ingest" in spec.get("command", [])
+        if "traffic_core.ingestion.group_worker" in spec.get("command", [])
     ]
     assert ingest, "no scale-out ingestion service in docker-compose.yml"
     assert {"api", *ingest} <= scraped

@@ -21,8 +21,8 @@ from serving.live import LiveConsumer, LiveWindows
 from serving.live.state import ReadingOrigin
 from traffic_core import features as f
 from traffic_core.datasets import load_metr_la_graph, load_speed_csv
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
-from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.windows import CongestionThresholds
 
 SIX_DAYS = "metr-la/los_loop_speed_2012-03-01_to_03-06.csv"

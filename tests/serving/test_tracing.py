@@ -24,7 +24,8 @@ from resources import KafkaResource, LakeResource
 from resources.network import NetworkResource
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_core.events import EventCodec
-from traffic_core.ingest_ids import new_ingest_id
+from traffic_core.ingestion.ingest_ids import new_ingest_id
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.lake import (
     RAW_SCHEMA,
@@ -35,7 +36,6 @@ from traffic_core.lake import (
     read_raw_day,
     write_raw_range,
 )
-from traffic_core.producer import ReadingProducer, replay_speeds
 
 DAY = date(2012, 3, 6)
 SENSOR = "773869"

@@ -30,9 +30,14 @@ from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.reference.sensor_graph import sensor_graph
 from traffic_core.datasets import load_speed_csv
 from traffic_core.events import EventCodec
-from traffic_core.ingest import IngestError, RangeOutcome, coordinator_not_ready, ingest_ranges
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
+from traffic_core.ingestion.ranges import (
+    IngestError,
+    RangeOutcome,
+    coordinator_not_ready,
+    ingest_ranges,
+)
 from traffic_core.lake import OffsetRange, raw_files, read_raw_day
-from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -221,7 +226,7 @@ def test_broker_killed_mid_replay_loses_and_duplicates_nothing(
         [
             sys.executable,
             "-m",
-            "traffic_core.producer",
+            "traffic_core.ingestion.producer",
             "--data",
             str(csv),
             "--bootstrap-servers",

@@ -26,7 +26,7 @@ from resources.lake import LakeResource, local_lake_path
 from resources.spark import build_spark_resource
 from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_core.datasets import load_speed_csv
-from traffic_core.raw_import import write_speeds_as_raw
+from traffic_core.ingestion.raw_import import write_speeds_as_raw
 from traffic_core.settings import SparkSettings
 from traffic_core.windows import WINDOWS_PER_DAY
 

@@ -19,7 +19,7 @@ from traffic_core.events import (
 )
 from traffic_core.events.bulk import decode_readings_columnar, validate_columns
 from traffic_core.events.codec import HEADER, MAGIC
-from traffic_core.ingest import classify_range, readings_table
+from traffic_core.ingestion.ranges import classify_range, readings_table
 from traffic_core.lake import OffsetRange
 
 NOW = datetime(2012, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)

@@ -16,8 +16,8 @@ from kafka_helpers import fresh_topics, read_all
 from infra.stack.kafka import KafkaBroker
 from traffic_core.events import INCIDENT, WEATHER, EncodeError, EventCodec
 from traffic_core.events.codec import Categorical, Doubles
-from traffic_core.ingest_ids import new_ingest_id
-from traffic_core.producer import ReadingProducer, replay_speeds
+from traffic_core.ingestion.ingest_ids import new_ingest_id
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 
 SENSORS = ["773869", "767541", "δ-7", "测试🚦", "", "x" * 200]
 NAN_PAYLOAD = struct.unpack("<d", struct.pack("<Q", 0x7FF8_0000_DEAD_BEEF))[0]

@@ -30,10 +30,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.stack.kafka import KafkaBroker
 from traffic_core.datasets import load_speed_csv
 from traffic_core.events import EventCodec, ValidationConfig
-from traffic_core.group_ingest import GroupIngestWorker, WorkerSettings, split_by_stored
-from traffic_core.ingest import classify_range, read_range, store_classified
+from traffic_core.ingestion.group_worker import GroupIngestWorker, WorkerSettings, split_by_stored
+from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
+from traffic_core.ingestion.ranges import classify_range, read_range, store_classified
 from traffic_core.lake import OffsetRange, raw_files, stored_offset_ranges
-from traffic_core.producer import ReadingProducer, replay_speeds
 from traffic_core.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -207,14 +207,14 @@ def free_port() -> int:
 
 
 class WorkerProcess:
-    """`python -m traffic_core.group_ingest` with its JSON log in a file."""
+    """`python -m traffic_core.ingestion.group_worker` with its JSON log in a file."""
 
     def __init__(self, name: str, args: list[str], log_dir: Path, metrics_port: int = 0) -> None:
         self.log = log_dir / f"{name}.log"
         self.metrics_port = metrics_port
         self.proc = subprocess.Popen(
             [
-                *(sys.executable, "-m", "traffic_core.group_ingest", "--worker-id", name),
+                *(sys.executable, "-m", "traffic_core.ingestion.group_worker", "--worker-id", name),
                 *(*args, "--metrics-port", str(metrics_port)),
             ],
             cwd=REPO_ROOT,

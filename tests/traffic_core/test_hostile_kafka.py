@@ -31,9 +31,9 @@ from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.partitions import daily_partitions
 from traffic_core.datasets import default_data_dir
 from traffic_core.events import EventCodec, Reason, Rejection
-from traffic_core.group_ingest import GroupIngestWorker, WorkerSettings
-from traffic_core.ingest import send_rejects
-from traffic_core.ingest_config import sensor_catalogue, validation_config
+from traffic_core.ingestion.config import sensor_catalogue, validation_config
+from traffic_core.ingestion.group_worker import GroupIngestWorker, WorkerSettings
+from traffic_core.ingestion.ranges import send_rejects
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,7 +13,11 @@ import pytest
 from pydantic import ValidationError
 
 from traffic_assets.ingestion.assets import partition_days
-from traffic_core.ingest_config import SensorCatalogueMissing, sensor_catalogue, validation_config
+from traffic_core.ingestion.config import (
+    SensorCatalogueMissing,
+    sensor_catalogue,
+    validation_config,
+)
 from traffic_core.settings import REPO_ROOT, IngestionSettings
 
 
@@ -56,7 +60,7 @@ def test_catalogue_comes_from_the_lake_or_the_dataset_never_from_nowhere(
 def test_a_group_worker_without_catalogue_stops_at_start(tmp_path: Path) -> None:
     env = {**os.environ, "TRAFFIC_DATA_DIR": str(tmp_path / "no-data")}
     done = subprocess.run(
-        [sys.executable, "-m", "traffic_core.group_ingest", "--lake-dir", str(tmp_path)],
+        [sys.executable, "-m", "traffic_core.ingestion.group_worker", "--lake-dir", str(tmp_path)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -7,8 +7,8 @@ from datetime import date, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from traffic_core.ingestion.offset_planner import day_of_ms, day_start_ms, split_by_day
 from traffic_core.lake import OffsetRange
-from traffic_core.offset_planner import day_of_ms, day_start_ms, split_by_day
 
 D1, D2, D3 = date(2012, 3, 1), date(2012, 3, 2), date(2012, 3, 3)
 

@@ -11,13 +11,18 @@ from kafka_helpers import read_all, topic_message_count
 
 from infra.stack.kafka import KafkaBroker
 from traffic_core.events import INCIDENT, WEATHER, EventCodec
+from traffic_core.ingestion.producer import (
+    ReadingProducer,
+    replay_incidents,
+    replay_weather,
+    severity_level,
+)
 from traffic_core.kafka.topics import (
     TRAFFIC_INCIDENTS,
     WEATHER_OBSERVATIONS,
     ensure_topics,
     topic_layout,
 )
-from traffic_core.producer import ReadingProducer, replay_incidents, replay_weather, severity_level
 from traffic_core.simulation import simulate
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from traffic_core.ingestion.raw_import import write_speeds_as_raw
 from traffic_core.lake import ingest_id_counts, raw_files, read_raw_day
-from traffic_core.raw_import import write_speeds_as_raw
 
 
 def speeds(start: str, steps: int, sensors: int) -> pd.DataFrame:

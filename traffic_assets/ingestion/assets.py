@@ -17,8 +17,8 @@ from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from resources.network import NetworkResource
 from traffic_assets.partitions import daily_partitions
-from traffic_core.ingest import IngestReport, dlq_record_budget, ingest_ranges
-from traffic_core.ingest_config import validation_config
+from traffic_core.ingestion.config import validation_config
+from traffic_core.ingestion.ranges import IngestReport, dlq_record_budget, ingest_ranges
 from traffic_core.lake import (
     OffsetRange,
     ingest_id_list,

@@ -23,8 +23,8 @@ from resources.network import NetworkResource
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.partitions import daily_partitions
 from traffic_core.events import ValidationConfig
+from traffic_core.ingestion.offset_planner import OffsetProbe
 from traffic_core.lake import read_raw_day
-from traffic_core.offset_planner import OffsetProbe
 from traffic_core.windows import WINDOWS_PER_DAY
 
 MIN_COMPLETENESS = 0.99

@@ -1,7 +1,9 @@
-"""Scale-out ingestion: `python -m traffic_core.group_ingest` workers of one consumer group.
+"""Scale-out ingestion: `python -m traffic_core.ingestion.group_worker` workers of one
+consumer group.
 
 The workers of a group split the events topic's partitions and write the same immutable range
-files as the Dagster-planned ingestion (`traffic_core.ingest`), with the same classification.
+files as the Dagster-planned ingestion (`traffic_core.ingestion.ranges`), with the same
+classification.
 Each worker holds what it fetched per partition as one contiguous batch and flushes a batch
 when it is big or old enough: classify it, write its valid rows durably, then in ONE Kafka
 transaction send its rejects to the dead-letter topic and commit offset last+1 for the group.
@@ -41,22 +43,22 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from traffic_core.events import DLQ_MAX_RECORD_BYTES, Rejection, ValidationConfig
-from traffic_core.group_ingest_metrics import IngestMetrics, configure_worker_logging
-from traffic_core.ingest import (
+from traffic_core.ingestion.config import sensor_catalogue, validation_config
+from traffic_core.ingestion.group_metrics import IngestMetrics, configure_worker_logging
+from traffic_core.ingestion.ranges import (
     classify_range,
     collection_paused,
     dlq_record_budget,
     send_rejects,
     store_classified,
 )
-from traffic_core.ingest_config import sensor_catalogue, validation_config
 from traffic_core.kafka.messages import offset_of, partition_of
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import OffsetRange, ordered_ids, stored_offset_ranges
 from traffic_core.settings import IngestionSettings, kafka_settings, platform_settings
 
 DEFAULT_GROUP = "traffic-lake-writers"
-LOG = logging.getLogger("traffic_core.group_ingest")
+LOG = logging.getLogger("traffic_core.ingestion.group_worker")
 
 
 def default_worker_id() -> str:
@@ -406,7 +408,7 @@ def _numbers(partitions: list[TopicPartition]) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     kafka, platform = kafka_settings(), platform_settings()
     parser = argparse.ArgumentParser(
-        prog="python -m traffic_core.group_ingest",
+        prog="python -m traffic_core.ingestion.group_worker",
         description="Join the ingestion consumer group and write raw range files to the lake.",
     )
     parser.add_argument("--bootstrap-servers", default=kafka.bootstrap_servers)

@@ -1,4 +1,4 @@
-"""Replay a speed dataset into Kafka: `python -m traffic_core.producer --data FILE`.
+"""Replay a speed dataset into Kafka: `python -m traffic_core.ingestion.producer --data FILE`.
 
 Readings are keyed by sensor id (so one sensor's readings stay ordered in one partition) and
 stamped with their event time as the Kafka timestamp (so consumers can seek by time). Missing
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from traffic_core.datasets import load_speeds
 from traffic_core.events import INCIDENT, WEATHER, EventCodec, Reason, ValidationConfig
 from traffic_core.events.codec import Categorical, Doubles
-from traffic_core.ingest_ids import new_ingest_id
+from traffic_core.ingestion.ingest_ids import new_ingest_id
 from traffic_core.json_logs import json_line_formatter
 from traffic_core.kafka.topics import (
     TRAFFIC_EVENTS,
@@ -46,7 +46,7 @@ STEP_SECONDS = 300.0
 ENCODE_STEPS = 256  # steps encoded at once (~53k METR-LA readings): amortises numpy's overhead
 SEVERITY_LEVELS = (0.25, "MINOR"), (0.5, "MODERATE"), (0.75, "MAJOR"), (float("inf"), "SEVERE")
 
-log = logging.getLogger("traffic_core.producer")
+log = logging.getLogger("traffic_core.ingestion.producer")
 
 
 @dataclass
@@ -321,7 +321,9 @@ def _optional(value: Any) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m traffic_core.producer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m traffic_core.ingestion.producer", description=__doc__
+    )
     parser.add_argument(
         "--data",
         type=Path,

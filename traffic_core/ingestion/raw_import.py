@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from traffic_core.ingest_ids import new_ingest_id
+from traffic_core.ingestion.ingest_ids import new_ingest_id
 from traffic_core.lake import OffsetRange, write_raw_range
 
 

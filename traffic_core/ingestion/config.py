@@ -1,9 +1,9 @@
 """What the lake writers validate against: the sensor catalogue and the configured rules.
 
-Both writers (the `raw_traffic_events` asset and `traffic_core.group_ingest` workers) build
-their `ValidationConfig` here, so a rule never differs between them. A writer that checks
-sensors and finds no catalogue stops before reading anything: the check is never skipped
-silently.
+Both writers (the `raw_traffic_events` asset and `traffic_core.ingestion.group_worker`
+workers) build their `ValidationConfig` here, so a rule never differs between them. A writer
+that checks sensors and finds no catalogue stops before reading anything: the check is never
+skipped silently.
 """
 
 from __future__ import annotations
