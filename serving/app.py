@@ -15,7 +15,7 @@ from serving.model_runtime import ModelHolder
 from serving.problems import install_problem_handlers
 from serving.prometheus import AuditCollector, RequestMetrics, ServiceCollector
 from serving.publisher_election import PublisherElection
-from serving.request_logging import configure_logging
+from serving.request_logging import configure_logging, flush_logs
 from serving.routes import alerts, forecasts, health, models, network, sensors, streams
 from serving.security import SecuritySettings, install_security
 from serving.service import ForecastService
@@ -71,6 +71,7 @@ def create_app(
             yield
         finally:
             await asyncio.to_thread(svc.stop)
+            flush_logs()
 
     app = FastAPI(
         title="METR-LA traffic forecasts",

@@ -206,6 +206,13 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
     atexit.register(shutdown_logging)
 
 
+def flush_logs() -> None:
+    """Write out what the JSON handler holds now. At the end of a graceful shutdown: uvicorn
+    then re-raises SIGTERM to exit with it, so the exit-time flush never runs."""
+    if _handler is not None:
+        _handler.flush()
+
+
 def shutdown_logging() -> None:
     """Write out buffered records and detach the JSON handler (at exit, or between tests)."""
     global _handler

@@ -48,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.request_logging import AccessEntry, current_request_id, log_access
+from serving.request_logging import AccessEntry, current_request_id, flush_logs, log_access
 from serving.security.audit_sanitize import TEXT_LIMIT, sanitize
 from serving.security.audit_spill import SpillDir
 from serving.security.auth import STATE_AUTH_METHOD, STATE_PRINCIPAL
@@ -552,6 +552,7 @@ class AuditMiddleware:
         async def send_after_close(message: Message) -> None:
             if message["type"].startswith("lifespan.shutdown."):
                 await asyncio.to_thread(writer.close)
+                flush_logs()  # what the close said (rows spilled, lost) must reach the log
             await send(message)
 
         await self.app(scope, receive_after_startup, send_after_close)

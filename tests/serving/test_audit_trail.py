@@ -464,6 +464,7 @@ def test_sigterm_with_a_backlog_drains_or_spills_and_the_next_start_replays(
     spilled = SpillDir(spill_dir).files()
     assert spilled and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in spilled)
     assert sum(len(p.read_text().splitlines()) for p in spilled) == len(down)
+    assert f"audit: {len(down)} rows spilled to" in log.read_text()  # said before the exit
 
     proc = _start_api(env, port, log)
     try:
