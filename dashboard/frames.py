@@ -44,7 +44,7 @@ def live_sensor_frame(
             **{
                 f"f{m}_{name}": "unknown" if name == "congestion" else None
                 for m in HORIZONS
-                for name in ("speed", "lower", "upper", "congestion")
+                for name in ("speed", "lower", "upper", "congestion", "reason")
             },
         }
         for s in sensors
@@ -76,6 +76,7 @@ def _horizon_columns(h: HorizonForecast) -> dict[str, object]:
         f"{prefix}lower": h.lower_mph,
         f"{prefix}upper": h.upper_mph,
         f"{prefix}congestion": h.congestion,
+        f"{prefix}reason": h.reason,
     }
 
 

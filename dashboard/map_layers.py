@@ -45,10 +45,16 @@ def basemap_style(tiles: str | None) -> str:
     return "data:application/json," + quote(json.dumps(style, separators=(",", ":")))
 
 
-def _speed_text(speeds: pd.Series, classes: pd.Series) -> list[str]:
+def _speed_text(
+    speeds: pd.Series, classes: pd.Series, reasons: pd.Series | None = None
+) -> list[str]:
+    """A speed with its class; a withheld forecast says why (e.g. "withheld: warming up")."""
+    why = reasons if reasons is not None else pd.Series(None, index=speeds.index, dtype=object)
     return [
-        "no reading" if pd.isna(s) else f"{s:.0f} mph ({LABELS.get(c, c)})"
-        for s, c in zip(speeds, classes, strict=True)
+        (f"withheld: {r.replace('_', ' ')}" if isinstance(r, str) else "no reading")
+        if pd.isna(s)
+        else f"{s:.0f} mph ({LABELS.get(c, c)})"
+        for s, c, r in zip(speeds, classes, why, strict=True)
     ]
 
 
@@ -78,7 +84,7 @@ def map_points(frame: pd.DataFrame, minutes: int) -> pd.DataFrame:
             "weight": (FREE_FLOW_MPH - speed).clip(lower=0).fillna(0.0).round(1),
             "now_text": _speed_text(frame["observed_speed"], frame["observed_congestion"]),
             "view_title": f"In {ahead} min",
-            "view_text": _speed_text(forecast, forecast_class),
+            "view_text": _speed_text(forecast, forecast_class, frame[f"f{ahead}_reason"]),
             "interval_text": interval,
         }
     )

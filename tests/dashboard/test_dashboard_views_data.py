@@ -136,6 +136,20 @@ def test_map_points_are_json_safe_and_describe_both_now_and_ahead() -> None:
     assert deck["layers"][1]["id"] == "sensors"
 
 
+def test_a_withheld_forecast_says_why_on_the_map() -> None:
+    batch = batch_for("a")
+    withheld = {"speed_mph": None, "lower_mph": None, "upper_mph": None, "congestion": "unknown"}
+    horizon = batch.forecasts[0].horizons[0]
+    batch.forecasts[0].horizons[0] = horizon.model_copy(
+        update={**withheld, "reason": "insufficient_history"}
+    )
+    frame = live_sensor_frame([sensor("a", [], [])], batch=batch)
+    ahead = map_points(frame, 15).set_index("sensor_id")
+    assert ahead.loc["a", "view_text"] == "withheld: insufficient history"
+    assert ahead.loc["a", "interval_text"] == "—"
+    assert json.loads(network_deck(frame, 15, tiles=None).to_json())
+
+
 def test_the_basemap_calls_no_server_unless_tiles_are_configured() -> None:
     offline = unquote(basemap_style(None))
     assert offline.startswith("data:application/json,")
