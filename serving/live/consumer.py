@@ -387,6 +387,9 @@ class LiveConsumer:
         except DecodeError as exc:
             self._reject([exc.reason])
             return None
+        except Exception:  # a decoder failure we did not foresee: this record's, not the batch's
+            self._reject([Reason.UNDECODABLE])
+            return None
         if problem := check_reading(record, self.validation, now):
             self._reject([problem[0]])
             return None

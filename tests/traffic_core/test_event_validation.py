@@ -4,7 +4,7 @@ import base64
 import hashlib
 import math
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -390,3 +390,24 @@ def test_dlq_records_are_bounded_and_name_their_original(
     assert reference["sha256"] == hashlib.sha256(original).hexdigest()
     assert original.startswith(base64.b64decode(reference["prefix_base64"]))
     assert reference["reason"] == "OVERSIZED_MESSAGE"
+
+
+OFFSETS = st.builds(
+    timezone,
+    st.timedeltas(
+        min_value=-timedelta(hours=23, minutes=59), max_value=timedelta(hours=23, minutes=59)
+    ),
+)
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=300)
+@given(at=st.datetimes(min_value=datetime.min, max_value=datetime.max, timezones=OFFSETS))
+def test_any_iso_time_with_any_offset_is_classified_never_raised(at: datetime) -> None:
+    """Times at the ends of the calendar whose offset moves them past year 1 or 9999 in UTC
+    (0001-01-01T00:00+00:01) are the record's problem, not the validator's."""
+    message = json(event_time=at.isoformat())
+    valid, rejected = ReadingValidator().validate([message], now=LATE_NOW)
+    assert len(valid) + len(rejected) == 1
+    for edge in ("0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-01:00"):
+        (reject,) = ReadingValidator().validate([json(event_time=edge)], now=LATE_NOW).rejected
+        assert reject.reason is Reason.WRONG_TYPE

@@ -554,7 +554,10 @@ def _json_timestamp(value: Any) -> datetime:
             raise _WrongType(f"invalid ISO-8601 timestamp {value!r}") from exc
         if parsed.tzinfo is None:
             raise _WrongType(f"timestamp {value!r} has no UTC offset")
-        utc = parsed.astimezone(UTC)
+        try:
+            utc = parsed.astimezone(UTC)
+        except OverflowError as exc:  # e.g. 0001-01-01T00:00+00:01 is before year 1 in UTC
+            raise _WrongType(f"timestamp {value!r} out of range") from exc
         # Same precision as the Avro path: timestamp-millis drops microseconds.
         return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
     millis = _json_int(_LONG_MIN, _LONG_MAX, "epoch millis or ISO-8601 string")(value)

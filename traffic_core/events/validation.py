@@ -262,6 +262,8 @@ class ReadingValidator:
             reading, unknown = self.codec.decode_any_checked(value)
         except DecodeError as exc:
             return exc.reason, exc.detail
+        except Exception as exc:  # a decoder failure we did not foresee is still the record's
+            return Reason.UNDECODABLE, f"decoding failed: {type(exc).__name__}: {exc}"[:200]
         if unknown and self.config.unknown_fields == "reject":
             return Reason.UNKNOWN_FIELD, f"fields not in the schema: {_names(unknown)}"
         if problem := check_reading(reading, self.config, now):

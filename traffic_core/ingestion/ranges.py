@@ -340,7 +340,7 @@ def dlq_record_budget(admin: AdminClient, dlq_topic: str, configured: int) -> in
     try:
         configs = admin.describe_configs([resource])[resource].result(timeout=30)
         topic_max = int(configs["max.message.bytes"].value)
-    except (KafkaException, KeyError, ValueError) as exc:
+    except (KafkaException, KeyError, ValueError, TimeoutError) as exc:
         log.warning(
             "max.message.bytes of %s unknown (%s); DLQ records up to %d bytes",
             dlq_topic,
