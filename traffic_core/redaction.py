@@ -2,8 +2,9 @@
 and URL passwords are replaced by REDACTED wherever a line shows them.
 
 Parameter names are compared after percent-decoding (as the server decodes them before use),
-so `?access%5Ftoken=...` is redacted like `?access_token=...`. Nothing matched includes a
-backslash, so redacting a JSON-encoded line leaves it valid JSON.
+so `?access%5Ftoken=...` is redacted like `?access_token=...`. A replaced value takes its escape
+sequences whole (JSON never escapes `&` or `;`), so redacting a JSON-encoded line leaves it
+valid JSON.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ SECRET_ENDINGS = tuple(
 `monkey`, `keyboard`, `tokenizer` and `passage` stay readable."""
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _SEPARATOR = re.compile(r"[^a-z0-9]+")
-_QUERY = re.compile(r"\?([^\s\"'#<>\\]+)")
+_QUERY = re.compile(r"\?((?:[^\s\"\\]|\\.)+)")
+"""A query up to whitespace or an unescaped quote: in a JSON-encoded line a quote or backslash
+inside the query is escaped, so the match runs through it to the parameters after it."""
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(\bBearer\s+)[^\s\"',;\\]+", re.I)
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@\"']*:)[^@\s\"'/]*@", re.I)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from traffic_core.redaction import REDACTED, redact, redact_query, secret_name
 
@@ -31,3 +35,17 @@ def test_a_log_line_loses_tokens_wherever_they_show() -> None:
     clean = redact(line)
     for secret in ("abc", "xyz", ":pw@", "eyJzdWIi"):
         assert secret not in clean
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=300)
+@given(before=st.text(max_size=40), after=st.text(max_size=20))
+def test_quotes_or_backslashes_in_the_query_hide_no_credential_from_a_json_line(
+    before: str, after: str
+) -> None:
+    """In a JSON-encoded log line a quote or backslash in the query is escaped; the redaction
+    reads through it to the parameters after it, and the line stays valid JSON."""
+    before = before.replace("&", "").replace(";", "").replace(" ", "")
+    message = f"GET /v1/stream?x={before}\"\\<'&api_key=S3CR3T&after={after} HTTP/1.1"
+    line = redact(json.dumps({"message": message}))
+    assert "S3CR3T" not in line
+    assert json.loads(line)["message"].startswith("GET /v1/stream?x=")
