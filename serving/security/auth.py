@@ -192,14 +192,27 @@ def authenticate_token(conn: HTTPConnection, token: str) -> Principal:
     state[STATE_PRINCIPAL] = None
     state[STATE_AUTH_METHOD] = "jwt"
     try:
-        principal = security.authenticator.authenticate_token(token)
-    except AuthError:
-        try:
-            security.limits.record_failure(client)
-        except RateLimited as exc:
-            raise AuthError(exc.detail) from None
-        raise
+        principal = _verified(
+            security, client, token, lambda: security.authenticator.authenticate_token(token)
+        )
+    except RateLimited as exc:
+        raise AuthError(exc.detail) from None
     state[STATE_PRINCIPAL] = principal
+    return principal
+
+
+def _verified(
+    security: Security, client: str, credential: str, verify: Callable[[], Principal]
+) -> Principal:
+    """`verify()` under the failure budget of `client`: past it only a credential that
+    authenticated lately is verified (RateLimited otherwise); failures are counted."""
+    security.limits.admit_attempt(client, credential)
+    try:
+        principal = verify()
+    except AuthError:
+        security.limits.record_failure(client)  # past the budget: RateLimited
+        raise
+    security.limits.record_success(credential)
     return principal
 
 
@@ -241,14 +254,16 @@ def _authenticate(conn: HTTPConnection, state: dict[str, Any]) -> Principal:
     try:
         try:
             method, credential = security.authenticator.credentials(conn)
-            state[STATE_AUTH_METHOD] = method
-            if method == "jwt":
-                principal = security.authenticator.authenticate_token(credential)
-            else:
-                principal = security.authenticator.authenticate_api_key(credential)
-        except AuthError:
+        except AuthError:  # no credential at all, or an unusable header
             security.limits.record_failure(client)  # past the budget: RateLimited
             raise
+        state[STATE_AUTH_METHOD] = method
+        verify = (
+            security.authenticator.authenticate_token
+            if method == "jwt"
+            else security.authenticator.authenticate_api_key
+        )
+        principal = _verified(security, client, credential, lambda: verify(credential))
         state[STATE_PRINCIPAL] = principal
         security.limits.hit_principal(principal.via, principal.subject)
     except AuthError as exc:

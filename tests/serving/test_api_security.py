@@ -326,16 +326,26 @@ def test_failed_authentications_are_limited_per_client(
 def test_someone_elses_failures_do_not_lock_out_a_valid_credential(
     make_client: Callable[..., TestClient], settings: SecuritySettings
 ) -> None:
-    """Callers behind one address (a NAT, a proxy) share it; only failures are limited."""
+    """Callers behind one address (a NAT, a proxy) share it: past the failure budget, the
+    credentials that authenticated lately still get in; a guess is refused unverified, so a
+    right one would be refused too (no 200 tells a guesser it guessed right)."""
     client = make_client(auth_failure_limit="3/minute")
+    planner = bearer(settings, Role.PLANNER)
+    token = issue_token("olga", [Role.OPERATOR], settings)
+    assert client.get("/v1/forecasts", headers=planner).status_code == 200
+    assert client.get("/v1/forecasts", headers={"X-API-Key": INGEST_KEY}).status_code == 200
+    with client.websocket_connect(f"/v1/raw?token={token}") as ws:
+        assert ws.receive_json() == {"subject": "olga"}
     for _ in range(10):
         client.get("/v1/forecasts", headers={"X-API-Key": "guess" * 5})
-    assert client.get("/v1/forecasts", headers=bearer(settings, Role.PLANNER)).status_code == 200
+    assert client.get("/v1/forecasts", headers=planner).status_code == 200
     assert client.get("/v1/forecasts", headers={"X-API-Key": INGEST_KEY}).status_code == 200
-    token = issue_token("olga", [Role.OPERATOR], settings)
     with client.websocket_connect(f"/v1/raw?token={token}") as ws:
         assert ws.receive_json() == {"subject": "olga"}
     assert client.get("/v1/forecasts", headers={"X-API-Key": "guess" * 5}).status_code == 429
+    unseen = bearer(settings, Role.AUDITOR)  # valid, but never used before the lockout
+    refused = client.get("/v1/forecasts", headers=unseen)
+    assert refused.status_code == 429 and "too many failed" in refused.json()["detail"]
 
 
 # --- CORS ---------------------------------------------------------------------------------
