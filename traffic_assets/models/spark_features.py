@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -250,12 +251,14 @@ def feature_frame(speeds: DataFrame, graph: SensorGraph, profile: DataFrame) -> 
     return full.select("timestamp", "sensor_id", *(c.alias(n) for n, c in columns.items()))
 
 
-def write_feature_days(frame: DataFrame, out_dir: Path) -> None:
-    """Parquet under `out_dir`, one `date=YYYY-MM-DD` folder per day of the frame's rows;
-    the days written replace their folders, other days are left as they are."""
+def write_feature_days(frame: DataFrame, out_dir: Path, days: Sequence[str]) -> None:
+    """Parquet under `out_dir`, one `date=YYYY-MM-DD` folder for each of `days`; those
+    replace their folders, other days are left as they are (the grid spans the days between
+    non-adjacent ones, whose rows are not features anyone asked for)."""
     day = F.date_from_unix_date(F.floor(F.unix_seconds(F.col("timestamp")) / _DAY_SECONDS))
     (
         frame.withColumn(DAY_COLUMN, day)
+        .where(F.col(DAY_COLUMN).isin([date.fromisoformat(d) for d in days]))
         .repartition(DAY_COLUMN)
         .sortWithinPartitions("timestamp", "sensor_id")
         .write.mode("overwrite")
@@ -287,5 +290,5 @@ def build_feature_days(
     sensors = graph.subgraph([s for s in graph.sensor_ids if s in present])
     train = read_speeds(spark, [spark_url(p) for p in train_files.values()])
     frame = feature_frame(speeds, sensors, fit_profile(train, sensors.sensor_ids))
-    write_feature_days(frame, lake.spark_features_dir(lake_root))
+    write_feature_days(frame, lake.spark_features_dir(lake_root), days)
     return frame
