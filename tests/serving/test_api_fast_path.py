@@ -72,7 +72,11 @@ def served(
         svc.holder.stop()
 
 
-def _token(roles: list[Role], ttl: int = 600) -> str:
+SESSION_TTL = 4 * 3600
+"""Tokens are made at collection: valid for however long the session runs before this module."""
+
+
+def _token(roles: list[Role], ttl: int = SESSION_TTL) -> str:
     return issue_token("fast-path-test", roles, SecuritySettings(jwt_secret=SECRET), ttl=ttl)
 
 

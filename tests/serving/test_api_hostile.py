@@ -41,7 +41,8 @@ FUZZ = settings(
 
 
 def token(role: str = "planner") -> str:
-    return issue_token("hostile", [role], SecuritySettings(jwt_secret=JWT_SECRET), ttl=600)
+    """Made at collection too: valid for however long the session runs before this module."""
+    return issue_token("hostile", [role], SecuritySettings(jwt_secret=JWT_SECRET), ttl=4 * 3600)
 
 
 PLANNER = {"Authorization": f"Bearer {token()}"}
