@@ -13,3 +13,11 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_durably(source: Path, path: Path) -> None:
+    """fsync a finished file, rename it over path, and fsync the folder that now names it."""
+    fsync_path(source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, path)
+    fsync_path(path.parent)

@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from traffic_core.durable import replace_durably
+
 RAW_ZONE = "raw/traffic_events"
 AGGREGATES_ZONE = ("aggregates", "traffic_5min")
 """Folders of the 5-minute aggregates under the lake root (one `date=YYYY-MM-DD` per day)."""
@@ -147,19 +149,6 @@ def spark_features_dir(lake_root: Path) -> Path:
 
 def spark_features_day_dir(lake_root: Path, day: date | str) -> Path:
     return spark_features_dir(lake_root) / day_folder(day)
-
-
-def replace_durably(source: Path, path: Path) -> None:
-    """fsync a finished file, rename it over path, and fsync the folder that now names it."""
-    with open(source, "rb") as handle:
-        os.fsync(handle.fileno())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def write_atomically(table: pa.Table, path: Path) -> None:

@@ -34,12 +34,12 @@ from traffic_assets.aggregation.automation import AGGREGATE_AFTER_RAW_CHANGES
 from traffic_assets.aggregation.spark_windows import aggregate_with_spark
 from traffic_assets.partitions import daily_partitions
 from traffic_core import windows as core
+from traffic_core.durable import replace_durably
 from traffic_core.lake import (
     ingest_id_counts,
     ingest_id_list,
     raw_day_dir,
     raw_files,
-    replace_durably,
 )
 
 
