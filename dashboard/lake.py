@@ -76,7 +76,7 @@ def day_profile(frame: pd.DataFrame) -> pd.DataFrame:
     speed = frame["speed_mean"].astype("float64")
     parts = pd.DataFrame(
         {
-            "weekday": stamps.dt.weekday,
+            "weekday": stamps.dt.day_of_week,
             "hour": stamps.dt.hour,
             "speed_sum": speed.fillna(0.0),
             "speed_count": speed.notna().astype("int64"),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
-from streamlit.components.v2.types import BidiComponentCallable
+from streamlit.components.v2.types import ComponentRenderer
 
 from dashboard.congestion import rgb_hex
 from dashboard.map_layers import map_points
@@ -137,7 +137,7 @@ def network_svg(frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int
 
 
 @cache
-def _component() -> BidiComponentCallable:
+def _component() -> ComponentRenderer:
     """Registered once per process, on first use."""
     return st.components.v2.component(
         "sensor_map",

@@ -14,14 +14,15 @@ an unauthenticated caller could make the API buffer and parse any amount of JSON
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import HTTPException
-from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.problems import problem
+from serving.route_table import route_for
 from serving.security import admit
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -45,14 +46,7 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def _route_for(scope: Scope) -> APIRoute | None:
-    for route in scope["app"].routes:
-        if isinstance(route, APIRoute) and route.matches(scope)[0] is Match.FULL:
-            return route
-    return None
-
-
-def _roles_of(route: APIRoute) -> frozenset | None:
+def _roles_of(route: Any) -> frozenset | None:
     """The roles `require` admits on this route (None: the route is open)."""
     for dependant in route.dependant.dependencies:
         roles = getattr(dependant.call, "required_roles", None)
@@ -71,7 +65,7 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         conn = HTTPConnection(scope)
-        route = _route_for(scope)
+        route = route_for(scope)
         roles = _roles_of(route) if route is not None else None
         if roles is not None:
             try:
@@ -88,7 +82,7 @@ class BodyGuard:
             return
         await self.app(scope, self._counting(receive), send)
 
-    def _refusal(self, headers: Headers, route: APIRoute | None) -> tuple[int, str] | None:
+    def _refusal(self, headers: Headers, route: Any | None) -> tuple[int, str] | None:
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():

@@ -101,7 +101,7 @@ def on_grid(
 def _week_slot(stamps: pd.DatetimeIndex) -> np.ndarray:
     """Monday 00:00 = 0 ... Sunday 23:55 = 2015."""
     slot = (stamps - stamps.normalize()) // WINDOW
-    return np.asarray(stamps.dayofweek * WINDOWS_PER_DAY + slot)
+    return np.asarray(stamps.day_of_week * WINDOWS_PER_DAY + slot)
 
 
 def fit_profile(train_speeds: pd.DataFrame) -> pd.DataFrame:
@@ -280,7 +280,7 @@ def _feature_cube(grid: pd.DataFrame, context: FeatureContext) -> np.ndarray:
             ]
     columns.append(np.isnan(lags).sum(axis=-1).astype("float64"))
     minutes = np.asarray(stamps.hour * 60 + stamps.minute, dtype="float64")
-    day = np.asarray(stamps.dayofweek, dtype="float64")
+    day = np.asarray(stamps.day_of_week, dtype="float64")
     clock = [
         np.sin(2 * np.pi * minutes / 1440),
         np.cos(2 * np.pi * minutes / 1440),

@@ -121,3 +121,8 @@ def platform_settings() -> PlatformSettings:
 @lru_cache(maxsize=1)
 def kafka_settings() -> KafkaSettings:
     return KafkaSettings()
+
+
+@lru_cache(maxsize=1)
+def ingestion_settings() -> IngestionSettings:
+    return IngestionSettings()

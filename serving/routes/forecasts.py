@@ -8,11 +8,11 @@ import pandas as pd
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.requests import HTTPConnection
 from fastapi.responses import Response
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.forecasting import ReadingsError, forecast_from_readings
 from serving.problems import problem
+from serving.route_table import api_routes
 from serving.routes.access import FORECAST_OWN_DATA, READ, allow
 from serving.routes.common import (
     VALID_SENSOR_ID,
@@ -69,7 +69,7 @@ class OneSensorFastPath:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._route: BaseRoute | None = None
+        self._route: Any | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -99,9 +99,9 @@ class OneSensorFastPath:
             response = json_bytes(body)
         await response(scope, receive, send)
 
-    def _find_route(self, app: FastAPI) -> BaseRoute | None:
+    def _find_route(self, app: FastAPI) -> Any | None:
         """The route's object, for the metrics' route label."""
-        routes = (r for r in app.routes if getattr(r, "endpoint", None) is one_sensor)
+        routes = (r for r in api_routes(app) if r.endpoint is one_sensor)
         self._route = next(routes, None)
         return self._route
 

@@ -20,9 +20,9 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.routing import APIRoute
 
 from serving.request_logging import REQUEST_ID_HEADER, new_request_id, valid_request_id
+from serving.route_table import api_routes
 from serving.security.audit import AuditMiddleware, AuditWriter
 from serving.security.auth import (
     API_KEY_HEADER,
@@ -124,13 +124,13 @@ def _document_security(app: FastAPI) -> None:
         schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(
             SECURITY_SCHEMES
         )
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
+        for route in api_routes(app):
+            if not route.include_in_schema:
                 continue
             roles = _required_roles(route.dependant)
             if roles is None:
                 continue
-            for method in route.methods:
+            for method in route.methods or ():
                 operation = schema["paths"].get(route.path_format, {}).get(method.lower())
                 if operation is None:
                     continue

@@ -221,7 +221,7 @@ def test_withheld_and_missing_forecasts_are_gaps_in_the_sensor_chart() -> None:
     frame = sensor_forecast_frame(history)
     assert frame["forecast"].tolist()[0] == 33.0 and frame["forecast"].tolist()[3] == 33.0
     assert frame["forecast"].iloc[1:3].isna().all() and frame["lower"].iloc[1:3].isna().all()
-    assert frame["reason"].tolist() == [None, "insufficient_history", None, None]
+    assert frame["reason"].fillna("-").tolist() == ["-", "insufficient_history", "-", "-"]
     chart = sensor_speed_chart(sensor_observed_frame(history), frame, 15).to_dict()
     marks = {layer["mark"]["type"]: layer["mark"] for layer in chart["layer"]}
     assert marks["area"]["invalid"] == marks["line"]["invalid"] == "break-paths-show-domains"

@@ -14,13 +14,13 @@ import httpx
 import pytest
 import schemathesis
 from api_fixtures import JWT_SECRET, ROLES, ApiServer
-from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
 from serving.app import create_app
+from serving.route_table import api_routes, websocket_paths
 from serving.security import SecuritySettings, issue_token
 from serving.settings import ApiSettings
 
@@ -82,12 +82,9 @@ def _concrete(path: str, client: TestClient) -> str:
 
 
 def test_every_route_is_in_the_matrix(client: TestClient) -> None:
-    routes = set()
-    for route in client.app.routes:
-        if isinstance(route, APIRoute):
-            routes |= {(m, route.path) for m in route.methods if m != "HEAD"}
-        elif isinstance(route, APIWebSocketRoute):
-            routes.add(("WS", route.path))
+    routes = {("WS", path) for path in websocket_paths(client.app)}
+    for route in api_routes(client.app):
+        routes |= {(m, route.path) for m in route.methods if m != "HEAD"}
     guarded = {r for r in routes if r[1] not in OPEN}
     assert guarded == set(MATRIX)
 

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from serving.app import build_service, create_app
 from serving.forecasting import forecast_all
+from serving.route_table import api_routes
 from serving.routes.forecasts import OneSensorFastPath
 from serving.security import Role, SecuritySettings, issue_token
 from serving.service import ForecastService
@@ -181,7 +182,7 @@ def test_the_fast_path_is_what_answers(
     svc, api = served
     app = create_app(api, _settings(tmp_path, "only-fast", "1000/second"))
     app.router.routes = [
-        r for r in app.router.routes if getattr(r, "path", "") != "/v1/forecasts/{sensor_id}"
+        r.original_route for r in api_routes(app) if r.path != "/v1/forecasts/{sensor_id}"
     ]
     headers, sensor = CASES["planner"]
     with TestClient(app) as client:

@@ -146,7 +146,7 @@ def fed_frame(day: pd.DataFrame, pattern: dict[str, Any]) -> pd.DataFrame:
     count = pattern["before"] + pattern["after"]
     frame = day.iloc[pattern["start"] : pattern["start"] + count].copy()
     rng = np.random.default_rng(pattern["seed"])
-    values = frame.to_numpy()
+    values = frame.to_numpy(copy=True)
     values[rng.random(values.shape) < pattern["drop"]] = np.nan
     for sensor, sensors, window, windows in pattern["outages"]:
         values[window : window + windows, sensor : sensor + sensors] = np.nan

@@ -25,13 +25,13 @@ def test_rules_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAFFIC_INGEST_EVENT_TIME_FLOOR", "2017-01-01T00:00:00Z")
     monkeypatch.setenv("TRAFFIC_INGEST_ALLOWED_LATENESS_HOURS", "6")
     monkeypatch.setenv("TRAFFIC_INGEST_UNKNOWN_FIELDS", "reject")
-    config = validation_config(frozenset({"a"}))
+    config = validation_config(frozenset({"a"}), settings=IngestionSettings())
     assert config.event_time_floor == datetime(2017, 1, 1, tzinfo=UTC)
     assert config.allowed_lateness == timedelta(hours=6)
     assert config.unknown_fields == "reject"
     assert config.known_sensors == frozenset({"a"})
     monkeypatch.setenv("TRAFFIC_INGEST_ALLOWED_LATENESS_HOURS", "0")
-    assert validation_config(None).allowed_lateness is None
+    assert validation_config(None, settings=IngestionSettings()).allowed_lateness is None
 
 
 def test_defaults_are_declared() -> None:

@@ -26,7 +26,7 @@ from traffic_core.lake import (
     raw_day_dir,
     stored_offset_ranges,
 )
-from traffic_core.settings import IngestionSettings
+from traffic_core.settings import ingestion_settings
 
 INGEST_GROUP = "traffic-lake-ingest"
 
@@ -84,7 +84,7 @@ def raw_traffic_events(
                 "requested by the kafka_offsets_sensor with the ranges to ingest"
             )
     known = network.sensor_catalogue(root) if config.check_sensor_catalogue else None
-    settings = IngestionSettings()
+    settings = ingestion_settings()
     budget = dlq_record_budget(kafka.admin(), kafka.dlq_topic, settings.dlq_max_record_bytes)
     consumer = kafka.consumer(group_id=INGEST_GROUP)
     try:

@@ -83,7 +83,7 @@ def finalise_speeds(df: pd.DataFrame, freq: str = FREQ, source: str = "data") ->
         raise DatasetError(f"{source}: duplicate timestamps, e.g. {[str(t) for t in dups]}")
     step = pd.Timedelta(freq)
     if len(index) > 1:
-        wrong = np.flatnonzero(np.diff(index.asi8) != step.value)
+        wrong = np.flatnonzero(np.diff(index.as_unit("ns").asi8) != step.value)
         if wrong.size:
             i = int(wrong[0])
             raise DatasetError(
@@ -94,7 +94,7 @@ def finalise_speeds(df: pd.DataFrame, freq: str = FREQ, source: str = "data") ->
     values[values == 0.0] = np.nan
     out = pd.DataFrame(
         values,
-        index=pd.DatetimeIndex(index, name="timestamp", freq=freq),
+        index=pd.DatetimeIndex(index, name="timestamp", freq=freq).as_unit("ns"),
         columns=pd.Index(columns, name="sensor_id"),
     )
     out.attrs = dict(df.attrs)

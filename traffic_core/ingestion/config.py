@@ -14,7 +14,7 @@ from pathlib import Path
 from traffic_core.events import ValidationConfig
 from traffic_core.networks import load_network_graph
 from traffic_core.reference import known_sensor_ids
-from traffic_core.settings import IngestionSettings
+from traffic_core.settings import IngestionSettings, ingestion_settings
 
 
 class SensorCatalogueMissing(RuntimeError):
@@ -50,7 +50,7 @@ def validation_config(
 ) -> ValidationConfig:
     """The writers' rules from TRAFFIC_INGEST_* settings; known_sensors None means the caller
     turned the sensor check off on purpose."""
-    settings = settings or IngestionSettings()
+    settings = settings or ingestion_settings()
     lateness = settings.allowed_lateness_hours
     return ValidationConfig(
         max_message_bytes=settings.max_message_bytes,

@@ -55,7 +55,7 @@ from traffic_core.ingestion.ranges import (
 from traffic_core.kafka.messages import offset_of, partition_of
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import OffsetRange, ordered_ids, stored_offset_ranges
-from traffic_core.settings import IngestionSettings, kafka_settings, platform_settings
+from traffic_core.settings import ingestion_settings, kafka_settings, platform_settings
 
 DEFAULT_GROUP = "traffic-lake-writers"
 LOG = logging.getLogger("traffic_core.ingestion.group_worker")
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.no_sensor_catalogue
         else sensor_catalogue(args.lake_dir, platform.dataset, platform.data_dir)
     )
-    ingestion = IngestionSettings()
+    ingestion = ingestion_settings()
     metrics = IngestMetrics()
     metrics.serve(args.metrics_port, args.metrics_host)
     worker = GroupIngestWorker(

@@ -156,7 +156,7 @@ class ReadingProducer:
 
 def _epoch_ms(index: pd.DatetimeIndex) -> np.ndarray:
     stamps = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    return stamps.asi8 // 1_000_000
+    return stamps.as_unit("ms").asi8
 
 
 def replay_speeds(
