@@ -1,4 +1,4 @@
-"""`python -m infra.stack start|stop|status|kill|topics|demo [service]`."""
+"""`python -m infra.stack start|stop|status|kill|topics|schemas|demo [service]`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
 from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token_file
 from infra.stack.spark import SparkCluster
-from traffic_core.events.registry_client import register_event_schemas
+from traffic_core.events.registry_client import COMPATIBILITY, register_event_schemas
 from traffic_core.kafka.topics import ensure_topics, topic_layout
 from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
 from traffic_core.simulation import Simulator, incidents_path
@@ -37,6 +37,11 @@ def create_topics(stack: LocalStack) -> dict[str, str]:
     )
 
 
+def register_schemas(url: str) -> None:
+    for subject, ids in register_event_schemas(url).items():
+        print(f"  subject {subject}: ids {ids}, compatibility {COMPATIBILITY}")
+
+
 def start(stack: LocalStack, names: list[str]) -> None:
     if "kafka" in names:
         stack.kafka.start()
@@ -51,8 +56,7 @@ def start(stack: LocalStack, names: list[str]) -> None:
     if "registry" in names:
         stack.registry.start()
         print(f"registry  {stack.registry.status()}  (Confluent schema registry API)")
-        for subject, ids in register_event_schemas(stack.registry.url).items():
-            print(f"  subject {subject}: ids {ids}, compatibility BACKWARD")
+        register_schemas(stack.registry.url)
     if "dagster" in names:
         pg_env = stack.dagster_pg_env() if stack.postgres.running() else {}
         stack.dagster.start(env=pg_env)
@@ -172,7 +176,9 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__)
-    parser.add_argument("command", choices=["start", "stop", "status", "kill", "topics", "demo"])
+    parser.add_argument(
+        "command", choices=["start", "stop", "status", "kill", "topics", "schemas", "demo"]
+    )
     parser.add_argument(
         "services",
         nargs="*",
@@ -206,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "topics":
             for topic, action in create_topics(stack).items():
                 print(f"topic {topic}: {action}")
+        elif args.command == "schemas":
+            register_schemas(PlatformSettings().schema_registry_url)
         else:
             demo(stack, args.data, args.days)
     except ServiceError as exc:
