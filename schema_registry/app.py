@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from schema_registry.store import (
     Compatibility,
@@ -27,7 +28,7 @@ MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
 class SchemaBody(BaseModel):
-    schema: str  # type: ignore[assignment]  # Confluent's field name shadows BaseModel.schema
+    text: str = Field(alias="schema")  # Confluent's name, which would shadow BaseModel.schema
     schemaType: str = "AVRO"  # Confluent's field name
 
 
@@ -79,6 +80,10 @@ def create_app(store: SchemaStore) -> FastAPI:
     async def invalid(_: Request, exc: InvalidSchema) -> JSONResponse:
         return _json({"error_code": 42201, "message": str(exc)}, 422)
 
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _json({"error_code": 422, "message": f"malformed request: {exc.errors()}"}, 422)
+
     @app.exception_handler(IncompatibleSchema)
     async def incompatible(_: Request, exc: IncompatibleSchema) -> JSONResponse:
         return _json({"error_code": 409, "message": str(exc)}, 409)
@@ -98,12 +103,12 @@ def create_app(store: SchemaStore) -> FastAPI:
     @app.post("/subjects/{subject}/versions")
     def register(subject: str, body: SchemaBody) -> JSONResponse:
         _avro_only(body)
-        return _json({"id": store.register(subject, body.schema)})
+        return _json({"id": store.register(subject, body.text)})
 
     @app.post("/subjects/{subject}")
     def lookup(subject: str, body: SchemaBody) -> JSONResponse:
         _avro_only(body)
-        return _json(_version(store.lookup(subject, body.schema)))
+        return _json(_version(store.lookup(subject, body.text)))
 
     @app.get("/subjects/{subject}/versions")
     def versions(subject: str) -> JSONResponse:
@@ -150,7 +155,7 @@ def create_app(store: SchemaStore) -> FastAPI:
     def compatible(subject: str, version: str, body: SchemaBody) -> JSONResponse:
         _avro_only(body)
         number = _version_number(version)
-        return _json({"is_compatible": store.is_compatible(subject, body.schema, number)})
+        return _json({"is_compatible": store.is_compatible(subject, body.text, number)})
 
     return app
 

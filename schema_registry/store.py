@@ -67,7 +67,7 @@ def normalized(schema: str) -> str:
     try:
         parsed = json.loads(schema)
         parse_schema(parsed)
-    except (ValueError, TypeError, KeyError, SchemaParseException) as exc:
+    except (ValueError, TypeError, LookupError, RecursionError, SchemaParseException) as exc:
         raise InvalidSchema(f"invalid Avro schema: {exc}") from exc
     return json.dumps(parsed, sort_keys=True, separators=(",", ":"))
 
@@ -80,11 +80,21 @@ def compatibility_problems(level: Compatibility, new: str, previous: list[str]) 
     reader = json.loads(new)
     problems: list[str] = []
     for old in map(json.loads, against):
-        if level.startswith(("BACKWARD", "FULL")):
-            problems += check_compatibility(old, reader)  # new readers read old data
-        if level.startswith(("FORWARD", "FULL")):
-            problems += check_compatibility(reader, old)  # old readers read new data
+        if not (_is_record(old) and _is_record(reader)):
+            problems += [] if old == reader else ["only record schemas may change"]
+            continue
+        try:
+            if level.startswith(("BACKWARD", "FULL")):
+                problems += check_compatibility(old, reader)  # new readers read old data
+            if level.startswith(("FORWARD", "FULL")):
+                problems += check_compatibility(reader, old)  # old readers read new data
+        except Exception as exc:  # a schema fastavro parses but no data could be written with
+            problems.append(f"cannot resolve one schema with the other: {exc!r}")
     return problems
+
+
+def _is_record(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("type") == "record"
 
 
 @dataclass

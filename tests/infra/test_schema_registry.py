@@ -18,7 +18,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from kafka_helpers import fresh_topics, read_all
 
 from infra.stack.kafka import KafkaBroker
-from traffic_core.events import READING, SCHEMA_IDS, EventCodec, RemoteSchemaRegistry
+from traffic_core.events import READING, SCHEMA_IDS, EventCodec, Reason, RemoteSchemaRegistry
 from traffic_core.events.bulk import decode_readings_columnar
 from traffic_core.events.registry_client import RegistryHttp, registry_subject, schema_text
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
@@ -116,6 +116,10 @@ def test_codecs_ask_the_registry_once_not_per_message(schema_registry: str) -> N
     failures = codec.decode_many([unknown] * 500)[1]
     assert len(failures) == 500
     assert requests_served(schema_registry) == before + 1  # asked once, then remembered
+
+    made_up = [b"\x00" + (1_000_000 + i).to_bytes(4, "big") + values[0][5:] for i in range(500)]
+    assert {reason for _, reason in codec.decode_many(made_up)[1]} == {Reason.UNKNOWN_SCHEMA_ID}
+    assert requests_served(schema_registry) == before + registry.max_asks  # the budget, no more
 
 
 def test_a_newer_producers_version_is_fetched_once_and_read_as_ours(schema_registry: str) -> None:

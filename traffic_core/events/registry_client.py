@@ -3,8 +3,10 @@
 Each topic's value schemas are registered under the subject `<topic>-value` (Confluent's
 topic-name strategy), so any Confluent client finds them. A codec asks the registry for the ids
 of the versions this code knows when it is built, and again only for an id it has not seen
-(another producer's newer version), at most once per `retry_seconds` for ids found nowhere:
-decoding never costs an HTTP request per message.
+(another producer's newer version): decoding never costs an HTTP request per message. An id
+found nowhere is not asked about again for `retry_seconds`, and at most `max_asks` unseen ids are
+asked about per `retry_seconds` in all, so a stream of made-up ids cannot turn into a stream of
+requests (past the budget they are UNKNOWN_SCHEMA_ID, their bytes kept in the DLQ).
 
 With no registry URL configured (an empty `TRAFFIC_SCHEMA_REGISTRY_URL`) the codecs use the
 built-in ids of `SCHEMA_IDS`, which equal those a fresh registry assigns when
@@ -90,13 +92,14 @@ class RemoteSchemaRegistry(SchemaRegistry):
     """The registry's ids for the schema versions this code knows, plus any other id of our
     subjects fetched on first sight. Wire ids are the registry's; versions stay the files'."""
 
-    def __init__(self, http: RegistryHttp, retry_seconds: float = 30.0) -> None:
+    def __init__(self, http: RegistryHttp, retry_seconds: float = 30.0, max_asks: int = 10) -> None:
         super().__init__()
         self.http = http
         self.retry_seconds = retry_seconds
+        self.max_asks = max_asks
         self._topics = {registry_subject(t): name for t, name in TOPIC_SCHEMAS.items()}
         self._fetched: dict[int, RegisteredSchema] = {}
-        self._missing: dict[int, float] = {}
+        self._asked: dict[int, float] = {}  # unseen id -> when it was last asked about
         for topic, name in TOPIC_SCHEMAS.items():
             for version in schema_files()[name]:
                 found = http.call(
@@ -115,13 +118,19 @@ class RemoteSchemaRegistry(SchemaRegistry):
     def get(self, schema_id: int) -> RegisteredSchema | None:
         return super().get(schema_id) or self._fetched.get(schema_id) or self._fetch(schema_id)
 
+    def _may_ask(self, schema_id: int) -> bool:
+        """Within the budget, and this id not asked about lately; records the ask."""
+        now = time.monotonic()
+        self._asked = {i: at for i, at in self._asked.items() if now - at < self.retry_seconds}
+        if schema_id in self._asked or len(self._asked) >= self.max_asks:
+            return False
+        self._asked[schema_id] = now
+        return True
+
     def _fetch(self, schema_id: int) -> RegisteredSchema | None:
-        """Ask the registry about an id seen for the first time (or not found lately)."""
-        if time.monotonic() - self._missing.get(schema_id, -self.retry_seconds) < (
-            self.retry_seconds
-        ):
+        """Ask the registry which of our subjects uses an unseen id, and its schema."""
+        if not self._may_ask(schema_id):
             return None
-        self._missing[schema_id] = time.monotonic()
         uses = self.http.call("GET", f"/schemas/ids/{schema_id}/versions") or []
         ours = [u for u in uses if u["subject"] in self._topics]
         found = self.http.call("GET", f"/schemas/ids/{schema_id}") if ours else None
@@ -134,7 +143,6 @@ class RemoteSchemaRegistry(SchemaRegistry):
             _parsed(found["schema"]),
         )
         self._fetched[schema_id] = entry
-        del self._missing[schema_id]
         return entry
 
 
