@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,12 +16,26 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+from conftest import PORT_SHIFT
 from kafka_helpers import fresh_topics, read_all
 
 from infra.stack.kafka import KafkaBroker
-from traffic_core.events import READING, SCHEMA_IDS, EventCodec, Reason, RemoteSchemaRegistry
+from infra.stack.web import registry_service
+from traffic_core.events import (
+    READING,
+    SCHEMA_IDS,
+    TOPIC_SCHEMAS,
+    EventCodec,
+    Reason,
+    RemoteSchemaRegistry,
+)
 from traffic_core.events.bulk import decode_readings_columnar
-from traffic_core.events.registry_client import RegistryHttp, registry_subject, schema_text
+from traffic_core.events.registry_client import (
+    RegistryHttp,
+    register_event_schemas,
+    registry_subject,
+    schema_text,
+)
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.kafka.topics import TRAFFIC_EVENTS
 
@@ -152,3 +167,26 @@ def test_a_newer_producers_version_is_fetched_once_and_read_as_ours(schema_regis
     assert requests_served(schema_registry) == before + 2  # which subject, then the schema
     assert decoded[0]["sensor_id"] == "773869" and decoded[0]["speed_mph"] == 61.0
     assert "lane" not in decoded[0]  # resolved into this code's version
+
+
+def test_a_fresh_registry_gives_the_built_in_ids_and_keeps_them_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Offline codecs (no registry configured) write the ids the stack's registry assigns."""
+    service = registry_service(tmp_path / "registry", port=18082 + PORT_SHIFT)
+    service.start()
+    try:
+        ids = register_event_schemas(service.url)
+        expected = {
+            registry_subject(topic): [i for i, (n, _) in sorted(SCHEMA_IDS.items()) if n == name]
+            for topic, name in TOPIC_SCHEMAS.items()
+        }
+        assert ids == expected
+        service.stop()
+        service.start()
+        assert register_event_schemas(service.url) == expected
+        assert RemoteSchemaRegistry(RegistryHttp(service.url)).latest(READING).schema_id == (
+            BUILT_IN_READING_ID
+        )
+    finally:
+        service.stop()
