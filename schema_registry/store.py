@@ -103,7 +103,7 @@ class SchemaStore:
     _schemas: dict[int, str] = field(default_factory=dict)
     _subjects: dict[str, list[int]] = field(default_factory=dict)
     _config: dict[str, Compatibility] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)  # requests run in threads
 
     @classmethod
     def open(cls, path: Path) -> SchemaStore:
@@ -153,46 +153,53 @@ class SchemaStore:
         return None
 
     def lookup(self, subject: str, schema: str) -> Version:
-        self.versions(subject)  # 40401 for an unknown subject
-        found = self._find(subject, normalized(schema))
-        if found is None:
-            raise NotFound(40403, f"schema not found under {subject}")
-        return found
+        with self._lock:
+            self.versions(subject)  # 40401 for an unknown subject
+            found = self._find(subject, normalized(schema))
+            if found is None:
+                raise NotFound(40403, f"schema not found under {subject}")
+            return found
 
     def schema(self, schema_id: int) -> str:
-        if schema_id not in self._schemas:
-            raise NotFound(40403, f"schema {schema_id} not found")
-        return self._schemas[schema_id]
+        with self._lock:
+            if schema_id not in self._schemas:
+                raise NotFound(40403, f"schema {schema_id} not found")
+            return self._schemas[schema_id]
 
     def subjects_of(self, schema_id: int) -> list[Version]:
-        text = self.schema(schema_id)
-        return [
-            Version(subject, number, schema_id, text)
-            for subject, ids in sorted(self._subjects.items())
-            for number, i in enumerate(ids, start=1)
-            if i == schema_id
-        ]
+        with self._lock:
+            text = self.schema(schema_id)
+            return [
+                Version(subject, number, schema_id, text)
+                for subject, ids in sorted(self._subjects.items())
+                for number, i in enumerate(ids, start=1)
+                if i == schema_id
+            ]
 
     def subjects(self) -> list[str]:
-        return sorted(self._subjects)
+        with self._lock:
+            return sorted(self._subjects)
 
     def versions(self, subject: str) -> list[int]:
-        if subject not in self._subjects:
-            raise NotFound(40401, f"subject {subject} not found")
-        return list(range(1, len(self._subjects[subject]) + 1))
+        with self._lock:
+            if subject not in self._subjects:
+                raise NotFound(40401, f"subject {subject} not found")
+            return list(range(1, len(self._subjects[subject]) + 1))
 
     def version(self, subject: str, version: str | int) -> Version:
-        numbers = self.versions(subject)
-        number = numbers[-1] if version in ("latest", -1) else int(version)
-        if number not in numbers:
-            raise NotFound(40402, f"version {version} of {subject} not found")
-        schema_id = self._subjects[subject][number - 1]
-        return Version(subject, number, schema_id, self._schemas[schema_id])
+        with self._lock:
+            numbers = self.versions(subject)
+            number = numbers[-1] if version in ("latest", -1) else int(version)
+            if number not in numbers:
+                raise NotFound(40402, f"version {version} of {subject} not found")
+            schema_id = self._subjects[subject][number - 1]
+            return Version(subject, number, schema_id, self._schemas[schema_id])
 
     def compatibility(self, subject: str | None = None) -> Compatibility:
-        if subject is not None and subject in self._config:
-            return self._config[subject]
-        return self._config.get("", DEFAULT_COMPATIBILITY)
+        with self._lock:
+            if subject is not None and subject in self._config:
+                return self._config[subject]
+            return self._config.get("", DEFAULT_COMPATIBILITY)
 
     def set_compatibility(self, subject: str | None, level: Compatibility) -> None:
         with self._lock:
@@ -200,10 +207,11 @@ class SchemaStore:
             self._save()
 
     def is_compatible(self, subject: str, schema: str, version: str | int) -> bool:
-        text = normalized(schema)
-        level = self.compatibility(subject)
-        if level.endswith("TRANSITIVE"):
-            history = [self._schemas[i] for i in self._subjects.get(subject, [])]
-        else:
-            history = [self.version(subject, version).schema]
-        return not compatibility_problems(level, text, history)
+        with self._lock:
+            text = normalized(schema)
+            level = self.compatibility(subject)
+            if level.endswith("TRANSITIVE"):
+                history = [self._schemas[i] for i in self._subjects.get(subject, [])]
+            else:
+                history = [self.version(subject, version).schema]
+            return not compatibility_problems(level, text, history)
