@@ -29,11 +29,14 @@ class LocalStack:
     dashboard: WebService
 
     @classmethod
-    def from_env(cls, state_root: Path = LOCAL_STATE_DIR) -> LocalStack:
+    def from_env(cls, state_root: Path = LOCAL_STATE_DIR, registry_url: str = "") -> LocalStack:
+        """The stack the environment describes; `registry_url` overrides the settings' one."""
         kafka = KafkaSettings()
         host, _, port = kafka.bootstrap_servers.split(",")[0].rpartition(":")
         pg = PostgresSettings()
-        registry = urlsplit(PlatformSettings().schema_registry_url or "http://127.0.0.1:8081")
+        registry = urlsplit(
+            registry_url or PlatformSettings().schema_registry_url or "http://127.0.0.1:8081"
+        )
         return cls(
             kafka=KafkaBroker(
                 state_dir=state_root / "kafka" / "broker",
