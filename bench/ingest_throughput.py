@@ -8,6 +8,9 @@ topic while W follower processes ingest each new offset range as its watermark m
 the first produce to the last file durable. Prints one JSON line of figures.
 
     .venv/bin/python bench/ingest_throughput.py --days 28 --workers 2
+
+With --schema-registry the producer and the workers take their wire ids from a registry service
+of the bench's own (port - 11), as the stack runs them; without, they use the built-in ids.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.stack.kafka import KafkaBroker
+from infra.stack.web import registry_service
+from traffic_core.events.registry_client import register_event_schemas
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.ingestion.ranges import RANGE_CONSUMER_CONFIG, ingest_ranges
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
@@ -190,13 +195,22 @@ def main() -> None:
     parser.add_argument("--sensors", type=int, default=207)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=39092, help="the bench broker's port")
+    parser.add_argument("--schema-registry", action="store_true", help="ids from a registry")
     args = parser.parse_args()
 
     state = LOCAL_STATE_DIR / "bench"
-    broker = bench_broker(state / "kafka", 39092)
+    broker = bench_broker(state / "kafka", args.port)
+    registry = registry_service(state / "registry", port=args.port - 11)
     broker.stop()
+    registry.stop()
     shutil.rmtree(state, ignore_errors=True)
     broker.start()
+    os.environ["TRAFFIC_SCHEMA_REGISTRY_URL"] = ""  # the workers inherit the choice
+    if args.schema_registry:
+        registry.start()
+        register_event_schemas(registry.url)
+        os.environ["TRAFFIC_SCHEMA_REGISTRY_URL"] = registry.url
     try:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
         topics = [TopicSpec(EVENTS, args.partitions), TopicSpec(PIPELINED, args.partitions)]
@@ -224,6 +238,7 @@ def main() -> None:
                     "events": sequential["events"],
                     "partitions": args.partitions,
                     "ingest_workers": args.workers,
+                    "schema_registry": args.schema_registry,
                     **sequential,
                     **figures,
                     "machine": machine(),
@@ -232,6 +247,7 @@ def main() -> None:
         )
     finally:
         broker.stop()
+        registry.stop()
 
 
 if __name__ == "__main__":

@@ -12,10 +12,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
+from infra.stack.web import WebService, registry_service
+from traffic_core.events.registry_client import register_event_schemas
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
 
 pytest_plugins = ["api_fixtures"]
@@ -25,6 +28,10 @@ TEST_SLOT = int(os.environ.get("TRAFFIC_TEST_SLOT", "0"))
 TEST_STATE = REPO_ROOT / ".local" / ("test" if TEST_SLOT == 0 else f"test-{TEST_SLOT}")
 PORT_SHIFT = 100 * TEST_SLOT
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+REGISTRY_URL_VARIABLE = "TRAFFIC_SCHEMA_REGISTRY_URL"
+os.environ[REGISTRY_URL_VARIABLE] = ""
+"""Codecs use the built-in ids unless a test asks for the `schema_registry` fixture (a demo's
+registry URL in the developer's shell must not leak into the tests)."""
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +47,7 @@ def _stop_leftovers() -> None:
     """A previous session killed mid-way may have left its services running."""
     _broker(TEST_STATE).stop()
     _postgres(TEST_STATE).stop()
+    _registry(TEST_STATE).stop()
 
 
 def _broker(state: Path) -> KafkaBroker:
@@ -53,6 +61,26 @@ def _broker(state: Path) -> KafkaBroker:
 
 def _postgres(state: Path) -> PostgresServer:
     return PostgresServer(state_dir=state / "postgres", port=15433 + PORT_SHIFT)
+
+
+def _registry(state: Path) -> WebService:
+    return registry_service(state / "registry", port=18081 + PORT_SHIFT)
+
+
+@pytest.fixture(scope="session")
+def schema_registry(test_state_dir: Path) -> Iterator[str]:
+    """The registry service, every event schema registered as the stack does; yields its URL.
+
+    A probe schema is registered first, so the events' registry ids differ from the built-in
+    ones and a codec that ignored the registry would fail the tests that use it.
+    """
+    service = _registry(test_state_dir)
+    service.start()
+    probe = '{"type": "record", "name": "Probe", "fields": []}'
+    httpx.post(f"{service.url}/subjects/probe-value/versions", json={"schema": probe})
+    register_event_schemas(service.url)
+    yield service.url
+    service.stop()
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +106,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-SERVICE_FIXTURES = frozenset({"kafka_broker", "postgres_server"})
+SERVICE_FIXTURES = frozenset({"kafka_broker", "postgres_server", "schema_registry"})
 """Session fixtures that start a real service: a test using one, even through another fixture,
 is an integration test and must say so, so `-m "not integration"` really runs without them."""
 

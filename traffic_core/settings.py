@@ -33,6 +33,11 @@ class PlatformSettings(BaseSettings):
     model_dir: Path = Field(default=LOCAL_STATE_DIR / "models")
     log_dir: Path = Field(default=LOCAL_STATE_DIR / "logs")
     dataset: str = "metr-la"
+    schema_registry_url: str = Field(
+        default="http://127.0.0.1:8081",
+        description="Schema registry (Confluent REST API) that assigns the events' wire ids; "
+        "empty = no registry: the built-in ids (offline tools and unit tests).",
+    )
 
 
 class KafkaSettings(BaseSettings):

@@ -1,4 +1,4 @@
-"""`python -m infra.stack start|stop|status|kill|topics|demo [service]`."""
+"""`python -m infra.stack start|stop|status|kill|topics|schemas|demo [service]`."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
 from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token_file
 from infra.stack.spark import SparkCluster
+from traffic_core.events.registry_client import COMPATIBILITY, register_event_schemas
 from traffic_core.kafka.topics import ensure_topics, topic_layout
 from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
 from traffic_core.simulation import Simulator, incidents_path
 
-SERVICES = ("kafka", "postgres", "dagster", "api", "dashboard")
+SERVICES = ("kafka", "postgres", "registry", "dagster", "api", "dashboard")
 OPTIONAL_SERVICES = ("spark",)
 """Started only when named; `stop` and `status` with no names cover them too."""
 
@@ -36,6 +37,11 @@ def create_topics(stack: LocalStack) -> dict[str, str]:
     )
 
 
+def register_schemas(url: str) -> None:
+    for subject, ids in register_event_schemas(url).items():
+        print(f"  subject {subject}: ids {ids}, compatibility {COMPATIBILITY}")
+
+
 def start(stack: LocalStack, names: list[str]) -> None:
     if "kafka" in names:
         stack.kafka.start()
@@ -47,6 +53,10 @@ def start(stack: LocalStack, names: list[str]) -> None:
         print(
             f"postgres  {stack.postgres.status()}  (Dagster storage: {stack.postgres.display_url})"
         )
+    if "registry" in names:
+        stack.registry.start()
+        print(f"registry  {stack.registry.status()}  (Confluent schema registry API)")
+        register_schemas(stack.registry.url)
     if "dagster" in names:
         pg_env = stack.dagster_pg_env() if stack.postgres.running() else {}
         stack.dagster.start(env=pg_env)
@@ -143,6 +153,7 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
             f"{stack.dagster.url}/assets/raw_traffic_events?view=partitions)\n"
             f"Kafka:       {stack.kafka.bootstrap_servers}\n"
             f"PostgreSQL:  {stack.postgres.display_url}\n"
+            f"Schemas:     {stack.registry.url}/subjects  (Confluent schema registry API)\n"
             f"Lake:        {PlatformSettings().lake_dir}\n"
             f"Models:      {PlatformSettings().model_dir} (`latest` once a model is published)\n"
             f"Logs:        {stack.kafka.state_dir / 'logs'}, {stack.dagster.process.log_file}, "
@@ -165,7 +176,9 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__)
-    parser.add_argument("command", choices=["start", "stop", "status", "kill", "topics", "demo"])
+    parser.add_argument(
+        "command", choices=["start", "stop", "status", "kill", "topics", "schemas", "demo"]
+    )
     parser.add_argument(
         "services",
         nargs="*",
@@ -199,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "topics":
             for topic, action in create_topics(stack).items():
                 print(f"topic {topic}: {action}")
+        elif args.command == "schemas":
+            register_schemas(PlatformSettings().schema_registry_url)
         else:
             demo(stack, args.data, args.days)
     except ServiceError as exc:

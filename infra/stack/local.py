@@ -5,27 +5,38 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from infra.stack.dagster import DagsterUI
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
-from infra.stack.web import WebService, api_service, dashboard_service
-from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PostgresSettings
+from infra.stack.web import WebService, api_service, dashboard_service, registry_service
+from traffic_core.settings import (
+    LOCAL_STATE_DIR,
+    KafkaSettings,
+    PlatformSettings,
+    PostgresSettings,
+)
 
 
 @dataclass(frozen=True)
 class LocalStack:
     kafka: KafkaBroker
     postgres: PostgresServer
+    registry: WebService
     dagster: DagsterUI
     api: WebService
     dashboard: WebService
 
     @classmethod
-    def from_env(cls, state_root: Path = LOCAL_STATE_DIR) -> LocalStack:
+    def from_env(cls, state_root: Path = LOCAL_STATE_DIR, registry_url: str = "") -> LocalStack:
+        """The stack the environment describes; `registry_url` overrides the settings' one."""
         kafka = KafkaSettings()
         host, _, port = kafka.bootstrap_servers.split(",")[0].rpartition(":")
         pg = PostgresSettings()
+        registry = urlsplit(
+            registry_url or PlatformSettings().schema_registry_url or "http://127.0.0.1:8081"
+        )
         return cls(
             kafka=KafkaBroker(
                 state_dir=state_root / "kafka" / "broker",
@@ -41,6 +52,9 @@ class LocalStack:
                 username=pg.username,
                 password=pg.password,
                 database=pg.db,
+            ),
+            registry=registry_service(
+                state_root / "registry", registry.hostname or "127.0.0.1", registry.port or 8081
             ),
             dagster=DagsterUI(
                 state_dir=state_root / "dagster",

@@ -68,7 +68,9 @@ SOAK_PORTS = {
     "TRAFFIC_DASHBOARD_PORT": "26501",
 }
 """Below Linux's ephemeral range and apart from the demo's and the tests' ports."""
-SERVICES = ("kafka", "postgres", "dagster", "api", "dashboard")
+SOAK_REGISTRY_URL = "http://127.0.0.1:26081"
+"""Handed to the soak's processes only: the calling process keeps its own codecs' setting."""
+SERVICES = ("kafka", "postgres", "registry", "dagster", "api", "dashboard")
 OMP_PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 """Idle OpenMP threads sleep instead of spinning: with the soak's other services on the same
 cores, one XGBoost fit took 76 s with spinning threads and 6 s without (load average 10)."""
@@ -288,6 +290,8 @@ def soak_env(config: SoakConfig) -> dict[str, str]:
         TRAINING_ENV["max_rows"]: str(config.train_max_rows),
         TRAINING_ENV["n_splits"]: str(config.train_splits),
     }
+    registry = "TRAFFIC_SCHEMA_REGISTRY_URL"
+    env[registry] = env.get(registry) or SOAK_REGISTRY_URL  # empty would mean no registry
     return {**OMP_PASSIVE, **env}
 
 
@@ -360,7 +364,7 @@ def fresh_state(stack: LocalStack, state_dir: Path) -> None:
 def run(config: SoakConfig) -> dict[str, Any]:
     env = soak_env(config)
     os.environ.update({k: v for k, v in env.items() if k in SOAK_PORTS})
-    stack = LocalStack.from_env(config.state_dir)
+    stack = LocalStack.from_env(config.state_dir, env["TRAFFIC_SCHEMA_REGISTRY_URL"])
     fresh_state(stack, config.state_dir)
     data = simulated_data(config)
     say(f"starting the stack under {config.state_dir}")

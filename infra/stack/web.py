@@ -112,3 +112,20 @@ def dashboard_service(state_dir: Path, host: str = "127.0.0.1", port: int = 8501
     )
     marker = f"--server.port {port}"
     return WebService("dashboard", state_dir, command, "/_stcore/health", marker, host, port)
+
+
+def registry_service(state_dir: Path, host: str = "127.0.0.1", port: int = 8081) -> WebService:
+    """`python -m schema_registry`: the Confluent-API schema registry, its schemas kept in
+    `state_dir`; healthy once it lists subjects."""
+    command = (
+        sys.executable,
+        "-m",
+        "schema_registry",
+        "--data-dir",
+        str(state_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    )
+    return WebService("registry", state_dir, command, "/subjects", f"--port {port}", host, port)

@@ -117,6 +117,20 @@ def test_ports_match_local_defaults() -> None:
     assert f"{kafka_port}:{kafka_port}" in services["kafka"]["ports"]
 
 
+def test_the_schema_registry_serves_the_apps_and_registers_first() -> None:
+    services = COMPOSE["services"]
+    registry = services["schema-registry"]
+    port = registry["command"][registry["command"].index("--port") + 1]
+    assert f"{port}:{port}" in registry["ports"]
+    assert PlatformSettings.model_fields["schema_registry_url"].default.endswith(f":{port}")
+    assert COMPOSE["x-app-env"]["TRAFFIC_SCHEMA_REGISTRY_URL"] == f"http://schema-registry:{port}"
+    assert services["schemas"]["command"][-2:] == ["infra.stack", "schemas"]
+    for app in ("dagster-code-server", "api", "ingest-worker"):
+        assert services[app]["depends_on"]["schemas"] == {
+            "condition": "service_completed_successfully"
+        }
+
+
 def test_grpc_workspace_points_at_the_code_server() -> None:
     workspace = yaml.safe_load(
         (REPO_ROOT / "infra" / "dagster" / "workspace.grpc.yaml").read_text()

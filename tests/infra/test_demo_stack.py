@@ -78,6 +78,7 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> Non
         "DAGSTER_WEBSERVER_PORT": "23000",
         "TRAFFIC_API_PORT": "28000",
         "TRAFFIC_DASHBOARD_PORT": "28501",
+        "TRAFFIC_SCHEMA_REGISTRY_URL": "http://127.0.0.1:28081",
     }
     # The demo state folder shares the downloaded broker jars instead of fetching them again.
     (state / "kafka").mkdir(parents=True)
@@ -106,6 +107,7 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> Non
         assert "Kafka:       127.0.0.1:29092" in text, text
         assert "instance storage: PostgreSQL" in text, text
         assert "topic traffic-events: created" in text, text
+        assert "subject traffic-events-value: ids [1], compatibility BACKWARD" in text, text
         with urllib.request.urlopen("http://127.0.0.1:23000/server_info", timeout=5) as reply:
             assert reply.status == 200
         assert processes_mentioning(str(state))
@@ -126,7 +128,9 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(test_state_dir: Path) -> Non
     assert demo.returncode == 0, "".join(output) + rest
     assert "kafka     stopped" in rest and "dagster   stopped" in rest
     assert "api       stopped" in rest and "dashboard stopped" in rest
+    assert "registry  stopped" in rest
     time.sleep(1)
     assert processes_mentioning(str(state)) == []
     assert processes_mentioning("--port 23000") == []
     assert processes_mentioning("--port 28000") == []
+    assert processes_mentioning("--port 28081") == []

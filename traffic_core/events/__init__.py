@@ -11,6 +11,14 @@ from traffic_core.events.codec import (
     encode_reading,
     encode_readings,
 )
+from traffic_core.events.registry_client import (
+    TOPIC_SCHEMAS,
+    RemoteSchemaRegistry,
+    SchemaRegistryError,
+    default_registry,
+    register_event_schemas,
+    registry_subject,
+)
 from traffic_core.events.schema import (
     INCIDENT,
     READING,
@@ -20,8 +28,8 @@ from traffic_core.events.schema import (
     RegisteredSchema,
     SchemaRegistry,
     check_compatibility,
-    default_registry,
     load_event_schema,
+    local_registry,
     schema_files,
     speed_from_metr_la,
 )
@@ -44,6 +52,7 @@ __all__ = [
     "INCIDENT",
     "READING",
     "SCHEMA_IDS",
+    "TOPIC_SCHEMAS",
     "WEATHER",
     "DecodeError",
     "DlqRecord",
@@ -54,7 +63,9 @@ __all__ = [
     "Reason",
     "RegisteredSchema",
     "Rejection",
+    "RemoteSchemaRegistry",
     "SchemaRegistry",
+    "SchemaRegistryError",
     "UnknownFieldPolicy",
     "ValidationConfig",
     "ValidationResult",
@@ -68,6 +79,9 @@ __all__ = [
     "encode_reading",
     "encode_readings",
     "load_event_schema",
+    "local_registry",
+    "register_event_schemas",
+    "registry_subject",
     "schema_files",
     "speed_from_metr_la",
 ]

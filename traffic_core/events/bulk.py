@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from traffic_core.events.codec import HEADER, MAGIC, Record
-from traffic_core.events.schema import READING, Reason, SchemaRegistry, default_registry
+from traffic_core.events.registry_client import default_registry
+from traffic_core.events.schema import READING, Reason, SchemaRegistry
 from traffic_core.events.validation import ValidationConfig, check_reading
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

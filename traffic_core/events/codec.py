@@ -22,13 +22,8 @@ import numpy as np
 import orjson
 from fastavro import schemaless_writer
 
-from traffic_core.events.schema import (
-    READING,
-    Reason,
-    SchemaRegistry,
-    default_registry,
-    read_record,
-)
+from traffic_core.events.registry_client import default_registry
+from traffic_core.events.schema import READING, Reason, SchemaRegistry, read_record
 
 MAGIC = 0
 HEADER = struct.Struct(">BI")
@@ -578,10 +573,31 @@ _JSON_PRIMITIVES: dict[str, Callable[[Any], Any]] = {
 }
 
 
-_readings = EventCodec(READING)
-encode_reading = _readings.encode
-encode_readings = _readings.encode_many
-decode = _readings.decode
-decode_json = _readings.decode_json
-decode_any = _readings.decode_any
-decode_many = _readings.decode_many
+@lru_cache(maxsize=1)
+def _readings() -> EventCodec:
+    """Built on first use, not at import: building asks the registry for its ids."""
+    return EventCodec(READING)
+
+
+def encode_reading(record: Mapping[str, Any]) -> bytes:
+    return _readings().encode(record)
+
+
+def encode_readings(records: Iterable[Mapping[str, Any]]) -> list[bytes]:
+    return _readings().encode_many(records)
+
+
+def decode(value: bytes) -> Record:
+    return _readings().decode(value)
+
+
+def decode_json(value: bytes | str) -> Record:
+    return _readings().decode_json(value)
+
+
+def decode_any(value: bytes) -> Record:
+    return _readings().decode_any(value)
+
+
+def decode_many(values: Iterable[bytes]) -> tuple[list[Record], list[tuple[int, Reason]]]:
+    return _readings().decode_many(values)

@@ -1,7 +1,8 @@
 """Versioned Avro contracts for traffic events, their wire ids and compatibility checks.
 
-Schemas live in ``schemas/<subject>.v<N>.avsc``. Wire ids are assigned by hand in ``SCHEMA_IDS``
-because every message carries one: never renumber or reuse an id, only append.
+Schemas live in ``schemas/<subject>.v<N>.avsc``. Wire ids come from the schema registry service
+(`registry_client`); ``SCHEMA_IDS`` are the ids a fresh registry assigns them in registration
+order, used only where no registry is configured: never renumber or reuse one, only append.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class RegisteredSchema:
 
 
 class SchemaRegistry:
-    """Local stand-in for a Confluent Schema Registry: wire id -> parsed schema."""
+    """Wire id -> parsed schema, as this process knows them."""
 
     def __init__(self) -> None:
         self._by_id: dict[int, RegisteredSchema] = {}
@@ -136,7 +137,8 @@ class SchemaRegistry:
 
 
 @cache
-def default_registry() -> SchemaRegistry:
+def local_registry() -> SchemaRegistry:
+    """The built-in ids, for processes configured without a registry service."""
     registry = SchemaRegistry()
     for schema_id, (subject, version) in SCHEMA_IDS.items():
         registry.register(schema_id, subject, version, load_event_schema(subject, version))
