@@ -85,11 +85,15 @@ def test_normalized_text_ignores_layout_and_key_order(
         st.text(max_size=40),
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-            lambda inner: st.lists(inner, max_size=3)
-            | st.dictionaries(
-                st.sampled_from(["type", "name", "fields", "items", "symbols", "size", "default"]),
-                inner | st.sampled_from(["record", "fixed", "enum", "array", "int", "R"]),
-                max_size=4,
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(
+                    st.sampled_from(
+                        ["type", "name", "fields", "items", "symbols", "size", "default"]
+                    ),
+                    inner | st.sampled_from(["record", "fixed", "enum", "array", "int", "R"]),
+                    max_size=4,
+                )
             ),
             max_leaves=8,
         ).map(json.dumps),
