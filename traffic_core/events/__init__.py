@@ -12,6 +12,7 @@ from traffic_core.events.codec import (
     encode_readings,
 )
 from traffic_core.events.schema import (
+    AGGREGATE,
     INCIDENT,
     READING,
     SCHEMA_IDS,
@@ -39,6 +40,7 @@ from traffic_core.events.validation import (
 )
 
 __all__ = [
+    "AGGREGATE",
     "DLQ_MAX_RECORD_BYTES",
     "EVENT_TIME_FLOOR",
     "INCIDENT",
