@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from confluent_kafka import (
     Consumer,
@@ -24,14 +26,16 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from infra.stack.kafka import KafkaBroker
+from traffic_core import windows as w
 from traffic_core.events import AGGREGATE, EventCodec, encode_reading
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.settings import REPO_ROOT
 
 GRACE_SECONDS = 300
+FLOATS = ["speed_mean", "speed_min", "speed_max", "speed_std", "share_missing"]
 
 
 @dataclass(frozen=True)
@@ -164,20 +168,22 @@ def group_offsets(
 def _group_offsets(
     broker: KafkaBroker, group: str, topic: str
 ) -> tuple[dict[int, int], dict[int, int]]:
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    admin = admin_client(broker.bootstrap_servers)
     partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
     tps = [TopicPartition(topic, p) for p in partitions]
     request = [ConsumerGroupTopicPartitions(group, tps)]
     answer = admin.list_consumer_group_offsets(request)[group].result(10)
     committed = {tp.partition: tp.offset for tp in answer.topic_partitions}
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "watermarks"})
-    try:
-        highs = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
-        }
-    finally:
-        consumer.close()
+    latest = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps})
+    highs = {tp.partition: future.result(10).offset for tp, future in latest.items()}
     return committed, highs
+
+
+@cache
+def admin_client(bootstrap_servers: str) -> AdminClient:
+    """One admin client per broker for the whole session: polling loops that made a new client
+    every second crashed the test process in librdkafka now and then."""
+    return AdminClient({"bootstrap.servers": bootstrap_servers})
 
 
 def wait_processed(
@@ -253,3 +259,19 @@ def closed_windows(readings: pd.DataFrame) -> pd.DataFrame:
     latest = readings.groupby("sensor_id")["event_time"].transform("max")
     closed = start + pd.Timedelta("5min") + pd.Timedelta(seconds=GRACE_SECONDS) <= latest
     return readings[closed]
+
+
+def assert_exact_windows(stream: pd.DataFrame, readings: pd.DataFrame) -> None:
+    """Each closed (sensor, window) exactly once, with the numbers of `traffic_core.windows`."""
+    keys = stream[["sensor_id", "window_start"]]
+    assert not keys.duplicated().any(), f"{keys.duplicated().sum()} windows emitted twice"
+    expected = w.aggregate_windows(closed_windows(readings))
+    actual = stream.assign(window_start=w.to_utc(stream["window_start"]))
+    actual = actual.sort_values(["sensor_id", "window_start"]).reset_index(drop=True)
+    assert len(actual) == len(expected)
+    for column in w.AGGREGATE_COLUMNS:
+        a, e = actual[column], expected[column]
+        if column in FLOATS:
+            np.testing.assert_allclose(a.astype(float), e, rtol=0, atol=1e-9, err_msg=column)
+        else:
+            assert a.astype(e.dtype).tolist() == e.tolist(), column

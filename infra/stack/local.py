@@ -9,7 +9,7 @@ from pathlib import Path
 from infra.stack.dagster import DagsterUI
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
-from infra.stack.web import WebService, api_service, dashboard_service
+from infra.stack.web import WebService, api_service, dashboard_service, streams_service
 from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PostgresSettings
 
 
@@ -20,6 +20,7 @@ class LocalStack:
     dagster: DagsterUI
     api: WebService
     dashboard: WebService
+    streams: WebService
 
     @classmethod
     def from_env(cls, state_root: Path = LOCAL_STATE_DIR) -> LocalStack:
@@ -56,6 +57,11 @@ class LocalStack:
                 state_root / "dashboard",
                 os.environ.get("TRAFFIC_DASHBOARD_HOST", "127.0.0.1"),
                 int(os.environ.get("TRAFFIC_DASHBOARD_PORT", "8501")),
+            ),
+            streams=streams_service(
+                state_root / "streams",
+                os.environ.get("TRAFFIC_STREAM_METRICS_HOST", "127.0.0.1"),
+                int(os.environ.get("TRAFFIC_STREAM_METRICS_PORT", "9110")),
             ),
         )
 

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from api_fixtures import free_port
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from stream_helpers import (
     StreamTopics,
-    closed_windows,
+    admin_client,
+    assert_exact_windows,
     epoch_ms,
     group_offsets,
     kill,
@@ -33,12 +33,9 @@ from stream_helpers import (
 )
 
 from infra.stack.kafka import KafkaBroker
-from traffic_core import windows as w
 from traffic_core.streams.processor import CONSUMER_HEADER
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-FLOATS = ["speed_mean", "speed_min", "speed_max", "speed_std", "share_missing"]
 
 
 def synthetic_readings(sensors: int, days: float, seed: int) -> pd.DataFrame:
@@ -63,22 +60,6 @@ def synthetic_readings(sensors: int, days: float, seed: int) -> pd.DataFrame:
 def rows(frame: pd.DataFrame) -> list[tuple[str, pd.Timestamp, float | None]]:
     speeds = [None if np.isnan(v) else float(v) for v in frame["speed_mph"]]
     return list(zip(frame["sensor_id"], frame["event_time"], speeds, strict=True))
-
-
-def assert_exact_windows(stream: pd.DataFrame, readings: pd.DataFrame) -> None:
-    """Each closed (sensor, window) exactly once, with the numbers of `traffic_core.windows`."""
-    keys = stream[["sensor_id", "window_start"]]
-    assert not keys.duplicated().any(), f"{keys.duplicated().sum()} windows emitted twice"
-    expected = w.aggregate_windows(closed_windows(readings))
-    actual = stream.assign(window_start=w.to_utc(stream["window_start"]))
-    actual = actual.sort_values(["sensor_id", "window_start"]).reset_index(drop=True)
-    assert len(actual) == len(expected)
-    for column in w.AGGREGATE_COLUMNS:
-        a, e = actual[column], expected[column]
-        if column in FLOATS:
-            np.testing.assert_allclose(a.astype(float), e, rtol=0, atol=1e-9, err_msg=column)
-        else:
-            assert a.astype(e.dtype).tolist() == e.tolist(), column
 
 
 def committed_total(broker: KafkaBroker, topics: StreamTopics) -> int:
@@ -142,7 +123,7 @@ def test_two_instances_share_partitions_and_one_takes_over_from_a_killed_one(
 
 def wait_for_two_owners(broker: KafkaBroker, topics: StreamTopics) -> dict[str, set[int]]:
     """Readings partitions owned by each instance once the group has both."""
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    admin = admin_client(broker.bootstrap_servers)
     group = f"stream-{topics.group}"
     deadline = time.monotonic() + 180
     owners: dict[str, set[int]] = {}
