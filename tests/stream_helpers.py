@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from traffic_core.events import AGGREGATE, EventCodec, encode_reading
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.settings import REPO_ROOT
 
+T = TypeVar("T")
 GRACE_SECONDS = 300
 FLOATS = ["speed_mean", "speed_min", "speed_max", "speed_std", "share_missing"]
 
@@ -186,6 +188,16 @@ def admin_client(bootstrap_servers: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap_servers})
 
 
+def eventually(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.5) -> T:
+    """The probe's first answer other than None, asking every `every` s for up to `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while (answer := probe()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(every)
+    return answer
+
+
 def wait_processed(
     broker: KafkaBroker,
     topics: StreamTopics,
@@ -194,15 +206,13 @@ def wait_processed(
 ) -> None:
     """Until the group has committed every message of the readings topic."""
     processes = list(processes)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def all_committed() -> bool | None:
+        assert any(p.poll() is None for p in processes), "every processor instance exited"
         committed, highs = group_offsets(broker, f"stream-{topics.group}", topics.events)
-        if all(committed.get(p, -1) >= high for p, high in highs.items()):
-            return
-        alive = [p for p in processes if p.poll() is None]
-        assert alive, "every processor instance exited"
-        time.sleep(1.0)
-    raise AssertionError(f"readings not all processed within {timeout}s: {committed} < {highs}")
+        return all(committed.get(p, -1) >= high for p, high in highs.items()) or None
+
+    eventually(all_committed, timeout, "every reading processed and committed", every=1.0)
 
 
 def read_to_end(broker: KafkaBroker, topic: str) -> list[Message]:

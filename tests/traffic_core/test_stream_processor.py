@@ -4,7 +4,6 @@ the stream, two instances sharing the partitions with one killed, and the metric
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from stream_helpers import (
     admin_client,
     assert_exact_windows,
     epoch_ms,
+    eventually,
     group_offsets,
     kill,
     read_aggregates,
@@ -68,21 +68,26 @@ def committed_total(broker: KafkaBroker, topics: StreamTopics) -> int:
 
 
 def wait_for_progress(broker: KafkaBroker, topics: StreamTopics, at_least: int) -> int:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if (done := committed_total(broker, topics)) >= at_least:
-            return done
-        time.sleep(0.2)
-    raise AssertionError(f"fewer than {at_least} readings committed within 300 s")
+    def done() -> int | None:
+        total = committed_total(broker, topics)
+        return total if total >= at_least else None
+
+    return eventually(done, 300, f"{at_least} readings committed", every=0.2)
+
+
+def first_half_sent(broker: KafkaBroker, seed: int) -> tuple[StreamTopics, pd.DataFrame, int]:
+    """Fresh topics, two days of 40 sensors' readings, and the first half of them sent."""
+    topics = stream_topics(broker)
+    readings = synthetic_readings(sensors=40, days=2, seed=seed)
+    half = len(readings) // 2
+    send_readings(broker, topics.events, rows(readings.iloc[:half]))
+    return topics, readings, half
 
 
 def test_aggregates_exactly_once_across_sigkill_and_restart(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
-    topics = stream_topics(kafka_broker)
-    readings = synthetic_readings(sensors=40, days=2, seed=3)
-    half = len(readings) // 2
-    send_readings(kafka_broker, topics.events, rows(readings.iloc[:half]))
+    topics, readings, half = first_half_sent(kafka_broker, seed=3)
     first = start_processor(kafka_broker, topics, "a", tmp_path)
     try:
         wait_for_progress(kafka_broker, topics, half // 5)
@@ -102,10 +107,7 @@ def test_aggregates_exactly_once_across_sigkill_and_restart(
 def test_two_instances_share_partitions_and_one_takes_over_from_a_killed_one(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
-    topics = stream_topics(kafka_broker)
-    readings = synthetic_readings(sensors=40, days=2, seed=4)
-    half = len(readings) // 2
-    send_readings(kafka_broker, topics.events, rows(readings.iloc[:half]))
+    topics, readings, half = first_half_sent(kafka_broker, seed=4)
     a = start_processor(kafka_broker, topics, "a", tmp_path)
     b = start_processor(kafka_broker, topics, "b", tmp_path)
     try:
@@ -125,15 +127,13 @@ def wait_for_two_owners(broker: KafkaBroker, topics: StreamTopics) -> dict[str, 
     """Readings partitions owned by each instance once the group has both."""
     admin = admin_client(broker.bootstrap_servers)
     group = f"stream-{topics.group}"
-    deadline = time.monotonic() + 180
-    owners: dict[str, set[int]] = {}
-    while time.monotonic() < deadline:
+
+    def owners() -> dict[str, set[int]] | None:
         try:
             description = admin.describe_consumer_groups([group])[group].result(10)
         except KafkaException:  # the coordinator is still being found or loaded
-            time.sleep(0.5)
-            continue
-        owners = {
+            return None
+        found = {
             member.client_id.removeprefix("stream-"): {
                 tp.partition
                 for tp in member.assignment.topic_partitions
@@ -141,10 +141,9 @@ def wait_for_two_owners(broker: KafkaBroker, topics: StreamTopics) -> dict[str, 
             }
             for member in description.members
         }
-        if len(owners) == 2 and all(owners.values()):
-            return owners
-        time.sleep(0.5)
-    raise AssertionError(f"the group never had two instances with partitions: {owners}")
+        return found if len(found) == 2 and all(found.values()) else None
+
+    return eventually(owners, 180, "two instances in the group, each with partitions")
 
 
 def test_late_readings_within_and_beyond_grace_and_bad_messages(
@@ -208,8 +207,8 @@ def test_late_readings_within_and_beyond_grace_and_bad_messages(
 
 def scrape_until_polled(port: int) -> dict[str, float]:
     """Samples of the metrics endpoint once the poller has measured state and lag."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def polled() -> dict[str, float] | None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             text = answer.read().decode()
         samples = {
@@ -217,13 +216,13 @@ def scrape_until_polled(port: int) -> dict[str, float]:
             for family in text_string_to_metric_families(text)
             for sample in family.samples
         }
-        if samples.get("traffic_stream_state_bytes", 0) > 0 and any(
+        lag_measured = any(
             name.startswith("traffic_stream_consumer_lag{") and value == 0
             for name, value in samples.items()
-        ):
-            return samples
-        time.sleep(1)
-    raise AssertionError("the metrics poller never measured state and lag")
+        )
+        return samples if lag_measured and samples["traffic_stream_state_bytes"] > 0 else None
+
+    return eventually(polled, 60, "the metrics poller measured state and lag", every=1.0)
 
 
 def _labels(labels: dict[str, str]) -> str:

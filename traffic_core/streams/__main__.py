@@ -11,7 +11,7 @@ import logging
 import socket
 from pathlib import Path
 
-from traffic_core.ingestion.config import sensor_catalogue, validation_config
+from traffic_core.ingestion.config import add_sensor_catalogue_flag, command_line_rules
 from traffic_core.ingestion.group_metrics import configure_worker_logging
 from traffic_core.kafka.topics import TRAFFIC_AGGREGATES, TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.settings import IngestionSettings, kafka_settings, platform_settings
@@ -41,12 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--session-timeout-ms", type=int, default=stream.session_timeout_ms)
     parser.add_argument("--metrics-port", type=int, default=stream.metrics_port, help="0: none")
     parser.add_argument("--metrics-host", default=stream.metrics_host)
-    parser.add_argument(
-        "--no-sensor-catalogue",
-        action="store_true",
-        help="accept readings of any sensor id (otherwise the sensor catalogue must be "
-        "readable at start: the lake's sensor table or the dataset's graph files)",
-    )
+    add_sensor_catalogue_flag(parser)
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -54,12 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_worker_logging(args.instance_id, args.log_level)
-    platform = platform_settings()
-    known = (
-        None
-        if args.no_sensor_catalogue
-        else sensor_catalogue(platform.lake_dir, platform.dataset, platform.data_dir)
-    )
     ingestion = IngestionSettings()
     metrics = StreamMetrics()
     metrics.serve(args.metrics_port, args.metrics_host)
@@ -78,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             session_timeout_ms=args.session_timeout_ms,
             dlq_max_record_bytes=ingestion.dlq_max_record_bytes,
         ),
-        validation_config(known, settings=ingestion),
+        command_line_rules(args.no_sensor_catalogue, platform_settings().lake_dir, ingestion),
         metrics,
     )
     LOG.info("starting", extra={"group": args.group_id, "topic": args.events_topic})
