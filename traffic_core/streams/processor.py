@@ -187,9 +187,31 @@ class StreamProcessor:
         self.metrics.last_window_end.set(closed["end"] / 1000)
         return record
 
-    def _on_late(self, *args: Any) -> bool:
+    def _on_late(
+        self,
+        value: Any,
+        key: Any,
+        timestamp_ms: int,
+        late_by_ms: int,
+        start: int,
+        end: int,
+        store_name: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> bool:
         """Never expected: `LateGate` takes late readings out before the window."""
-        LOG.error("a late reading reached the window and was dropped", extra={"at": args[2:]})
+        LOG.error(
+            "a late reading reached the window and was dropped",
+            extra={
+                "key": repr(key),
+                "event_ms": timestamp_ms,
+                "window_start": start,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+            },
+        )
         return False
 
     # -- lifecycle -------------------------------------------------------------------------
