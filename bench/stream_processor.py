@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 
 from bench.ingest_throughput import bench_broker, machine
 from traffic_core.events import AGGREGATE, EventCodec
@@ -39,17 +39,17 @@ from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
 from traffic_core.simulation import simulate
+from traffic_core.streams.metrics import group_positions
 
 GRACE_SECONDS = 300
 STEP = pd.Timedelta("5min")
 
 
-def make_topics(bootstrap: str, prefix: str) -> AdminClient:
+def make_topics(bootstrap: str, prefix: str) -> None:
     """{prefix}-events (12 partitions, as traffic-events), -aggregates (6) and -events-dlq."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     layout = [(f"{prefix}-events", 12), (f"{prefix}-aggregates", 6), (f"{prefix}-events-dlq", 1)]
     ensure_topics(admin, [TopicSpec(name, count) for name, count in layout])
-    return admin
 
 
 def start_instances(
@@ -85,20 +85,22 @@ def stop_instances(processes: list[subprocess.Popen[bytes]]) -> None:
         process.wait(60)
 
 
-def committed(admin: AdminClient, group: str, topic: str) -> tuple[int, int]:
+def committed(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
     """(messages the group has committed, messages in the topic)."""
-    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
-    tps = [TopicPartition(topic, p) for p in partitions]
-    answer = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])
-    done = sum(max(tp.offset, 0) for tp in answer[group].result(10).topic_partitions)
-    highs = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps})
-    return done, sum(future.result(10).offset for future in highs.values())
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        positions = group_positions(consumer, topic)
+    finally:
+        consumer.close()
+    return sum(max(done, 0) for done, _ in positions.values()), sum(
+        high for _, high in positions.values()
+    )
 
 
 def throughput(
     bootstrap: str, state: Path, speeds: pd.DataFrame, instances: int, commit: float
 ) -> dict[str, float]:
-    admin = make_topics(bootstrap, "tp")
+    make_topics(bootstrap, "tp")
     summary = replay_speeds(
         speeds,
         ReadingProducer(bootstrap, "tp-events", "tp-events-dlq"),
@@ -110,7 +112,7 @@ def throughput(
     first: tuple[float, int] | None = None
     try:
         while True:
-            done, total = committed(admin, "bench-tp-events", "tp-events")
+            done, total = committed(bootstrap, "bench-tp-events", "tp-events")
             now = time.perf_counter()
             if first is None and done > 0:
                 first = (now, done)
@@ -163,7 +165,7 @@ class AggregateClock(threading.Thread):
 def latency(
     bootstrap: str, state: Path, speeds: pd.DataFrame, rate: float, commit: float
 ) -> dict[str, float]:
-    admin = make_topics(bootstrap, "lt")
+    make_topics(bootstrap, "lt")
     processes = start_instances(bootstrap, state, "lt-events", "lt-aggregates", 1, commit)
     clock = AggregateClock(bootstrap, "lt-aggregates")
     clock.start()
@@ -174,7 +176,7 @@ def latency(
             warm, ReadingProducer(bootstrap, "lt-events"), source="sim", is_synthetic=True
         )
         deadline = time.monotonic() + 300
-        while committed(admin, "bench-lt-events", "lt-events")[0] < warm.size:
+        while committed(bootstrap, "bench-lt-events", "lt-events")[0] < warm.size:
             if time.monotonic() > deadline:
                 raise RuntimeError("the processor did not start within 300 s")
             time.sleep(0.5)

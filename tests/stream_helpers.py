@@ -20,20 +20,20 @@ import numpy as np
 import pandas as pd
 from confluent_kafka import (
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
 
 from infra.stack.kafka import KafkaBroker
 from traffic_core import windows as w
 from traffic_core.events import AGGREGATE, EventCodec, encode_reading
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.settings import REPO_ROOT
+from traffic_core.streams.metrics import group_positions
 
 T = TypeVar("T")
 GRACE_SECONDS = 300
@@ -159,32 +159,31 @@ def group_offsets(
 ) -> tuple[dict[int, int], dict[int, int]]:
     """(committed offset, high watermark) per partition of topic for a consumer group; asks
     again while the group's coordinator is still being found or loaded."""
-    for _ in range(60):
-        try:
-            return _group_offsets(broker, group, topic)
-        except KafkaException:
-            time.sleep(0.5)
-    return _group_offsets(broker, group, topic)
-
-
-def _group_offsets(
-    broker: KafkaBroker, group: str, topic: str
-) -> tuple[dict[int, int], dict[int, int]]:
-    admin = admin_client(broker.bootstrap_servers)
-    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
-    tps = [TopicPartition(topic, p) for p in partitions]
-    request = [ConsumerGroupTopicPartitions(group, tps)]
-    answer = admin.list_consumer_group_offsets(request)[group].result(10)
-    committed = {tp.partition: tp.offset for tp in answer.topic_partitions}
-    latest = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps})
-    highs = {tp.partition: future.result(10).offset for tp, future in latest.items()}
-    return committed, highs
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        for attempt in range(60):
+            try:
+                positions = group_positions(consumer, topic)
+                break
+            except KafkaException:
+                if attempt == 59:
+                    raise
+                time.sleep(0.5)
+    finally:
+        consumer.close()
+    committed = {p: done for p, (done, _) in positions.items()}
+    return committed, {p: high for p, (_, high) in positions.items()}
 
 
 @cache
 def admin_client(bootstrap_servers: str) -> AdminClient:
-    """One admin client per broker for the whole session: polling loops that made a new client
-    every second crashed the test process in librdkafka now and then."""
+    """One admin client per broker for the whole session."""
     return AdminClient({"bootstrap.servers": bootstrap_servers})
 
 

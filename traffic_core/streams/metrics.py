@@ -12,8 +12,7 @@ import logging
 import threading
 from pathlib import Path
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LOG = logging.getLogger(__name__)
@@ -85,6 +84,32 @@ def directory_bytes(root: Path) -> int:
     return total
 
 
+def group_positions(
+    consumer: Consumer, topic: str, timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """(committed offset, high watermark) per partition of topic for the consumer's group.
+
+    Read through a consumer of the group that never joins it: the admin client's
+    ListConsumerGroupOffsets crashes librdkafka 2.16 (a null consumer group in its error
+    handling) when the coordinator answers with an error, as it does while it loads."""
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout)
+    return {
+        tp.partition: (
+            tp.offset,
+            consumer.get_watermark_offsets(
+                TopicPartition(topic, tp.partition), timeout=timeout, cached=False
+            )[1],
+        )
+        for tp in committed
+    }
+
+
+def lag_of(positions: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """Messages after the committed offset (all of them where nothing is committed yet)."""
+    return {p: max(high - max(done, 0), 0) for p, (done, high) in positions.items()}
+
+
 class GroupPoller(threading.Thread):
     """Every `interval` seconds: lag = high watermark - committed offset per partition of the
     readings topic (what a restart would re-read), and the state folder's size."""
@@ -100,7 +125,7 @@ class GroupPoller(threading.Thread):
     ) -> None:
         super().__init__(name="stream-metrics-poller", daemon=True)
         self.metrics = metrics
-        self.admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+        self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
         self.topic = topic
         self.state_dir = state_dir
@@ -108,30 +133,29 @@ class GroupPoller(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            self.poll_once()
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap_servers,
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "client.id": f"{self.group_id}-lag",
+            }
+        )
+        try:
+            while not self._stop_event.wait(self.interval):
+                self.poll_once(consumer)
+        finally:
+            consumer.close()
 
     def stop(self) -> None:
         self._stop_event.set()
 
-    def poll_once(self) -> None:
+    def poll_once(self, consumer: Consumer) -> None:
         self.metrics.state_bytes.set(directory_bytes(self.state_dir))
         try:
-            for partition, lag in self.lag().items():
-                self.metrics.lag.labels(str(partition)).set(lag)
+            positions = group_positions(consumer, self.topic)
         except (KafkaException, TimeoutError) as exc:  # the next poll tries again
             LOG.warning("lag not measured", extra={"error": str(exc)})
-
-    def lag(self) -> dict[int, int]:
-        topics = self.admin.list_topics(self.topic, timeout=10).topics
-        partitions = [TopicPartition(self.topic, p) for p in topics[self.topic].partitions]
-        request = [ConsumerGroupTopicPartitions(self.group_id, partitions)]
-        committed_future = self.admin.list_consumer_group_offsets(request)[self.group_id]
-        committed = {tp.partition: tp.offset for tp in committed_future.result(10).topic_partitions}
-        highs = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
-        out = {}
-        for tp, future in highs.items():
-            high = future.result(10).offset
-            done = committed.get(tp.partition, -1)
-            out[tp.partition] = max(high - max(done, 0), 0)
-        return out
+            return
+        for partition, lag in lag_of(positions).items():
+            self.metrics.lag.labels(str(partition)).set(lag)
