@@ -18,8 +18,10 @@ Rules, per (sensor_id, window_start):
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -186,3 +188,30 @@ def aggregate_windows(
     )
     out["congestion"] = thresholds.classify(out["speed_mean"])
     return out[AGGREGATE_COLUMNS].astype(_DTYPES)
+
+
+def aggregate_window(
+    speeds: Sequence[float | None], thresholds: CongestionThresholds = DEFAULT_THRESHOLDS
+) -> dict[str, Any]:
+    """`AGGREGATE_COLUMNS` but the keys (sensor_id, window_start) of ONE window, from its
+    readings already deduplicated (None = missing): the rules above for a stream processor that
+    closes windows one at a time, where a group-by per window would cost milliseconds."""
+    if not speeds:
+        raise ValueError("a window holds at least one reading")
+    valid = [float(s) for s in speeds if s is not None and not math.isnan(s)]
+    nan = math.nan
+    mean, low, high = (statistics.fmean(valid), min(valid), max(valid)) if valid else (nan,) * 3
+    std = statistics.stdev(valid) if len(valid) > 1 else nan
+    share_missing = (len(speeds) - len(valid)) / len(speeds)
+    flag = quality_flags(np.array([len(valid)]), np.array([share_missing]), [low], [high], [std])[0]
+    return {
+        "speed_mean": mean,
+        "speed_min": low,
+        "speed_max": high,
+        "speed_std": std,
+        "reading_count": len(speeds),
+        "valid_count": len(valid),
+        "share_missing": share_missing,
+        "quality_flag": flag,
+        "congestion": thresholds.classify(np.array([mean]))[0],
+    }

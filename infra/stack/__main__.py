@@ -20,7 +20,7 @@ from traffic_core.kafka.topics import ensure_topics, topic_layout
 from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
 from traffic_core.simulation import Simulator, incidents_path
 
-SERVICES = ("kafka", "postgres", "registry", "dagster", "api", "dashboard")
+SERVICES = ("kafka", "postgres", "registry", "streams", "dagster", "api", "dashboard")
 OPTIONAL_SERVICES = ("spark",)
 """Started only when named; `stop` and `status` with no names cover them too."""
 
@@ -48,6 +48,10 @@ def start(stack: LocalStack, names: list[str]) -> None:
         print(f"kafka     {stack.kafka.status()}")
         for topic, action in create_topics(stack).items():
             print(f"  topic {topic}: {action}")
+    if "streams" in names:
+        create_topics(stack)  # before Quix would create a missing one its own way
+        stack.streams.start(env={"KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers})
+        print(f"streams   {stack.streams.status()}  (aggregates to traffic-aggregates)")
     if "postgres" in names:
         stack.postgres.start()
         print(

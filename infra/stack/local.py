@@ -10,7 +10,13 @@ from urllib.parse import urlsplit
 from infra.stack.dagster import DagsterUI
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
-from infra.stack.web import WebService, api_service, dashboard_service, registry_service
+from infra.stack.web import (
+    WebService,
+    api_service,
+    dashboard_service,
+    registry_service,
+    streams_service,
+)
 from traffic_core.settings import (
     LOCAL_STATE_DIR,
     KafkaSettings,
@@ -27,6 +33,7 @@ class LocalStack:
     dagster: DagsterUI
     api: WebService
     dashboard: WebService
+    streams: WebService
 
     @classmethod
     def from_env(cls, state_root: Path = LOCAL_STATE_DIR, registry_url: str = "") -> LocalStack:
@@ -70,6 +77,11 @@ class LocalStack:
                 state_root / "dashboard",
                 os.environ.get("TRAFFIC_DASHBOARD_HOST", "127.0.0.1"),
                 int(os.environ.get("TRAFFIC_DASHBOARD_PORT", "8501")),
+            ),
+            streams=streams_service(
+                state_root / "streams",
+                os.environ.get("TRAFFIC_STREAM_METRICS_HOST", "127.0.0.1"),
+                int(os.environ.get("TRAFFIC_STREAM_METRICS_PORT", "9110")),
             ),
         )
 

@@ -1,5 +1,6 @@
-"""HTTP services of the stack started from this checkout: the prediction API (uvicorn) and the
-planner dashboard (Streamlit), each a managed process answering a health URL."""
+"""HTTP services of the stack started from this checkout: the prediction API (uvicorn), the
+planner dashboard (Streamlit) and the stream processor (its metrics endpoint), each a managed
+process answering a health URL."""
 
 from __future__ import annotations
 
@@ -129,3 +130,22 @@ def registry_service(state_dir: Path, host: str = "127.0.0.1", port: int = 8081)
         str(port),
     )
     return WebService("registry", state_dir, command, "/subjects", f"--port {port}", host, port)
+
+
+def streams_service(state_dir: Path, host: str = "127.0.0.1", port: int = 9110) -> WebService:
+    """`python -m traffic_core.streams`, one instance; up once its metrics endpoint answers."""
+    command = (
+        sys.executable,
+        "-m",
+        "traffic_core.streams",
+        "--instance-id",
+        "local",
+        "--state-dir",
+        str(state_dir / "state"),
+        "--metrics-host",
+        host,
+        "--metrics-port",
+        str(port),
+    )
+    marker = f"traffic_core.streams --instance-id local --state-dir {state_dir / 'state'}"
+    return WebService("streams", state_dir, command, "/metrics", marker, host, port)

@@ -22,6 +22,7 @@ from serving.security import SecuritySettings
 from serving.settings import ApiSettings
 from traffic_core.ingestion.group_metrics import IngestMetrics
 from traffic_core.settings import REPO_ROOT
+from traffic_core.streams.metrics import StreamMetrics
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -98,6 +99,21 @@ def ingest_exposition() -> str:
     return generate_latest(metrics.registry).decode()
 
 
+@pytest.fixture(scope="module")
+def stream_exposition() -> str:
+    """A stream processor's registry after one of each thing it records."""
+    metrics = StreamMetrics()
+    metrics.readings.inc(10)
+    metrics.windows.inc(3)
+    metrics.late.inc()
+    metrics.rejected.labels("LATE_READING").inc()
+    metrics.last_window_end.set(1_330_560_300)
+    metrics.lag.labels("0").set(5)
+    metrics.state_bytes.set(4096)
+    metrics.commit_seconds.observe(0.05)
+    return generate_latest(metrics.registry).decode()
+
+
 def test_metric_names_are_read_from_promql() -> None:
     expr = (
         'histogram_quantile(0.95, sum by (route, le) (rate(a_bucket{s=~"5.."}[$__rate_interval])))'
@@ -115,9 +131,17 @@ def test_the_dashboard_is_there_and_every_panel_queries() -> None:
 
 @pytest.mark.parametrize(("panel", "target"), TARGETS, ids=[title for title, _ in TARGETS])
 def test_every_metric_queried_is_exposed(
-    panel: str, target: dict[str, Any], api_exposition: str, ingest_exposition: str
+    panel: str,
+    target: dict[str, Any],
+    api_exposition: str,
+    ingest_exposition: str,
+    stream_exposition: str,
 ) -> None:
-    exposed = sample_names(api_exposition) | sample_names(ingest_exposition)
+    exposed = (
+        sample_names(api_exposition)
+        | sample_names(ingest_exposition)
+        | sample_names(stream_exposition)
+    )
     names = metric_names(target["expr"])
     assert names, f"{panel}: no metric in {target['expr']!r}"
     assert names <= exposed | SERIES_PROMETHEUS_ADDS, (panel, sorted(names - exposed))
@@ -197,15 +221,19 @@ def test_scrape_targets_are_compose_services_on_their_ports(job: str) -> None:
         assert_reachable_in_compose(host, port)
 
 
-def test_the_api_and_the_ingest_workers_are_scraped() -> None:
+def test_the_api_the_ingest_workers_and_the_stream_processor_are_scraped() -> None:
     scraped = {host for job in JOBS.values() for host, _ in scrape_addresses(job)}
     ingest = [
         name
         for name, spec in SERVICES.items()
         if "traffic_core.ingestion.group_worker" in spec.get("command", [])
     ]
+    streams = [
+        name for name, spec in SERVICES.items() if "traffic_core.streams" in spec.get("command", [])
+    ]
     assert ingest, "no scale-out ingestion service in docker-compose.yml"
-    assert {"api", *ingest} <= scraped
+    assert streams, "no stream processor service in docker-compose.yml"
+    assert {"api", *ingest, *streams} <= scraped
 
 
 def mounts(service: str) -> dict[str, tuple[Path, str]]:

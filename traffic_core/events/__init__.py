@@ -20,6 +20,7 @@ from traffic_core.events.registry_client import (
     registry_subject,
 )
 from traffic_core.events.schema import (
+    AGGREGATE,
     INCIDENT,
     READING,
     SCHEMA_IDS,
@@ -47,6 +48,7 @@ from traffic_core.events.validation import (
 )
 
 __all__ = [
+    "AGGREGATE",
     "DLQ_MAX_RECORD_BYTES",
     "EVENT_TIME_FLOOR",
     "INCIDENT",

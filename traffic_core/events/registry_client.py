@@ -25,6 +25,7 @@ import httpx
 from fastavro import parse_schema
 
 from traffic_core.events.schema import (
+    AGGREGATE,
     INCIDENT,
     READING,
     SCHEMA_DIR,
@@ -35,13 +36,19 @@ from traffic_core.events.schema import (
     local_registry,
     schema_files,
 )
-from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_INCIDENTS, WEATHER_OBSERVATIONS
+from traffic_core.kafka.topics import (
+    TRAFFIC_AGGREGATES,
+    TRAFFIC_EVENTS,
+    TRAFFIC_INCIDENTS,
+    WEATHER_OBSERVATIONS,
+)
 from traffic_core.settings import PlatformSettings
 
 TOPIC_SCHEMAS: Mapping[str, str] = {
     TRAFFIC_EVENTS: READING,
     TRAFFIC_INCIDENTS: INCIDENT,
     WEATHER_OBSERVATIONS: WEATHER,
+    TRAFFIC_AGGREGATES: AGGREGATE,
 }
 """Which event schema each topic's values follow: a topic with a schema is one line here."""
 COMPATIBILITY = "BACKWARD"

@@ -24,12 +24,14 @@ from fastavro.types import Schema
 READING = "traffic_reading"
 INCIDENT = "incident_report"
 WEATHER = "weather_observation"
+AGGREGATE = "traffic_aggregate"
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 SCHEMA_IDS: Mapping[int, tuple[str, int]] = {
     1: (READING, 1),
     2: (INCIDENT, 1),
     3: (WEATHER, 1),
+    4: (AGGREGATE, 1),
 }
 
 _FILE_NAME = re.compile(r"^(?P<subject>\w+)\.v(?P<version>\d+)\.avsc$")
@@ -59,6 +61,9 @@ class Reason(StrEnum):
     UNKNOWN_FIELD = "UNKNOWN_FIELD"
     """A JSON message with fields the schema lacks, under the reject policy."""
     DUPLICATE_READING = "DUPLICATE_READING"
+    KEY_MISMATCH = "KEY_MISMATCH"
+    """A reading whose Kafka key is not its sensor id: per-sensor stream state lives in the
+    key's partition, so it cannot be windowed with its sensor."""
 
 
 def speed_from_metr_la(raw: float) -> float | None:

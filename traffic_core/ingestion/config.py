@@ -8,13 +8,14 @@ skipped silently.
 
 from __future__ import annotations
 
+import argparse
 from datetime import date, timedelta
 from pathlib import Path
 
 from traffic_core.events import ValidationConfig
 from traffic_core.networks import load_network_graph
 from traffic_core.reference import known_sensor_ids
-from traffic_core.settings import IngestionSettings, ingestion_settings
+from traffic_core.settings import IngestionSettings, ingestion_settings, platform_settings
 
 
 class SensorCatalogueMissing(RuntimeError):
@@ -61,3 +62,27 @@ def validation_config(
         partition_days=partition_days,
         unknown_fields=settings.unknown_fields,
     )
+
+
+def add_sensor_catalogue_flag(parser: argparse.ArgumentParser) -> None:
+    """The `--no-sensor-catalogue` switch of the command-line readers of the readings topic."""
+    parser.add_argument(
+        "--no-sensor-catalogue",
+        action="store_true",
+        help="accept readings of any sensor id (otherwise the sensor catalogue must be "
+        "readable at start: the lake's sensor table or the dataset's graph files)",
+    )
+
+
+def command_line_rules(
+    no_sensor_catalogue: bool, lake_root: Path, settings: IngestionSettings
+) -> ValidationConfig:
+    """`validation_config` for a command-line reader: the catalogue of the configured dataset
+    (lake table, else graph files) unless `--no-sensor-catalogue` turned the check off."""
+    platform = platform_settings()
+    known = (
+        None
+        if no_sensor_catalogue
+        else sensor_catalogue(lake_root, platform.dataset, platform.data_dir)
+    )
+    return validation_config(known, settings=settings)

@@ -43,7 +43,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from traffic_core.events import DLQ_MAX_RECORD_BYTES, Rejection, ValidationConfig
-from traffic_core.ingestion.config import sensor_catalogue, validation_config
+from traffic_core.ingestion.config import add_sensor_catalogue_flag, command_line_rules
 from traffic_core.ingestion.group_metrics import IngestMetrics, configure_worker_logging
 from traffic_core.ingestion.ranges import (
     classify_range,
@@ -422,12 +422,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--session-timeout-ms", type=int, default=WorkerSettings.session_timeout_ms)
     parser.add_argument("--metrics-port", type=int, default=0, help="0: no metrics endpoint")
     parser.add_argument("--metrics-host", default="127.0.0.1")
-    parser.add_argument(
-        "--no-sensor-catalogue",
-        action="store_true",
-        help="accept readings of any sensor id (otherwise the sensor catalogue must be "
-        "readable at start: the lake's sensor table or the dataset's graph files)",
-    )
+    add_sensor_catalogue_flag(parser)
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -435,12 +430,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_worker_logging(args.worker_id, args.log_level)
-    platform = platform_settings()
-    known = (
-        None
-        if args.no_sensor_catalogue
-        else sensor_catalogue(args.lake_dir, platform.dataset, platform.data_dir)
-    )
     ingestion = ingestion_settings()
     metrics = IngestMetrics()
     metrics.serve(args.metrics_port, args.metrics_host)
@@ -457,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
             session_timeout_ms=args.session_timeout_ms,
             dlq_max_record_bytes=ingestion.dlq_max_record_bytes,
         ),
-        validation_config(known, settings=ingestion),
+        command_line_rules(args.no_sensor_catalogue, args.lake_dir, ingestion),
         metrics,
     )
 

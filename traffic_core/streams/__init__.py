@@ -1,0 +1,1 @@
+"""The stream layer: Quix Streams applications over the platform's topics."""
