@@ -1,4 +1,4 @@
-"""`python -m infra.stack start|stop|status|kill|topics|demo [service]`."""
+"""`python -m infra.stack start|stop|status|kill|topics|demo [service]`, `... certs [rotate]`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,18 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from infra.stack.certs import CertificateAuthority
 from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
 from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token_file
 from infra.stack.spark import SparkCluster
 from traffic_core.kafka.topics import ensure_topics, topic_layout
-from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
+from traffic_core.settings import (
+    LOCAL_STATE_DIR,
+    KafkaSettings,
+    PlatformSettings,
+    SecuritySettings,
+)
 from traffic_core.simulation import Simulator, incidents_path
 
 SERVICES = ("kafka", "postgres", "dagster", "api", "dashboard")
@@ -163,9 +169,25 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
         stop(stack, list(SERVICES))
 
 
+RESTART_ORDER = "postgres, kafka, then dagster, api, dashboard (servers before their clients)"
+
+
+def certs(action: str, with_ca: bool) -> None:
+    """Create the stack's CA and service certificates, or issue new ones (`rotate`)."""
+    ca = CertificateAuthority(SecuritySettings().security_dir)
+    issued = ca.rotate(with_ca) if action == "rotate" else ca.ensure()
+    print(f"certificates in {ca.root}: {', '.join(issued) or 'all present, none issued'}")
+    if action == "rotate":
+        print(f"restart to load them: {RESTART_ORDER}")
+        if with_ca:
+            print(f"new CA: every client must be given the new {ca.ca_cert}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__)
-    parser.add_argument("command", choices=["start", "stop", "status", "kill", "topics", "demo"])
+    parser.add_argument(
+        "command", choices=["start", "stop", "status", "kill", "topics", "demo", "certs"]
+    )
     parser.add_argument(
         "services",
         nargs="*",
@@ -179,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         help="demo: replay the real six METR-LA days (default), simulated data, or nothing",
     )
     parser.add_argument("--days", type=int, default=90, help="demo: days of simulated data")
+    parser.add_argument("--with-ca", action="store_true", help="certs rotate: issue a new CA too")
     args = parser.parse_args(argv)
+    if args.command == "certs":
+        if args.services not in ([], ["rotate"]):
+            parser.error("certs takes no argument (create what is missing) or `rotate`")
+        certs("rotate" if args.services else "ensure", args.with_ca)
+        return 0
     unknown = set(args.services) - {*SERVICES, *OPTIONAL_SERVICES, "all"}
     if unknown:
         choices = [*SERVICES, *OPTIONAL_SERVICES, "all"]
