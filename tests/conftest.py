@@ -39,6 +39,7 @@ def test_state_dir() -> Path:
 def _stop_leftovers() -> None:
     """A previous session killed mid-way may have left its services running."""
     _broker(TEST_STATE).stop()
+    _tls_broker(TEST_STATE).stop()
     _postgres(TEST_STATE).stop()
 
 
@@ -51,6 +52,17 @@ def _broker(state: Path) -> KafkaBroker:
     )
 
 
+def _tls_broker(state: Path) -> KafkaBroker:
+    """A second broker under TRAFFIC_SECURITY=tls: SASL_SSL, SCRAM users, ACLs, TLS controller."""
+    return KafkaBroker(
+        state_dir=state / "kafka-tls",
+        libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
+        port=19094 + PORT_SHIFT,
+        controller_port=19095 + PORT_SHIFT,
+        security_dir=state / "security",
+    )
+
+
 def _postgres(state: Path) -> PostgresServer:
     return PostgresServer(state_dir=state / "postgres", port=15433 + PORT_SHIFT)
 
@@ -58,6 +70,14 @@ def _postgres(state: Path) -> PostgresServer:
 @pytest.fixture(scope="session")
 def kafka_broker(test_state_dir: Path) -> Iterator[KafkaBroker]:
     broker = _broker(test_state_dir)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_tls_broker(test_state_dir: Path) -> Iterator[KafkaBroker]:
+    broker = _tls_broker(test_state_dir)
     broker.start()
     yield broker
     broker.stop()
@@ -78,7 +98,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-SERVICE_FIXTURES = frozenset({"kafka_broker", "postgres_server"})
+SERVICE_FIXTURES = frozenset({"kafka_broker", "kafka_tls_broker", "postgres_server"})
 """Session fixtures that start a real service: a test using one, even through another fixture,
 is an integration test and must say so, so `-m "not integration"` really runs without them."""
 

@@ -12,11 +12,13 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from infra.stack.certs import CertificateAuthority
+from infra.stack.kafka import KafkaBroker
 from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
 from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token_file
 from infra.stack.spark import SparkCluster
-from traffic_core.kafka.topics import ensure_topics, topic_layout
+from serving.settings import ApiSettings
+from traffic_core.kafka.topics import TopicSpec, ensure_topics, topic_layout
 from traffic_core.settings import (
     LOCAL_STATE_DIR,
     KafkaSettings,
@@ -34,11 +36,14 @@ def service(stack: LocalStack, name: str) -> Any:
     return SparkCluster.from_env(LOCAL_STATE_DIR) if name == "spark" else getattr(stack, name)
 
 
-def create_topics(stack: LocalStack) -> dict[str, str]:
+def create_topics(broker: KafkaBroker) -> dict[str, str]:
+    """The platform's topics and the API's publisher election topic (made here by the admin
+    principal, since under TLS the API may not create topics)."""
     settings = KafkaSettings()
-    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    admin = AdminClient(broker.client_config("traffic-admin"))
+    election = TopicSpec(ApiSettings().publisher_election_topic(), 1)
     return ensure_topics(
-        admin, topic_layout(settings.topic_partitions), settings.replication_factor
+        admin, [*topic_layout(settings.topic_partitions), election], settings.replication_factor
     )
 
 
@@ -46,7 +51,7 @@ def start(stack: LocalStack, names: list[str]) -> None:
     if "kafka" in names:
         stack.kafka.start()
         print(f"kafka     {stack.kafka.status()}")
-        for topic, action in create_topics(stack).items():
+        for topic, action in create_topics(stack.kafka).items():
             print(f"  topic {topic}: {action}")
     if "postgres" in names:
         stack.postgres.start()
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "kill":
             print(f"kafka     {'killed' if stack.kafka.kill() else 'was not running'}")
         elif args.command == "topics":
-            for topic, action in create_topics(stack).items():
+            for topic, action in create_topics(stack.kafka).items():
                 print(f"topic {topic}: {action}")
         else:
             demo(stack, args.data, args.days)

@@ -10,7 +10,12 @@ from infra.stack.dagster import DagsterUI
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
 from infra.stack.web import WebService, api_service, dashboard_service
-from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PostgresSettings
+from traffic_core.settings import (
+    LOCAL_STATE_DIR,
+    KafkaSettings,
+    PostgresSettings,
+    SecuritySettings,
+)
 
 
 @dataclass(frozen=True)
@@ -26,9 +31,12 @@ class LocalStack:
         kafka = KafkaSettings()
         host, _, port = kafka.bootstrap_servers.split(",")[0].rpartition(":")
         pg = PostgresSettings()
+        security = SecuritySettings()
         return cls(
             kafka=KafkaBroker(
-                state_dir=state_root / "kafka" / "broker",
+                # A TLS broker keeps storage of its own: its users are created when it is formatted.
+                state_dir=state_root / "kafka" / ("broker-tls" if security.tls else "broker"),
+                security_dir=security.security_dir if security.tls else None,
                 libs_dir=state_root / "kafka" / "libs",
                 host=host,
                 port=int(port),

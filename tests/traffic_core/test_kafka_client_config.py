@@ -37,7 +37,7 @@ def test_tls_reads_the_principal_password_and_the_ca_from_the_environment(
 
 def test_tls_without_the_principal_password_is_refused(tmp_path: Path) -> None:
     security = SecuritySettings(security="tls", security_dir=tmp_path)
-    with pytest.raises(MissingCredentials, match="traffic-api.password"):
+    with pytest.raises(MissingCredentials, match=r"traffic-api\.password"):
         kafka_client_config("h:1", "traffic-api", security)
 
 
