@@ -7,10 +7,12 @@ shifts every port by 100*k, so several pytest sessions can run side by side.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,11 +56,12 @@ def _broker(state: Path) -> KafkaBroker:
 
 def _tls_broker(state: Path) -> KafkaBroker:
     """A second broker under TRAFFIC_SECURITY=tls: SASL_SSL, SCRAM users, ACLs, TLS controller."""
-    return KafkaBroker(
+    plaintext = _broker(state)
+    return dataclasses.replace(
+        plaintext,
         state_dir=state / "kafka-tls",
-        libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
-        port=19094 + PORT_SHIFT,
-        controller_port=19095 + PORT_SHIFT,
+        port=plaintext.port + 2,
+        controller_port=plaintext.controller_port + 2,
         security_dir=state / "security",
     )
 
@@ -67,28 +70,26 @@ def _postgres(state: Path) -> PostgresServer:
     return PostgresServer(state_dir=state / "postgres", port=15433 + PORT_SHIFT)
 
 
+def _running(service: Any) -> Iterator[Any]:
+    """A session fixture's body: start the service, hand it over, stop it at the end."""
+    service.start()
+    yield service
+    service.stop()
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(test_state_dir: Path) -> Iterator[KafkaBroker]:
-    broker = _broker(test_state_dir)
-    broker.start()
-    yield broker
-    broker.stop()
+    yield from _running(_broker(test_state_dir))
 
 
 @pytest.fixture(scope="session")
 def kafka_tls_broker(test_state_dir: Path) -> Iterator[KafkaBroker]:
-    broker = _tls_broker(test_state_dir)
-    broker.start()
-    yield broker
-    broker.stop()
+    yield from _running(_tls_broker(test_state_dir))
 
 
 @pytest.fixture(scope="session")
 def postgres_server(test_state_dir: Path) -> Iterator[PostgresServer]:
-    server = _postgres(test_state_dir)
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(_postgres(test_state_dir))
 
 
 @pytest.fixture(scope="session")

@@ -158,9 +158,11 @@ def read(principal: KafkaPrincipal, topic: str, group: str) -> Callable[[KafkaBr
     return act
 
 
-def write_in_transaction(
-    principal: KafkaPrincipal, transactional_id: str, topic: str
+def in_transaction(
+    principal: KafkaPrincipal, transactional_id: str
 ) -> Callable[[KafkaBroker], Code]:
+    """Write a reject to the DLQ in a transaction under `transactional_id`."""
+
     def act(broker: KafkaBroker) -> Code:
         producer = Producer(
             {
@@ -172,7 +174,7 @@ def write_in_transaction(
         try:
             producer.init_transactions(60)
             producer.begin_transaction()
-            producer.produce(topic, b"probe")
+            producer.produce(TRAFFIC_EVENTS_DLQ, b"probe")
             producer.commit_transaction(60)
             return None
         except KafkaException as exc:
@@ -225,82 +227,46 @@ GROUP_DENIED = KafkaError.GROUP_AUTHORIZATION_FAILED
 CLUSTER_DENIED = KafkaError.CLUSTER_AUTHORIZATION_FAILED
 TXN_DENIED = KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 
+PRODUCER, LAKE, API, ADMIN = (
+    "traffic-producer",
+    "traffic-lake-writer",
+    "traffic-api",
+    "traffic-admin",
+)
+EVENTS, DLQ = TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
+
 CASES: list[tuple[str, Callable[[KafkaBroker], Code], Code]] = [
     # producer: writes the input topics (and its own rejects to the DLQ), nothing else
-    ("producer writes readings", write("traffic-producer", TRAFFIC_EVENTS), OK),
-    ("producer writes incidents", write("traffic-producer", TRAFFIC_INCIDENTS), OK),
-    ("producer writes weather", write("traffic-producer", WEATHER_OBSERVATIONS), OK),
-    ("producer writes its rejects", write("traffic-producer", TRAFFIC_EVENTS_DLQ), OK),
-    (
-        "producer may not forge forecasts",
-        write("traffic-producer", TRAFFIC_PREDICTIONS),
-        TOPIC_DENIED,
-    ),
-    (
-        "producer may not read",
-        read("traffic-producer", TRAFFIC_EVENTS, "traffic-lake-ingest"),
-        GROUP_DENIED,
-    ),
+    ("producer writes readings", write(PRODUCER, EVENTS), OK),
+    ("producer writes incidents", write(PRODUCER, TRAFFIC_INCIDENTS), OK),
+    ("producer writes weather", write(PRODUCER, WEATHER_OBSERVATIONS), OK),
+    ("producer writes its rejects", write(PRODUCER, DLQ), OK),
+    ("producer may not forge forecasts", write(PRODUCER, TRAFFIC_PREDICTIONS), TOPIC_DENIED),
+    ("producer may not read", read(PRODUCER, EVENTS, "traffic-lake-ingest"), GROUP_DENIED),
     # lake writers: read the inputs in their groups, write the DLQ in their transactions
-    ("lake reads readings", read("traffic-lake-writer", TRAFFIC_EVENTS, "traffic-lake-ingest"), OK),
-    (
-        "lake reads incidents",
-        read("traffic-lake-writer", TRAFFIC_INCIDENTS, "traffic-lake-writers"),
-        OK,
-    ),
-    (
-        "lake reads weather",
-        read("traffic-lake-writer", WEATHER_OBSERVATIONS, "traffic-lake-sensor"),
-        OK,
-    ),
-    (
-        "lake writes the DLQ in its transaction",
-        write_in_transaction("traffic-lake-writer", "traffic-lake-writers.w1", TRAFFIC_EVENTS_DLQ),
-        OK,
-    ),
-    ("lake may not write readings", write("traffic-lake-writer", TRAFFIC_EVENTS), TOPIC_DENIED),
-    (
-        "lake may not read the DLQ",
-        read("traffic-lake-writer", TRAFFIC_EVENTS_DLQ, "traffic-lake-ingest"),
-        TOPIC_DENIED,
-    ),
-    (
-        "lake may not join another group",
-        read("traffic-lake-writer", TRAFFIC_EVENTS, "someone-else"),
-        GROUP_DENIED,
-    ),
-    (
-        "lake may not use another transactional id",
-        write_in_transaction("traffic-lake-writer", "someone-else.w1", TRAFFIC_EVENTS_DLQ),
-        TXN_DENIED,
-    ),
+    ("lake reads readings", read(LAKE, EVENTS, "traffic-lake-ingest"), OK),
+    ("lake reads incidents", read(LAKE, TRAFFIC_INCIDENTS, "traffic-lake-writers"), OK),
+    ("lake reads weather", read(LAKE, WEATHER_OBSERVATIONS, "traffic-lake-sensor"), OK),
+    ("lake writes the DLQ in a transaction", in_transaction(LAKE, "traffic-lake-writers.w1"), OK),
+    ("lake may not write readings", write(LAKE, EVENTS), TOPIC_DENIED),
+    ("lake may not read the DLQ", read(LAKE, DLQ, "traffic-lake-ingest"), TOPIC_DENIED),
+    ("lake may not join another group", read(LAKE, EVENTS, "someone-else"), GROUP_DENIED),
+    ("lake may not take another txn id", in_transaction(LAKE, "someone-else.w1"), TXN_DENIED),
     # API: reads the readings, writes forecasts and alerts
-    ("api reads readings", read("traffic-api", TRAFFIC_EVENTS, "traffic-api-live-test"), OK),
-    ("api writes forecasts", write("traffic-api", TRAFFIC_PREDICTIONS), OK),
-    ("api writes alerts", write("traffic-api", TRAFFIC_ALERTS), OK),
-    ("api may not write readings", write("traffic-api", TRAFFIC_EVENTS), TOPIC_DENIED),
-    (
-        "api may not read the DLQ",
-        read("traffic-api", TRAFFIC_EVENTS_DLQ, "traffic-api-live-test"),
-        TOPIC_DENIED,
-    ),
-    (
-        "api may not join the lake's group",
-        read("traffic-api", TRAFFIC_EVENTS, "traffic-lake-ingest"),
-        GROUP_DENIED,
-    ),
+    ("api reads readings", read(API, EVENTS, "traffic-api-live-test"), OK),
+    ("api writes forecasts", write(API, TRAFFIC_PREDICTIONS), OK),
+    ("api writes alerts", write(API, TRAFFIC_ALERTS), OK),
+    ("api may not write readings", write(API, EVENTS), TOPIC_DENIED),
+    ("api may not read the DLQ", read(API, DLQ, "traffic-api-live-test"), TOPIC_DENIED),
+    ("api may not join the lake's group", read(API, EVENTS, "traffic-lake-ingest"), GROUP_DENIED),
     # admin: manages topics, touches no data and no ACLs
-    ("admin creates and deletes topics", manage_topic("traffic-admin"), OK),
-    ("admin may not write readings", write("traffic-admin", TRAFFIC_EVENTS), TOPIC_DENIED),
-    (
-        "admin may not read readings",
-        read("traffic-admin", TRAFFIC_EVENTS, "traffic-lake-ingest"),
-        GROUP_DENIED,
-    ),
-    ("admin may not change ACLs", grant_itself("traffic-admin"), CLUSTER_DENIED),
-    # and nobody but the admin manages topics
-    ("api may not create topics", manage_topic("traffic-api"), TOPIC_DENIED),
-    ("lake may not change ACLs", grant_itself("traffic-lake-writer"), CLUSTER_DENIED),
+    ("admin creates and deletes topics", manage_topic(ADMIN), OK),
+    ("admin may not write readings", write(ADMIN, EVENTS), TOPIC_DENIED),
+    ("admin may not read readings", read(ADMIN, EVENTS, "traffic-lake-ingest"), GROUP_DENIED),
+    ("admin may not change ACLs", grant_itself(ADMIN), CLUSTER_DENIED),
+    # and nobody else manages topics or ACLs
+    ("api may not create topics", manage_topic(API), TOPIC_DENIED),
+    ("lake may not change ACLs", grant_itself(LAKE), CLUSTER_DENIED),
 ]
 
 
