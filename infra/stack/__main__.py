@@ -50,7 +50,7 @@ def create_topics(broker: KafkaBroker) -> dict[str, str]:
 def start(stack: LocalStack, names: list[str]) -> None:
     if "kafka" in names:
         stack.kafka.start()
-        print(f"kafka     {stack.kafka.status()}")
+        print(f"kafka     {stack.kafka.status()}  ({kafka_security(stack)})")
         for topic, action in create_topics(stack.kafka).items():
             print(f"  topic {topic}: {action}")
     if "postgres" in names:
@@ -136,6 +136,16 @@ def replay_command(stack: LocalStack, data: str, days: int) -> list[str] | None:
     return [*command, "--data", str(path), "--incidents", str(incidents_path(path))]
 
 
+def kafka_security(stack: LocalStack) -> str:
+    security = stack.kafka.security
+    if security.tls:
+        return (
+            f"SASL_SSL, SCRAM users and ACLs; CA {security.ca_file}, "
+            f"passwords in {security.kafka_password_file('traffic-admin').parent}"
+        )
+    return "PLAINTEXT, unauthenticated: loopback only; `make demo-secure` for TLS"
+
+
 def demo(stack: LocalStack, data: str, days: int) -> None:
     """Bring everything up, replay the data, say where everything is, and bring it all down on
     Ctrl-C or SIGTERM."""
@@ -152,7 +162,7 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
         print(
             f"\nDagster UI:  {stack.dagster.url}  (partitions fill in at "
             f"{stack.dagster.url}/assets/raw_traffic_events?view=partitions)\n"
-            f"Kafka:       {stack.kafka.bootstrap_servers}\n"
+            f"Kafka:       {stack.kafka.bootstrap_servers}  ({kafka_security(stack)})\n"
             f"PostgreSQL:  {stack.postgres.display_url}\n"
             f"Lake:        {PlatformSettings().lake_dir}\n"
             f"Models:      {PlatformSettings().model_dir} (`latest` once a model is published)\n"

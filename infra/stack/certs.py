@@ -88,6 +88,7 @@ class CertificateAuthority:
 
     def ensure(self) -> list[str]:
         """Create the CA and any missing service certificate; returns what was issued."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         issued = []
         if not (self.ca_cert.exists() and self.ca_key.exists()):
             self._create_ca()

@@ -47,6 +47,12 @@ def test_private_keys_are_readable_by_their_owner_only(ca: CertificateAuthority)
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in keys} == {p.name: 0o600 for p in keys}
 
 
+def test_a_new_security_folder_is_its_owner_s_alone(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path / "security")
+    ca.ensure()
+    assert stat.S_IMODE(ca.root.stat().st_mode) == 0o700
+
+
 def test_ensure_keeps_what_exists_and_issues_only_what_is_missing(
     ca: CertificateAuthority,
 ) -> None:
