@@ -43,6 +43,7 @@ def _stop_leftovers() -> None:
     _broker(TEST_STATE).stop()
     _tls_broker(TEST_STATE).stop()
     _postgres(TEST_STATE).stop()
+    _tls_postgres(TEST_STATE).stop()
 
 
 def _broker(state: Path) -> KafkaBroker:
@@ -70,6 +71,13 @@ def _postgres(state: Path) -> PostgresServer:
     return PostgresServer(state_dir=state / "postgres", port=15433 + PORT_SHIFT)
 
 
+def _tls_postgres(state: Path) -> PostgresServer:
+    """A second cluster under TRAFFIC_SECURITY=tls: hostssl only, generated passwords, roles."""
+    return PostgresServer(
+        state_dir=state / "postgres-tls", port=15435 + PORT_SHIFT, security_dir=state / "security"
+    )
+
+
 def _running(service: Any) -> Iterator[Any]:
     """A session fixture's body: start the service, hand it over, stop it at the end."""
     service.start()
@@ -93,13 +101,20 @@ def postgres_server(test_state_dir: Path) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
+def postgres_tls_server(test_state_dir: Path) -> Iterator[PostgresServer]:
+    yield from _running(_tls_postgres(test_state_dir))
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "metr-la").is_dir():
         pytest.fail(f"the shared METR-LA data is expected at {SHARED_DATA}")
     return SHARED_DATA
 
 
-SERVICE_FIXTURES = frozenset({"kafka_broker", "kafka_tls_broker", "postgres_server"})
+SERVICE_FIXTURES = frozenset(
+    {"kafka_broker", "kafka_tls_broker", "postgres_server", "postgres_tls_server"}
+)
 """Session fixtures that start a real service: a test using one, even through another fixture,
 is an integration test and must say so, so `-m "not integration"` really runs without them."""
 

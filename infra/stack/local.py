@@ -32,23 +32,29 @@ class LocalStack:
         host, _, port = kafka.bootstrap_servers.split(",")[0].rpartition(":")
         pg = PostgresSettings()
         security = SecuritySettings()
+        # Under TLS the broker and the cluster keep state of their own: users, roles and the
+        # host rules are made when they are first set up.
+        security_dir = security.security_dir if security.tls else None
+        suffix = "-tls" if security.tls else ""
         return cls(
             kafka=KafkaBroker(
-                # A TLS broker keeps storage of its own: its users are created when it is formatted.
-                state_dir=state_root / "kafka" / ("broker-tls" if security.tls else "broker"),
-                security_dir=security.security_dir if security.tls else None,
+                state_dir=state_root / "kafka" / f"broker{suffix}",
+                security_dir=security_dir,
                 libs_dir=state_root / "kafka" / "libs",
                 host=host,
                 port=int(port),
                 controller_port=int(os.environ.get("KAFKA_CONTROLLER_PORT", int(port) + 1)),
             ),
             postgres=PostgresServer(
-                state_dir=Path(os.environ.get("TRAFFIC_PG_STATE_DIR", state_root / "postgres")),
+                state_dir=Path(
+                    os.environ.get("TRAFFIC_PG_STATE_DIR", state_root / f"postgres{suffix}")
+                ),
                 host=pg.host,
                 port=pg.port,
                 username=pg.username,
                 password=pg.password,
                 database=pg.db,
+                security_dir=security_dir,
             ),
             dagster=DagsterUI(
                 state_dir=state_root / "dagster",
@@ -76,4 +82,10 @@ class LocalStack:
             "DAGSTER_PG_USERNAME": pg.username,
             "DAGSTER_PG_PASSWORD": pg.password,
             "DAGSTER_PG_DB": pg.database,
+            # libpq reads these: under TLS Dagster's storage connects verified, as the API does.
+            **(
+                {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(pg.tls.ca.ca_cert)}
+                if pg.tls is not None
+                else {}
+            ),
         }

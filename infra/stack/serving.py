@@ -48,7 +48,7 @@ def api_env(stack: LocalStack) -> dict[str, str]:
         "TRAFFIC_API_KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
     }
     if stack.postgres.running():
-        env["TRAFFIC_API_AUDIT_URL"] = stack.postgres.url
+        env["TRAFFIC_API_AUDIT_URL"] = stack.postgres.audit_url
     return env
 
 
