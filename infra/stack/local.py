@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.stack.certs import CertificateAuthority
 from infra.stack.dagster import DagsterUI
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
@@ -36,6 +37,7 @@ class LocalStack:
         # host rules are made when they are first set up.
         security_dir = security.security_dir if security.tls else None
         suffix = "-tls" if security.tls else ""
+        ca = None if security_dir is None else CertificateAuthority(security_dir)
         return cls(
             kafka=KafkaBroker(
                 state_dir=state_root / "kafka" / f"broker{suffix}",
@@ -65,11 +67,13 @@ class LocalStack:
                 state_root / "api",
                 os.environ.get("TRAFFIC_API_HOST", "127.0.0.1"),
                 int(os.environ.get("TRAFFIC_API_PORT", "8000")),
+                tls=ca,
             ),
             dashboard=dashboard_service(
                 state_root / "dashboard",
                 os.environ.get("TRAFFIC_DASHBOARD_HOST", "127.0.0.1"),
                 int(os.environ.get("TRAFFIC_DASHBOARD_PORT", "8501")),
+                tls=ca,
             ),
         )
 

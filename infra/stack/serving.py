@@ -53,10 +53,13 @@ def api_env(stack: LocalStack) -> dict[str, str]:
 
 
 def dashboard_env(stack: LocalStack) -> dict[str, str]:
-    return {
+    env = {
         "TRAFFIC_API_URL": stack.api.url,
         "TRAFFIC_DASHBOARD_TOKEN": token(stack, "dashboard", DASHBOARD_ROLES),
     }
+    if stack.api.ca_file is not None:
+        env["SSL_CERT_FILE"] = str(stack.api.ca_file)  # its HTTP client verifies the API by it
+    return env
 
 
 def seed_model(data_dir: Path | None = None) -> str | None:
