@@ -7,10 +7,15 @@ partitions, as the Dagster runs do). Then the `pipelined` figure: the same readi
 topic while W follower processes ingest each new offset range as its watermark moves, timed from
 the first produce to the last file durable. Prints one JSON line of figures.
 
+`--security both` measures the cost of TLS on the same run: the produce-then-ingest figures on a
+plaintext broker, then on a broker under TRAFFIC_SECURITY=tls (SASL_SSL, SCRAM, ACLs; port + 2),
+each client acting as its platform principal (the pipelined figure is plaintext only).
+
     .venv/bin/python bench/ingest_throughput.py --days 28 --workers 2
+    .venv/bin/python bench/ingest_throughput.py --days 7 --security both
 
 With --schema-registry the producer and the workers take their wire ids from a registry service
-of the bench's own (port - 11), as the stack runs them; without, they use the built-in ids.
+of the bench's own (port 39081), as the stack runs them; without, they use the built-in ids.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.stack.kafka import KafkaBroker
@@ -35,12 +40,20 @@ from infra.stack.web import registry_service
 from traffic_core.events.registry_client import register_event_schemas
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.ingestion.ranges import RANGE_CONSUMER_CONFIG, ingest_ranges
-from traffic_core.kafka.topics import TopicSpec, ensure_topics
+from traffic_core.kafka.client_config import kafka_client_config
+from traffic_core.kafka.topics import (
+    TRAFFIC_EVENTS,
+    TRAFFIC_EVENTS_DLQ,
+    TopicSpec,
+    ensure_topics,
+)
 from traffic_core.lake import OffsetRange, raw_files
 from traffic_core.settings import LOCAL_STATE_DIR
 from traffic_core.simulation import simulate
 
-EVENTS, PIPELINED, DLQ = "bench-events", "bench-events-pipelined", "bench-dlq"
+EVENTS, PIPELINED, DLQ = TRAFFIC_EVENTS, "bench-events-pipelined", TRAFFIC_EVENTS_DLQ
+"""The platform's topic names, so the TLS broker's ACLs let the producer and lake writers in."""
+INGEST_GROUP, FOLLOW_GROUP = "traffic-lake-bench-ingest", "traffic-lake-bench-follow"
 POLL_SECONDS = 0.5
 
 
@@ -56,25 +69,54 @@ def machine() -> dict[str, object]:
     return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
 
 
-def bench_broker(state_dir: Path, port: int) -> KafkaBroker:
-    """A broker of a bench's own: its state folder, `port` and the controller on port + 1."""
+def bench_broker(state_dir: Path, port: int, security_dir: Path | None = None) -> KafkaBroker:
+    """A broker of a bench's own: its state folder, `port` and the controller on port + 1
+    (under TLS with the CA, certificates and passwords in `security_dir`)."""
     return KafkaBroker(
         state_dir=state_dir,
         libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
         port=port,
         controller_port=port + 1,
         heap="1g",
+        security_dir=security_dir,
     )
+
+
+def lake_writer(bootstrap: str) -> dict[str, Any]:
+    return kafka_client_config(bootstrap, "traffic-lake-writer")
+
+
+def wait_for_group_coordinator(
+    bootstrap: str, group: str, topic: str = EVENTS, timeout: float = 120.0
+) -> None:
+    """A fresh broker creates its offsets topic on the first group request and answers
+    NOT_COORDINATOR while loading it: commit once for `group` before anything is timed."""
+    ensure_topics(
+        AdminClient(kafka_client_config(bootstrap, "traffic-admin")), [TopicSpec(topic, 1)]
+    )
+    consumer = Consumer({**lake_writer(bootstrap), "group.id": group})
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+                return
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+    finally:
+        consumer.close()
 
 
 def ingest_share(bootstrap: str, lake: str, ranges: list[OffsetRange]) -> int:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "bench-ingest", **RANGE_CONSUMER_CONFIG}
+        {**lake_writer(bootstrap), "group.id": INGEST_GROUP, **RANGE_CONSUMER_CONFIG}
     )
     try:
         report = ingest_ranges(
             consumer,
-            Producer({"bootstrap.servers": bootstrap}),
+            Producer(lake_writer(bootstrap)),
             Path(lake),
             ranges,
             dlq_topic=DLQ,
@@ -92,9 +134,9 @@ def follow_share(
     Returns the readings stored and the wall-clock time the last of their files was durable.
     """
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "bench-follow", **RANGE_CONSUMER_CONFIG}
+        {**lake_writer(bootstrap), "group.id": FOLLOW_GROUP, **RANGE_CONSUMER_CONFIG}
     )
-    dlq = Producer({"bootstrap.servers": bootstrap})
+    dlq = Producer(lake_writer(bootstrap))
     next_offset = dict.fromkeys(partitions, 0)
     stored, durable_at = 0, time.time()
     ready.put(os.getpid())
@@ -131,7 +173,7 @@ def produce_then_ingest(
     sink = ReadingProducer(bootstrap, topic=topic, dlq_topic=DLQ)
     produced = replay_speeds(speeds, sink, source="synthetic", is_synthetic=True)
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "b"})
+    consumer = Consumer({**lake_writer(bootstrap), "group.id": INGEST_GROUP})
     ranges = []
     for p in range(partitions):
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
@@ -189,65 +231,101 @@ def pipelined(
     }
 
 
+def use_security(security_dir: Path | None) -> None:
+    """Point this process's Kafka clients, and the workers it starts, at a broker's security
+    through the platform's one switch."""
+    if security_dir is None:
+        os.environ["TRAFFIC_SECURITY"] = "plaintext"
+    else:
+        os.environ.update(TRAFFIC_SECURITY="tls", TRAFFIC_SECURITY_DIR=str(security_dir))
+
+
+def measure(
+    state: Path, port: int, security_dir: Path | None, speeds: pd.DataFrame, args: Any
+) -> dict[str, Any]:
+    """Produce-then-ingest figures on a fresh broker of its own (and the pipelined figure on
+    a plaintext one), with the load average when they started."""
+    broker = bench_broker(state / "kafka", port, security_dir)
+    broker.stop()
+    shutil.rmtree(state, ignore_errors=True)
+    use_security(security_dir)
+    broker.start()
+    try:
+        admin = AdminClient(broker.client_config("traffic-admin"))
+        topics = [TopicSpec(EVENTS, args.partitions), TopicSpec(DLQ, 1)]
+        if security_dir is None:
+            topics.append(TopicSpec(PIPELINED, args.partitions))
+        ensure_topics(admin, topics)
+        wait_for_group_coordinator(broker.bootstrap_servers, INGEST_GROUP)
+        load = [round(x, 2) for x in os.getloadavg()]
+        figures = produce_then_ingest(
+            broker.bootstrap_servers, speeds, state / "lake", args.partitions, args.workers
+        )
+        if security_dir is None:
+            figures |= pipelined(
+                broker.bootstrap_servers,
+                speeds,
+                state / "lake-pipelined",
+                args.partitions,
+                args.workers,
+            )
+        return {"load_average_at_start": load, **figures}
+    finally:
+        broker.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=28)
     parser.add_argument("--sensors", type=int, default=207)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--port", type=int, default=39092, help="the bench broker's port")
+    parser.add_argument(
+        "--security",
+        choices=["plaintext", "tls", "both"],
+        default="plaintext",
+        help="broker and clients in plaintext, under TRAFFIC_SECURITY=tls, or both side by side",
+    )
     parser.add_argument("--schema-registry", action="store_true", help="ids from a registry")
     args = parser.parse_args()
 
     state = LOCAL_STATE_DIR / "bench"
-    broker = bench_broker(state / "kafka", args.port)
-    registry = registry_service(state / "registry", port=args.port - 11)
-    broker.stop()
+    registry = registry_service(state / "registry", port=39081)
     registry.stop()
-    shutil.rmtree(state, ignore_errors=True)
-    broker.start()
     os.environ["TRAFFIC_SCHEMA_REGISTRY_URL"] = ""  # the workers inherit the choice
-    if args.schema_registry:
-        registry.start()
-        register_event_schemas(registry.url)
-        os.environ["TRAFFIC_SCHEMA_REGISTRY_URL"] = registry.url
+    speeds = simulate(args.days, args.sensors, seed=7).speeds_nan()
+    results = {}
     try:
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-        topics = [TopicSpec(EVENTS, args.partitions), TopicSpec(PIPELINED, args.partitions)]
-        ensure_topics(admin, [*topics, TopicSpec(DLQ, 1)])
-        speeds = simulate(args.days, args.sensors, seed=7).speeds_nan()
-
-        lake = state / "lake"
-        sequential = produce_then_ingest(
-            broker.bootstrap_servers, speeds, lake, args.partitions, args.workers
-        )
-        figures = pipelined(
-            broker.bootstrap_servers,
-            speeds,
-            state / "lake-pipelined",
-            args.partitions,
-            args.workers,
-        )
-        print(
-            json.dumps(
-                {
-                    "bench": "ingest_throughput",
-                    "synthetic": True,
-                    "days": args.days,
-                    "sensors": args.sensors,
-                    "events": sequential["events"],
-                    "partitions": args.partitions,
-                    "ingest_workers": args.workers,
-                    "schema_registry": args.schema_registry,
-                    **sequential,
-                    **figures,
-                    "machine": machine(),
-                }
-            )
-        )
+        if args.schema_registry:
+            shutil.rmtree(state / "registry", ignore_errors=True)
+            registry.start()
+            register_event_schemas(registry.url)
+            os.environ["TRAFFIC_SCHEMA_REGISTRY_URL"] = registry.url
+        if args.security in ("plaintext", "both"):
+            results["plaintext"] = measure(state / "plaintext", 39092, None, speeds, args)
+        if args.security in ("tls", "both"):
+            tls = state / "tls"
+            results["tls"] = measure(tls, 39094, tls / "security", speeds, args)
     finally:
-        broker.stop()
         registry.stop()
+    summary: dict[str, Any] = {
+        "bench": "ingest_throughput",
+        "synthetic": True,
+        "days": args.days,
+        "sensors": args.sensors,
+        "partitions": args.partitions,
+        "ingest_workers": args.workers,
+        "security": args.security,
+        "schema_registry": args.schema_registry,
+        **(results if args.security == "both" else next(iter(results.values()))),
+        "machine": machine(),
+    }
+    if args.security == "both":
+        summary["tls_cost"] = {
+            key: round(1 - results["tls"][key] / results["plaintext"][key], 3)
+            for key in ("produce_events_per_s", "ingest_events_per_s", "end_to_end_events_per_s")
+        }
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ from typing import Any
 
 import httpx
 import pandas as pd
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench import aggregate_spark, api_latency, ingest_throughput
@@ -109,26 +108,6 @@ def timed(what: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     result = what()
     return result, time.perf_counter() - started
-
-
-def wait_for_group_coordinator(bootstrap: str, group: str, timeout: float = 120.0) -> None:
-    """A fresh broker creates its offsets topic on the first group request and answers
-    NOT_COORDINATOR while loading it: commit once for `group` before anything is timed."""
-    topic = ingest_throughput.DLQ
-    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), [TopicSpec(topic, 1)])
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
-                return
-            except KafkaException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
-    finally:
-        consumer.close()
 
 
 # --- phases --------------------------------------------------------------------------------
@@ -346,7 +325,9 @@ def main() -> None:
             say("starting the broker")
             BROKER.start()
             remember()
-            wait_for_group_coordinator(BROKER.bootstrap_servers, "bench-ingest")
+            ingest_throughput.wait_for_group_coordinator(
+                BROKER.bootstrap_servers, ingest_throughput.INGEST_GROUP
+            )
         # phase by phase: ingest workers are forked, before any Spark JVM exists
         for n in counts if "ingest" in phases else []:
             steps = math.ceil(effort.ingest_events / n)

@@ -9,6 +9,7 @@ from confluent_kafka.admin import AdminClient
 from dagster import ConfigurableResource
 
 from traffic_core.ingestion.ranges import RANGE_CONSUMER_CONFIG
+from traffic_core.kafka.client_config import kafka_client_config
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 
 
@@ -21,7 +22,10 @@ class KafkaResource(ConfigurableResource):
     dlq_topic: str = TRAFFIC_EVENTS_DLQ
 
     def _base(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
+        return {
+            **kafka_client_config(self.bootstrap_servers, "traffic-lake-writer"),
+            "client.id": self.client_id,
+        }
 
     def admin(self) -> AdminClient:
         return AdminClient(self._base())

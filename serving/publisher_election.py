@@ -18,6 +18,7 @@ import threading
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from traffic_core.kafka.client_config import kafka_client_config
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,11 @@ class PublisherElection:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        ensure_topics(
-            AdminClient({"bootstrap.servers": self._bootstrap_servers}), [TopicSpec(self.topic, 1)]
-        )
+        connection = kafka_client_config(self._bootstrap_servers, "traffic-api")
+        ensure_topics(AdminClient(connection), [TopicSpec(self.topic, 1)])
         consumer = Consumer(
             {
-                "bootstrap.servers": self._bootstrap_servers,
+                **connection,
                 "group.id": self.group_id,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": self._session_timeout_ms,

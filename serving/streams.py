@@ -18,6 +18,7 @@ import orjson
 from confluent_kafka import KafkaException, Producer
 
 from serving.publisher_election import PublisherElection
+from traffic_core.kafka.client_config import kafka_client_config
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class KafkaPublisher:
         self.withheld = 0
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap_servers,
+                **kafka_client_config(bootstrap_servers, "traffic-api"),
                 "client.id": "metr-traffic-api",
                 "linger.ms": 5,
                 "enable.idempotence": True,

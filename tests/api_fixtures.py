@@ -18,7 +18,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from kafka_helpers import fresh_topics
 
+from infra.stack.certs import CertificateAuthority
 from infra.stack.kafka import KafkaBroker
+from infra.stack.web import WebService, api_service
 from traffic_core.datasets import load_metr_la_graph, load_speed_csv
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
@@ -192,3 +194,31 @@ def api_server(
     server.start(tmp_path_factory.mktemp("api-logs"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
+    """A stack CA of the module's own, with every service's certificate."""
+    authority = CertificateAuthority(tmp_path_factory.mktemp("security"))
+    authority.ensure()
+    return authority
+
+
+@pytest.fixture(scope="module")
+def https_api(
+    ca: CertificateAuthority, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebService]:
+    """The real API over HTTPS, started by the stack's own service definition (it waits until
+    /v1/health answers over HTTPS, verified against the CA); no model, no Kafka."""
+    state = tmp_path_factory.mktemp("api")
+    service = api_service(state, port=free_port(), tls=ca)
+    service.start(
+        env={
+            "TRAFFIC_API_MODEL_DIR": str(state / "models"),
+            "TRAFFIC_API_LIVE": "false",
+            "TRAFFIC_API_JWT_SECRET": JWT_SECRET,
+            "TRAFFIC_API_AUDIT_URL": f"sqlite:///{state / 'audit.db'}",
+        }
+    )
+    yield service
+    service.stop()

@@ -7,10 +7,12 @@ shifts every port by 100*k, so several pytest sessions can run side by side.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,8 +48,10 @@ def test_state_dir() -> Path:
 def _stop_leftovers() -> None:
     """A previous session killed mid-way may have left its services running."""
     _broker(TEST_STATE).stop()
+    _tls_broker(TEST_STATE).stop()
     _postgres(TEST_STATE).stop()
     _registry(TEST_STATE).stop()
+    _tls_postgres(TEST_STATE).stop()
 
 
 def _broker(state: Path) -> KafkaBroker:
@@ -56,6 +60,18 @@ def _broker(state: Path) -> KafkaBroker:
         libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
         port=19092 + PORT_SHIFT,
         controller_port=19093 + PORT_SHIFT,
+    )
+
+
+def _tls_broker(state: Path) -> KafkaBroker:
+    """A second broker under TRAFFIC_SECURITY=tls: SASL_SSL, SCRAM users, ACLs, TLS controller."""
+    plaintext = _broker(state)
+    return dataclasses.replace(
+        plaintext,
+        state_dir=state / "kafka-tls",
+        port=plaintext.port + 2,
+        controller_port=plaintext.controller_port + 2,
+        security_dir=state / "security",
     )
 
 
@@ -74,29 +90,45 @@ def schema_registry(test_state_dir: Path) -> Iterator[str]:
     A probe schema is registered first, so the events' registry ids differ from the built-in
     ones and a codec that ignored the registry would fail the tests that use it.
     """
-    service = _registry(test_state_dir)
+    for service in _running(_registry(test_state_dir)):
+        probe = '{"type": "record", "name": "Probe", "fields": []}'
+        httpx.post(f"{service.url}/subjects/probe-value/versions", json={"schema": probe})
+        register_event_schemas(service.url)
+        yield service.url
+
+
+def _tls_postgres(state: Path) -> PostgresServer:
+    """A second cluster under TRAFFIC_SECURITY=tls: hostssl only, generated passwords, roles."""
+    return PostgresServer(
+        state_dir=state / "postgres-tls", port=15435 + PORT_SHIFT, security_dir=state / "security"
+    )
+
+
+def _running(service: Any) -> Iterator[Any]:
+    """A session fixture's body: start the service, hand it over, stop it at the end."""
     service.start()
-    probe = '{"type": "record", "name": "Probe", "fields": []}'
-    httpx.post(f"{service.url}/subjects/probe-value/versions", json={"schema": probe})
-    register_event_schemas(service.url)
-    yield service.url
+    yield service
     service.stop()
 
 
 @pytest.fixture(scope="session")
 def kafka_broker(test_state_dir: Path) -> Iterator[KafkaBroker]:
-    broker = _broker(test_state_dir)
-    broker.start()
-    yield broker
-    broker.stop()
+    yield from _running(_broker(test_state_dir))
+
+
+@pytest.fixture(scope="session")
+def kafka_tls_broker(test_state_dir: Path) -> Iterator[KafkaBroker]:
+    yield from _running(_tls_broker(test_state_dir))
 
 
 @pytest.fixture(scope="session")
 def postgres_server(test_state_dir: Path) -> Iterator[PostgresServer]:
-    server = _postgres(test_state_dir)
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(_postgres(test_state_dir))
+
+
+@pytest.fixture(scope="session")
+def postgres_tls_server(test_state_dir: Path) -> Iterator[PostgresServer]:
+    yield from _running(_tls_postgres(test_state_dir))
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +138,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-SERVICE_FIXTURES = frozenset({"kafka_broker", "postgres_server", "schema_registry"})
+SERVICE_FIXTURES = frozenset(
+    {
+        "kafka_broker",
+        "kafka_tls_broker",
+        "postgres_server",
+        "postgres_tls_server",
+        "schema_registry",
+    }
+)
 """Session fixtures that start a real service: a test using one, even through another fixture,
 is an integration test and must say so, so `-m "not integration"` really runs without them."""
 

@@ -53,6 +53,37 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = 1
 
 
+KafkaPrincipal = Literal[
+    "traffic-broker", "traffic-admin", "traffic-producer", "traffic-lake-writer", "traffic-api"
+]
+"""Who a Kafka client speaks for under TLS: each has its own SCRAM user and ACLs (the broker's
+own user is the super user for inter-broker traffic and for setting the ACLs at start)."""
+
+
+class SecuritySettings(BaseSettings):
+    """Security in transit, one switch for every component: `TRAFFIC_SECURITY=tls` makes every
+    Kafka client speak SASL_SSL (SCRAM-SHA-512) and verify the broker against the stack's CA."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAFFIC_", extra="ignore")
+
+    security: Literal["plaintext", "tls"] = "plaintext"
+    security_dir: Path = Field(
+        default=LOCAL_STATE_DIR / "security",
+        description="The stack's CA, service certificates and generated passwords (0600).",
+    )
+
+    @property
+    def tls(self) -> bool:
+        return self.security == "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.security_dir / "ca.crt"
+
+    def kafka_password_file(self, principal: KafkaPrincipal) -> Path:
+        return self.security_dir / "kafka-users" / f"{principal}.password"
+
+
 class IngestionSettings(BaseSettings):
     """Validation rules of both lake writers (the Dagster asset and the group workers)."""
 

@@ -1,4 +1,5 @@
-"""`python -m infra.stack start|stop|status|kill|topics|schemas|demo [service]`."""
+"""`python -m infra.stack start|stop|status|kill|topics|schemas|demo [service]`,
+`... certs [rotate]`."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from infra.stack.certs import CertificateAuthority
+from infra.stack.kafka import KafkaBroker
 from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
 from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token_file
 from infra.stack.spark import SparkCluster
+from serving.settings import ApiSettings
 from traffic_core.events.registry_client import COMPATIBILITY, register_event_schemas
-from traffic_core.kafka.topics import ensure_topics, topic_layout
-from traffic_core.settings import LOCAL_STATE_DIR, KafkaSettings, PlatformSettings
+from traffic_core.kafka.topics import TopicSpec, ensure_topics, topic_layout
+from traffic_core.settings import (
+    LOCAL_STATE_DIR,
+    KafkaSettings,
+    PlatformSettings,
+    SecuritySettings,
+)
 from traffic_core.simulation import Simulator, incidents_path
 
 SERVICES = ("kafka", "postgres", "registry", "streams", "dagster", "api", "dashboard")
@@ -29,11 +38,14 @@ def service(stack: LocalStack, name: str) -> Any:
     return SparkCluster.from_env(LOCAL_STATE_DIR) if name == "spark" else getattr(stack, name)
 
 
-def create_topics(stack: LocalStack) -> dict[str, str]:
+def create_topics(broker: KafkaBroker) -> dict[str, str]:
+    """The platform's topics and the API's publisher election topic (made here by the admin
+    principal, since under TLS the API may not create topics)."""
     settings = KafkaSettings()
-    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    admin = AdminClient(broker.client_config("traffic-admin"))
+    election = TopicSpec(ApiSettings().publisher_election_topic(), 1)
     return ensure_topics(
-        admin, topic_layout(settings.topic_partitions), settings.replication_factor
+        admin, [*topic_layout(settings.topic_partitions), election], settings.replication_factor
     )
 
 
@@ -45,8 +57,8 @@ def register_schemas(url: str) -> None:
 def start(stack: LocalStack, names: list[str]) -> None:
     if "kafka" in names:
         stack.kafka.start()
-        print(f"kafka     {stack.kafka.status()}")
-        for topic, action in create_topics(stack).items():
+        print(f"kafka     {stack.kafka.status()}  ({kafka_security(stack)})")
+        for topic, action in create_topics(stack.kafka).items():
             print(f"  topic {topic}: {action}")
     if "streams" in names:
         create_topics(stack)  # before Quix would create a missing one its own way
@@ -139,6 +151,16 @@ def replay_command(stack: LocalStack, data: str, days: int) -> list[str] | None:
     return [*command, "--data", str(path), "--incidents", str(incidents_path(path))]
 
 
+def kafka_security(stack: LocalStack) -> str:
+    security = stack.kafka.security
+    if security.tls:
+        return (
+            f"SASL_SSL, SCRAM users and ACLs; CA {security.ca_file}, "
+            f"passwords in {security.kafka_password_file('traffic-admin').parent}"
+        )
+    return "PLAINTEXT, unauthenticated: loopback only; `make demo-secure` for TLS"
+
+
 def demo(stack: LocalStack, data: str, days: int) -> None:
     """Bring everything up, replay the data, say where everything is, and bring it all down on
     Ctrl-C or SIGTERM."""
@@ -155,7 +177,7 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
         print(
             f"\nDagster UI:  {stack.dagster.url}  (partitions fill in at "
             f"{stack.dagster.url}/assets/raw_traffic_events?view=partitions)\n"
-            f"Kafka:       {stack.kafka.bootstrap_servers}\n"
+            f"Kafka:       {stack.kafka.bootstrap_servers}  ({kafka_security(stack)})\n"
             f"PostgreSQL:  {stack.postgres.display_url}\n"
             f"Schemas:     {stack.registry.url}/subjects  (Confluent schema registry API)\n"
             f"Lake:        {PlatformSettings().lake_dir}\n"
@@ -178,10 +200,25 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
         stop(stack, list(SERVICES))
 
 
+RESTART_ORDER = "postgres, kafka, then dagster, api, dashboard (servers before their clients)"
+
+
+def certs(action: str, with_ca: bool) -> None:
+    """Create the stack's CA and service certificates, or issue new ones (`rotate`)."""
+    ca = CertificateAuthority(SecuritySettings().security_dir)
+    issued = ca.rotate(with_ca) if action == "rotate" else ca.ensure()
+    print(f"certificates in {ca.root}: {', '.join(issued) or 'all present, none issued'}")
+    if action == "rotate":
+        print(f"restart to load them: {RESTART_ORDER}")
+        if with_ca:
+            print(f"new CA: every client must be given the new {ca.ca_cert}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__)
     parser.add_argument(
-        "command", choices=["start", "stop", "status", "kill", "topics", "schemas", "demo"]
+        "command",
+        choices=["start", "stop", "status", "kill", "topics", "schemas", "demo", "certs"],
     )
     parser.add_argument(
         "services",
@@ -196,7 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         help="demo: replay the real six METR-LA days (default), simulated data, or nothing",
     )
     parser.add_argument("--days", type=int, default=90, help="demo: days of simulated data")
+    parser.add_argument("--with-ca", action="store_true", help="certs rotate: issue a new CA too")
     args = parser.parse_args(argv)
+    if args.command == "certs":
+        if args.services not in ([], ["rotate"]):
+            parser.error("certs takes no argument (create what is missing) or `rotate`")
+        certs("rotate" if args.services else "ensure", args.with_ca)
+        return 0
     unknown = set(args.services) - {*SERVICES, *OPTIONAL_SERVICES, "all"}
     if unknown:
         choices = [*SERVICES, *OPTIONAL_SERVICES, "all"]
@@ -214,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "kill":
             print(f"kafka     {'killed' if stack.kafka.kill() else 'was not running'}")
         elif args.command == "topics":
-            for topic, action in create_topics(stack).items():
+            for topic, action in create_topics(stack.kafka).items():
                 print(f"topic {topic}: {action}")
         elif args.command == "schemas":
             register_schemas(PlatformSettings().schema_registry_url)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, Playwright, expect
 
+from infra.stack.certs import CertificateAuthority
 from infra.stack.web import WebService, dashboard_service
 from traffic_core.settings import REPO_ROOT
 
@@ -42,11 +43,14 @@ def free_port() -> int:
 
 @contextmanager
 def running_dashboard(
-    state_dir: Path, env: Mapping[str, str], timeout: float = 120.0
+    state_dir: Path,
+    env: Mapping[str, str],
+    timeout: float = 120.0,
+    tls: CertificateAuthority | None = None,
 ) -> Iterator[WebService]:
     """The Streamlit server on a free port until the block ends (its whole process group is
-    stopped); `state_dir` receives its pid file and log."""
-    service = dashboard_service(state_dir, port=free_port())
+    stopped); `state_dir` receives its pid file and log; over HTTPS with `tls`."""
+    service = dashboard_service(state_dir, port=free_port(), tls=tls)
     service.start(env=dict(env), timeout=timeout)
     pid = service.process.pid()
     try:

@@ -10,13 +10,19 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from infra.stack.certs import CertificateAuthority
+from infra.stack.kafka_acls import apply_acls
+from infra.stack.kafka_users import BROKER_USER, ensure_passwords, scram_format_args
 from infra.stack.process import (
     ManagedProcess,
     ServiceError,
     require_free_port,
     run_checked,
     wait_until,
+    write_private,
 )
+from traffic_core.kafka.client_config import kafka_client_config
+from traffic_core.settings import KafkaPrincipal, SecuritySettings
 
 INFRA_DIR = Path(__file__).resolve().parents[1] / "kafka"
 POM = INFRA_DIR / "pom.xml"
@@ -27,6 +33,8 @@ class KafkaBroker:
     """One broker: its ports and the folder holding its data, logs and pid file.
 
     The jars live in a shared folder so a test broker and the demo broker reuse one download.
+    With a `security_dir` the broker speaks only SASL_SSL (SCRAM users, ACLs, TLS controller),
+    with the CA, certificates and passwords kept there; without one, plaintext.
     """
 
     state_dir: Path
@@ -35,6 +43,17 @@ class KafkaBroker:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    security_dir: Path | None = None
+
+    @property
+    def security(self) -> SecuritySettings:
+        if self.security_dir is None:
+            return SecuritySettings(security="plaintext")
+        return SecuritySettings(security="tls", security_dir=self.security_dir)
+
+    def client_config(self, principal: KafkaPrincipal) -> dict[str, object]:
+        """How a client acting as `principal` reaches this broker."""
+        return kafka_client_config(self.bootstrap_servers, principal, self.security)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -75,16 +94,26 @@ class KafkaBroker:
         stamp.write_text(digest)
 
     def _render_config(self) -> Path:
+        values: dict[str, object] = {
+            "KAFKA_HOST": self.host,
+            "KAFKA_PORT": self.port,
+            "KAFKA_CONTROLLER_PORT": self.controller_port,
+            "KAFKA_DATA_DIR": self.state_dir / "data",
+        }
+        if self.security_dir is not None:
+            ca = CertificateAuthority(self.security_dir)
+            values |= {
+                "KAFKA_BROKER_USER": BROKER_USER,
+                "KAFKA_BROKER_PASSWORD": ensure_passwords(self.security)[BROKER_USER],
+                "KAFKA_BROKER_KEYSTORE": ca.keystore("kafka-broker"),
+                "KAFKA_CONTROLLER_KEYSTORE": ca.keystore("kafka-controller"),
+                "KAFKA_CA_FILE": ca.ca_cert,
+            }
+        listeners = INFRA_DIR / f"listeners-{self.security.security}.properties.template"
+        values["KAFKA_LISTENERS"] = string.Template(listeners.read_text()).substitute(values)
         template = string.Template((INFRA_DIR / "server.properties.template").read_text())
         config = self.state_dir / "server.properties"
-        config.write_text(
-            template.substitute(
-                KAFKA_HOST=self.host,
-                KAFKA_PORT=self.port,
-                KAFKA_CONTROLLER_PORT=self.controller_port,
-                KAFKA_DATA_DIR=self.state_dir / "data",
-            )
-        )
+        write_private(config, template.substitute(values))  # it holds the broker's password
         return config
 
     def _java(self, main: str, *args: str) -> list[str]:
@@ -107,9 +136,15 @@ class KafkaBroker:
                 cluster_id,
                 "-c",
                 str(config),
+                *self._scram_users(),
             ),
             "kafka: formatting KRaft storage",
         )
+
+    def _scram_users(self) -> list[str]:
+        if self.security_dir is None:
+            return []
+        return scram_format_args(ensure_passwords(self.security))
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the broker unless it runs already, and wait until it answers metadata."""
@@ -124,6 +159,8 @@ class KafkaBroker:
         require_free_port(self.host, self.controller_port, "kafka controller")
         self.ensure_jars()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.security_dir is not None:
+            CertificateAuthority(self.security_dir).ensure()
         config = self._render_config()
         self._format_storage(config)
         logs = self.state_dir / "logs"
@@ -144,10 +181,12 @@ class KafkaBroker:
             ]
         )
         self.wait_ready(timeout)
+        if self.security_dir is not None:
+            apply_acls(AdminClient(self.client_config(BROKER_USER)))
 
     def answers(self, timeout: float = 2.0) -> bool:
         """True when the broker returns cluster metadata."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        admin = AdminClient({**self.client_config(BROKER_USER), "log_level": 0})
         try:
             return bool(admin.list_topics(timeout=timeout).brokers)
         except Exception:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from infra.stack.certs import CertificateAuthority
 from infra.stack.dagster import DagsterUI
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
@@ -22,6 +23,7 @@ from traffic_core.settings import (
     KafkaSettings,
     PlatformSettings,
     PostgresSettings,
+    SecuritySettings,
 )
 
 
@@ -44,21 +46,31 @@ class LocalStack:
         registry = urlsplit(
             registry_url or PlatformSettings().schema_registry_url or "http://127.0.0.1:8081"
         )
+        security = SecuritySettings()
+        # Under TLS the broker and the cluster keep state of their own: users, roles and the
+        # host rules are made when they are first set up.
+        security_dir = security.security_dir if security.tls else None
+        suffix = "-tls" if security.tls else ""
+        ca = None if security_dir is None else CertificateAuthority(security_dir)
         return cls(
             kafka=KafkaBroker(
-                state_dir=state_root / "kafka" / "broker",
+                state_dir=state_root / "kafka" / f"broker{suffix}",
+                security_dir=security_dir,
                 libs_dir=state_root / "kafka" / "libs",
                 host=host,
                 port=int(port),
                 controller_port=int(os.environ.get("KAFKA_CONTROLLER_PORT", int(port) + 1)),
             ),
             postgres=PostgresServer(
-                state_dir=Path(os.environ.get("TRAFFIC_PG_STATE_DIR", state_root / "postgres")),
+                state_dir=Path(
+                    os.environ.get("TRAFFIC_PG_STATE_DIR", state_root / f"postgres{suffix}")
+                ),
                 host=pg.host,
                 port=pg.port,
                 username=pg.username,
                 password=pg.password,
                 database=pg.db,
+                security_dir=security_dir,
             ),
             registry=registry_service(
                 state_root / "registry", registry.hostname or "127.0.0.1", registry.port or 8081
@@ -72,11 +84,13 @@ class LocalStack:
                 state_root / "api",
                 os.environ.get("TRAFFIC_API_HOST", "127.0.0.1"),
                 int(os.environ.get("TRAFFIC_API_PORT", "8000")),
+                tls=ca,
             ),
             dashboard=dashboard_service(
                 state_root / "dashboard",
                 os.environ.get("TRAFFIC_DASHBOARD_HOST", "127.0.0.1"),
                 int(os.environ.get("TRAFFIC_DASHBOARD_PORT", "8501")),
+                tls=ca,
             ),
             streams=streams_service(
                 state_root / "streams",
@@ -94,4 +108,10 @@ class LocalStack:
             "DAGSTER_PG_USERNAME": pg.username,
             "DAGSTER_PG_PASSWORD": pg.password,
             "DAGSTER_PG_DB": pg.database,
+            # libpq reads these: under TLS Dagster's storage connects verified, as the API does.
+            **(
+                {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(pg.tls.ca.ca_cert)}
+                if pg.tls is not None
+                else {}
+            ),
         }

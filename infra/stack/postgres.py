@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.stack.postgres_tls import AUDIT_DATABASE, AUDIT_OWNER, AUDIT_ROLE, PostgresTls
 from infra.stack.process import ServiceError, require_free_port, run_checked, wait_until
 
 
@@ -70,6 +71,9 @@ class PostgresServer:
 
     PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user that
     Debian's package creates; the state folder must then be reachable by that user.
+    With a `security_dir` (TRAFFIC_SECURITY=tls) TCP logins need TLS and scram-sha-256, the
+    storage role's password is generated there (never the default) and the API's audit trail
+    gets a database and an INSERT/SELECT-only role of its own (`postgres_tls`).
     """
 
     state_dir: Path
@@ -78,9 +82,18 @@ class PostgresServer:
     username: str = "dagster"
     password: str = "dagster"
     database: str = "dagster"
+    security_dir: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", reachable_state_dir(self.state_dir))
+        if self.tls is not None:
+            object.__setattr__(self, "password", self.tls.password(self.username))
+
+    @property
+    def tls(self) -> PostgresTls | None:
+        if self.security_dir is None:
+            return None
+        return PostgresTls(self.security_dir, self.state_dir, self.data_dir)
 
     @property
     def data_dir(self) -> Path:
@@ -93,9 +106,15 @@ class PostgresServer:
     @property
     def url(self) -> str:
         """The connection URL with the password: for processes' settings, never for printing."""
-        return (
+        url = (
             f"postgresql://{self.username}:{self.password}@{self.host}:{self.port}/{self.database}"
         )
+        return url if self.tls is None else f"{url}?{self.tls.ssl_query()}"
+
+    @property
+    def audit_url(self) -> str:
+        """Where the API writes its audit trail: under TLS its own database and role."""
+        return self.url if self.tls is None else self.tls.audit_url(self.host, self.port)
 
     @property
     def display_url(self) -> str:
@@ -154,6 +173,9 @@ class PostgresServer:
                 "postgres: initdb",
             )
         options = f"-c listen_addresses={self.host} -p {self.port} -k {self.socket_dir}"
+        if self.tls is not None:
+            self.tls.prepare()
+            options += f" {self.tls.server_options()}"
         run_checked(
             self._pg_ctl(
                 bindir,
@@ -196,8 +218,13 @@ class PostgresServer:
             ),
             "postgres: psql",
             input=sql,
-            redact=(self.password,),
+            redact=self._secrets(),
         ).stdout.strip()
+
+    def _secrets(self) -> tuple[str, ...]:
+        if self.tls is None:
+            return (self.password,)
+        return (self.password, self.tls.password(AUDIT_ROLE))
 
     def _ensure_database(self, bindir: Path) -> None:
         """Create the role and database if missing; keep the role's password in sync."""
@@ -209,6 +236,12 @@ class PostgresServer:
         self._psql(bindir, f"{verb} ROLE {self.username} LOGIN PASSWORD '{password}'")
         if not self._psql(bindir, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"):
             self._psql(bindir, f"CREATE DATABASE {self.database} OWNER {self.username}")
+        if self.tls is not None:
+            self._psql(bindir, self.tls.server_sql(self.username, self.database))
+            exists = f"SELECT 1 FROM pg_database WHERE datname = '{AUDIT_DATABASE}'"
+            if not self._psql(bindir, exists):
+                self._psql(bindir, f"CREATE DATABASE {AUDIT_DATABASE} OWNER {AUDIT_OWNER}")
+            self._psql(bindir, self.tls.audit_database_sql(), database=AUDIT_DATABASE)
 
     def _accepts_connections(self) -> bool:
         bindir = postgres_bindir()

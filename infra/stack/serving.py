@@ -48,15 +48,18 @@ def api_env(stack: LocalStack) -> dict[str, str]:
         "TRAFFIC_API_KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
     }
     if stack.postgres.running():
-        env["TRAFFIC_API_AUDIT_URL"] = stack.postgres.url
+        env["TRAFFIC_API_AUDIT_URL"] = stack.postgres.audit_url
     return env
 
 
 def dashboard_env(stack: LocalStack) -> dict[str, str]:
-    return {
+    env = {
         "TRAFFIC_API_URL": stack.api.url,
         "TRAFFIC_DASHBOARD_TOKEN": token(stack, "dashboard", DASHBOARD_ROLES),
     }
+    if stack.api.ca_file is not None:
+        env["SSL_CERT_FILE"] = str(stack.api.ca_file)  # its HTTP client verifies the API by it
+    return env
 
 
 def seed_model(data_dir: Path | None = None) -> str | None:

@@ -53,6 +53,7 @@ from infra.stack.local import LocalStack
 from infra.stack.process import descendants
 from infra.stack.soak_models import models_report, served_version, wait_for_retrained_model
 from sensors.retrain import TRAINING_ENV
+from traffic_core.kafka.client_config import kafka_client_config
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import raw_files
 from traffic_core.registry import ModelRegistry
@@ -217,7 +218,9 @@ class ApiLoad(threading.Thread):
 
 
 def topic_messages(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "soak-count"})
+    consumer = Consumer(
+        {**kafka_client_config(bootstrap, "traffic-admin"), "group.id": "soak-count"}
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         return sum(
@@ -235,7 +238,7 @@ def dlq_by_stage(bootstrap: str, source_topic: str) -> Counter[str]:
     """Rejects by where they were caught: `ingest` records name the offset they came from."""
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_client_config(bootstrap, "traffic-admin"),
             "group.id": "soak-dlq-count",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

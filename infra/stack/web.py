@@ -5,12 +5,14 @@ process answering a health URL."""
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.stack.certs import CertificateAuthority
 from infra.stack.process import ManagedProcess, ServiceError, require_free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,10 +27,12 @@ class WebService:
     marker: str
     host: str = "127.0.0.1"
     port: int = 8000
+    ca_file: Path | None = None
+    """Set when the service speaks HTTPS with a certificate of this CA."""
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'http' if self.ca_file is None else 'https'}://{self.host}:{self.port}"
 
     @property
     def process(self) -> ManagedProcess:
@@ -41,7 +45,12 @@ class WebService:
 
     def answers(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + self.health_path, timeout=2) as response:
+            context = (
+                None if self.ca_file is None else ssl.create_default_context(cafile=self.ca_file)
+            )
+            with urllib.request.urlopen(
+                self.url + self.health_path, timeout=2, context=context
+            ) as response:
                 return response.status == 200
         except OSError:
             return False
@@ -76,13 +85,27 @@ def _bin(name: str) -> str:
 
 
 def api_service(
-    state_dir: Path, host: str = "127.0.0.1", port: int = 8000, extra_args: Sequence[str] = ()
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    extra_args: Sequence[str] = (),
+    tls: CertificateAuthority | None = None,
 ) -> WebService:
-    """`uvicorn serving.app:app`; healthy once it serves HTTP (readiness is /v1/ready).
+    """`uvicorn serving.app:app`; healthy once it serves HTTP (readiness is /v1/ready); with
+    `tls` over HTTPS only, with the API's certificate from the stack's CA.
 
     The API writes its own access lines; clients connect directly, so uvicorn's
     X-Forwarded-For handling (an address parse per request) is off.
     """
+    if tls is not None:
+        tls.ensure()
+        extra_args = [
+            *extra_args,
+            "--ssl-keyfile",
+            str(tls.key("api")),
+            "--ssl-certfile",
+            str(tls.cert("api")),
+        ]
     command = (
         _bin("uvicorn"),
         "serving.app:app",
@@ -94,10 +117,28 @@ def api_service(
         "--no-proxy-headers",
         *extra_args,
     )
-    return WebService("api", state_dir, command, "/v1/health", f"--port {port}", host, port)
+    ca_file = None if tls is None else tls.ca_cert
+    marker = f"--port {port}"
+    return WebService("api", state_dir, command, "/v1/health", marker, host, port, ca_file)
 
 
-def dashboard_service(state_dir: Path, host: str = "127.0.0.1", port: int = 8501) -> WebService:
+def dashboard_service(
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8501,
+    tls: CertificateAuthority | None = None,
+) -> WebService:
+    """`streamlit run dashboard/app.py`; with `tls` over HTTPS with the dashboard's certificate
+    (Streamlit's own TLS, for the loopback stack; a deployment terminates TLS in front of it)."""
+    https: tuple[str, ...] = ()
+    if tls is not None:
+        tls.ensure()
+        https = (
+            "--server.sslCertFile",
+            str(tls.cert("dashboard")),
+            "--server.sslKeyFile",
+            str(tls.key("dashboard")),
+        )
     command = (
         _bin("streamlit"),
         "run",
@@ -110,9 +151,13 @@ def dashboard_service(state_dir: Path, host: str = "127.0.0.1", port: int = 8501
         str(port),
         "--browser.gatherUsageStats",
         "false",
+        *https,
     )
     marker = f"--server.port {port}"
-    return WebService("dashboard", state_dir, command, "/_stcore/health", marker, host, port)
+    ca_file = None if tls is None else tls.ca_cert
+    return WebService(
+        "dashboard", state_dir, command, "/_stcore/health", marker, host, port, ca_file
+    )
 
 
 def registry_service(state_dir: Path, host: str = "127.0.0.1", port: int = 8081) -> WebService:

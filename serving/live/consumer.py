@@ -34,6 +34,7 @@ from serving.live.state import LiveWindows, ReadingOrigin
 from traffic_core.events import DecodeError, EventCodec, Reason, ValidationConfig, check_reading
 from traffic_core.events.bulk import decode_readings_columnar, validate_columns
 from traffic_core.events.codec import Record
+from traffic_core.kafka.client_config import kafka_client_config
 from traffic_core.kafka.messages import offset_of, partition_of
 from traffic_core.lake import ingest_id_list
 
@@ -77,8 +78,9 @@ class LiveConsumer:
         self.poll_timeout = poll_timeout
         self.retry_interval = retry_interval
         overrides = dict(client_config or {})
+        connection = kafka_client_config(bootstrap_servers, "traffic-api")
         self._consumer_config = {
-            "bootstrap.servers": bootstrap_servers,
+            **connection,
             "group.id": self.group_id,  # for committed positions only: assign(), never joined
             "client.id": "traffic-api-live",
             "enable.auto.commit": True,  # what _step stored, every 5 s and at close
@@ -89,7 +91,7 @@ class LiveConsumer:
             **overrides,
         }
         self._admin_config = {
-            "bootstrap.servers": bootstrap_servers,
+            **connection,
             **{k: v for k, v in overrides.items() if k.startswith(_CONNECTION_PREFIXES)},
         }
         self._codec = EventCodec()

@@ -35,6 +35,7 @@ from serving.security.auth import (
     issue_token,
     require,
 )
+from serving.security.headers import SecurityHeadersMiddleware
 from serving.security.settings import Role, SecurityConfigError, SecuritySettings
 
 __all__ = [
@@ -56,7 +57,8 @@ __all__ = [
 def install_security(app: FastAPI, settings: SecuritySettings | None = None) -> Security:
     """Put the authenticator and limits on `app.state.security`, the audit writer on
     `app.state.audit_writer`, and add the middleware (outermost first): request id, access log
-    and audit, CORS. Raises SecurityConfigError when no JWT secret is configured."""
+    and audit, security headers, CORS. Raises SecurityConfigError when no JWT secret is
+    configured."""
     settings = settings or SecuritySettings()
     security = Security.from_settings(settings)
     writer = (
@@ -80,6 +82,7 @@ def install_security(app: FastAPI, settings: SecuritySettings | None = None) -> 
         expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         max_age=600,
     )
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AuditMiddleware, writer=writer)
     app.add_middleware(
         CorrelationIdMiddleware,

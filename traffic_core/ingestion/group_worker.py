@@ -52,6 +52,7 @@ from traffic_core.ingestion.ranges import (
     send_rejects,
     store_classified,
 )
+from traffic_core.kafka.client_config import kafka_client_config
 from traffic_core.kafka.messages import offset_of, partition_of
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import OffsetRange, ordered_ids, stored_offset_ranges
@@ -135,9 +136,10 @@ class GroupIngestWorker:
         self._stored: dict[int, list[OffsetRange]] = {}
         self._stopping = False
         self._lag_due = 0.0
+        connection = kafka_client_config(settings.bootstrap_servers, "traffic-lake-writer")
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                **connection,
                 "group.id": settings.group_id,
                 "client.id": f"lake-writer-{settings.worker_id}",
                 "enable.auto.commit": False,
@@ -153,7 +155,7 @@ class GroupIngestWorker:
         )
         self.dlq = Producer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                **connection,
                 # One id per worker: a restarted worker of the same id fences its old self.
                 "transactional.id": f"{settings.group_id}.{settings.worker_id}",
                 "transaction.timeout.ms": settings.transaction_timeout_ms,
@@ -165,7 +167,7 @@ class GroupIngestWorker:
         # The broker creates its transaction log on first use, which can take a while.
         self.dlq.init_transactions(120)
         self._dlq_budget = dlq_record_budget(
-            AdminClient({"bootstrap.servers": settings.bootstrap_servers}),
+            AdminClient(connection),
             settings.dlq_topic,
             settings.dlq_max_record_bytes,
         )

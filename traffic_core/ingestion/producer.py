@@ -34,6 +34,7 @@ from traffic_core.events import INCIDENT, WEATHER, EventCodec, Reason, Validatio
 from traffic_core.events.codec import Categorical, Doubles
 from traffic_core.ingestion.ingest_ids import new_ingest_id
 from traffic_core.json_logs import json_line_formatter
+from traffic_core.kafka.client_config import kafka_client_config
 from traffic_core.kafka.topics import (
     TRAFFIC_EVENTS,
     TRAFFIC_EVENTS_DLQ,
@@ -94,7 +95,7 @@ class ReadingProducer:
         self.failures = 0
         self.producer = Producer(
             {
-                "bootstrap.servers": bootstrap_servers,
+                **kafka_client_config(bootstrap_servers, "traffic-producer"),
                 "client.id": "metr-traffic-producer",
                 "enable.idempotence": True,
                 "acks": "all",
