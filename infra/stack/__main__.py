@@ -60,10 +60,6 @@ def start(stack: LocalStack, names: list[str]) -> None:
         print(f"kafka     {stack.kafka.status()}  ({kafka_security(stack)})")
         for topic, action in create_topics(stack.kafka).items():
             print(f"  topic {topic}: {action}")
-    if "streams" in names:
-        create_topics(stack)  # before Quix would create a missing one its own way
-        stack.streams.start(env={"KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers})
-        print(f"streams   {stack.streams.status()}  (aggregates to traffic-aggregates)")
     if "postgres" in names:
         stack.postgres.start()
         print(
@@ -73,6 +69,10 @@ def start(stack: LocalStack, names: list[str]) -> None:
         stack.registry.start()
         print(f"registry  {stack.registry.status()}  (Confluent schema registry API)")
         register_schemas(stack.registry.url)
+    if "streams" in names:
+        create_topics(stack.kafka)  # before Quix would create a missing one its own way
+        stack.streams.start(env={"KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers})
+        print(f"streams   {stack.streams.status()}  (aggregates to traffic-aggregates)")
     if "dagster" in names:
         pg_env = stack.dagster_pg_env() if stack.postgres.running() else {}
         stack.dagster.start(env=pg_env)
