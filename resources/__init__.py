@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from dagster import EnvVar
 
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
@@ -24,13 +27,27 @@ __all__ = [
 ]
 
 
+def from_env(variable: str, default: object) -> Any:
+    """A value the environment sets is bound as Dagster's `EnvVar`: the UI shows which variable
+    configured a resource, and run configs never store the value itself. Unset, the settings'
+    default is bound as a plain value."""
+    return EnvVar(variable) if variable in os.environ else str(default)
+
+
 def build_resources() -> dict[str, Any]:
     """All resources the definitions bind, read from the environment at load time."""
     platform = platform_settings()
     return {
-        "kafka": KafkaResource(bootstrap_servers=kafka_settings().bootstrap_servers),
-        "lake": LakeResource(root=str(platform.lake_dir)),
-        "model_store": ModelStoreResource(root=str(platform.model_dir)),
-        "network": NetworkResource(dataset=platform.dataset, data_dir=str(platform.data_dir)),
+        "kafka": KafkaResource(
+            bootstrap_servers=from_env(
+                "KAFKA_BOOTSTRAP_SERVERS", kafka_settings().bootstrap_servers
+            )
+        ),
+        "lake": LakeResource(root=from_env("TRAFFIC_LAKE_DIR", platform.lake_dir)),
+        "model_store": ModelStoreResource(root=from_env("TRAFFIC_MODEL_DIR", platform.model_dir)),
+        "network": NetworkResource(
+            dataset=from_env("TRAFFIC_DATASET", platform.dataset),
+            data_dir=from_env("TRAFFIC_DATA_DIR", platform.data_dir),
+        ),
         "pyspark": build_spark_resource(SparkSettings()),
     }
