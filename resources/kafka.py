@@ -10,7 +10,7 @@ from dagster import ConfigurableResource
 
 from traffic_core.ingestion.ranges import RANGE_CONSUMER_CONFIG
 from traffic_core.kafka.client_config import kafka_client_config
-from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
+from traffic_core.kafka.topics import TRAFFIC_AGGREGATES, TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 
 
 class KafkaResource(ConfigurableResource):
@@ -20,6 +20,7 @@ class KafkaResource(ConfigurableResource):
     client_id: str = "metr-traffic-dagster"
     events_topic: str = TRAFFIC_EVENTS
     dlq_topic: str = TRAFFIC_EVENTS_DLQ
+    aggregates_topic: str = TRAFFIC_AGGREGATES
 
     def _base(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ from dagster import (
 from sensors.kafka_offsets import kafka_offsets_sensor
 from sensors.new_data import retrain_on_new_data
 from sensors.retrain import daily_retrain, retrain_job
+from sensors.stream_observation import observe_stream_job, observe_stream_schedule
 
 automation_sensor = AutomationConditionSensorDefinition(
     "automation_sensor",
@@ -22,6 +23,6 @@ automation_sensor = AutomationConditionSensorDefinition(
 
 defs = Definitions(
     sensors=[kafka_offsets_sensor, automation_sensor, retrain_on_new_data],
-    schedules=[daily_retrain],
-    jobs=[retrain_job],
+    schedules=[daily_retrain, observe_stream_schedule],
+    jobs=[retrain_job, observe_stream_job],
 )

@@ -18,6 +18,7 @@ from traffic_assets.models import (
     training_data,
 )
 from traffic_assets.reference import sensor_graph
+from traffic_assets.streams import aggregates_stream
 
 defs = Definitions(
     assets=load_assets_from_modules(
@@ -30,6 +31,7 @@ defs = Definitions(
             candidates,
             baselines,
             best_model,
+            aggregates_stream,
         ]
     ),
     asset_checks=load_asset_checks_from_modules([ingestion_checks, aggregation_checks]),

@@ -1,0 +1,94 @@
+"""The stream's output as a Dagster asset: observations read from the real broker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from dagster import Definitions
+
+from infra.stack.kafka import KafkaBroker
+from resources.kafka import KafkaResource
+from sensors.stream_observation import observe_stream_job
+from tests.kafka_helpers import fresh_topics
+from traffic_assets.streams.aggregates_stream import traffic_aggregates_stream
+from traffic_core.events import AGGREGATE, EventCodec
+from traffic_core.ingestion.ranges import commit_after
+from traffic_core.kafka.topics import TopicSpec, ensure_topics
+from traffic_core.lake import OffsetRange
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+START = datetime(2012, 3, 6, 8, 0, tzinfo=UTC)
+
+
+def aggregate(sensor: str, start: datetime) -> dict:
+    return {
+        "sensor_id": sensor,
+        "window_start": start,
+        "window_end": start + timedelta(minutes=5),
+        "speed_mean": 61.0,
+        "speed_min": 60.0,
+        "speed_max": 62.0,
+        "speed_std": 1.4,
+        "reading_count": 2,
+        "valid_count": 2,
+        "share_missing": 0.0,
+        "quality_flag": "ok",
+        "congestion": "free_flow",
+        "is_synthetic": True,
+        "emitted_at": start + timedelta(minutes=10),
+    }
+
+
+def test_observation_reports_records_newest_window_and_lag(
+    kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    events, _dlq = fresh_topics(kafka_broker, partitions=1)
+    aggregates = f"aggregates-{uuid.uuid4().hex[:8]}"
+    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), [TopicSpec(aggregates, 2)])
+    group = f"stream-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("TRAFFIC_STREAM_GROUP_ID", group)
+
+    # Three windows in transactions (as the processor writes them), one aborted: not counted.
+    codec = EventCodec(AGGREGATE)
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": group})
+    producer.init_transactions()
+    for minutes, partition in ((0, 0), (5, 1), (15, 0)):
+        producer.begin_transaction()
+        record = aggregate("773869", START + timedelta(minutes=minutes))
+        producer.produce(aggregates, codec.encode(record), b"773869", partition=partition)
+        producer.commit_transaction()
+    producer.begin_transaction()
+    later = aggregate("773869", START + timedelta(hours=5))
+    producer.produce(aggregates, codec.encode(later), b"773869", partition=1)
+    producer.abort_transaction()
+
+    # Five readings; the processor's group has committed two of them.
+    plain = Producer({"bootstrap.servers": bootstrap})
+    for i in range(5):
+        plain.produce(events, f"reading-{i}".encode(), b"773869", partition=0)
+    plain.flush(10)
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    commit_after(committer, OffsetRange(events, 0, 0, 1))  # offset 2, once a coordinator is up
+    committer.close()
+
+    kafka = KafkaResource(
+        bootstrap_servers=bootstrap, events_topic=events, aggregates_topic=aggregates
+    )
+    defs = Definitions(
+        assets=[traffic_aggregates_stream], jobs=[observe_stream_job], resources={"kafka": kafka}
+    )
+    result = defs.resolve_job_def("observe_aggregates_stream").execute_in_process()
+    assert result.success
+    [observation] = result.get_asset_observation_events()
+    metadata = observation.asset_observation_data.asset_observation.metadata
+    assert metadata["lag_readings"].value == 3
+    assert metadata["last_window_end"].value == (START + timedelta(minutes=20)).timestamp()
+    # Committed records: 3 windows; the transaction markers take offsets but are no records
+    # a reader sees, so the per-partition figures are offsets and at least the windows.
+    assert metadata["records"].value >= 3
