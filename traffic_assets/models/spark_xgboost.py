@@ -78,8 +78,15 @@ def fit_booster(rows: DataFrame, params: Params, num_workers: int) -> SparkXGBRe
     settings = xgboost_settings(params)
     # categorical features are declared by feature_types in xgboost.spark; there are none
     settings.pop("enable_categorical", None)
+    # a fold's rows are a time prefix: as read, they may sit in one partition, so one worker
+    # would train alone; spreading them (round-robin, deterministic) shares every fit
     estimator = SparkXGBRegressor(
-        features_col=FEATURES, label_col=LABEL, num_workers=num_workers, verbose=False, **settings
+        features_col=FEATURES,
+        label_col=LABEL,
+        num_workers=num_workers,
+        force_repartition=True,
+        verbose=False,
+        **settings,
     )
     return estimator.fit(rows)
 
