@@ -80,15 +80,9 @@ def fit_booster(rows: DataFrame, params: Params, num_workers: int) -> SparkXGBRe
     settings.pop("enable_categorical", None)
     # a fold's rows are a time prefix: as read, they may sit in one partition, so one worker
     # would train alone; spreading them (round-robin, deterministic) shares every fit
-    estimator = SparkXGBRegressor(
-        features_col=FEATURES,
-        label_col=LABEL,
-        num_workers=num_workers,
-        force_repartition=True,
-        verbose=False,
-        **settings,
-    )
-    return estimator.fit(rows)
+    settings |= {"features_col": FEATURES, "label_col": LABEL, "num_workers": num_workers}
+    settings |= {"force_repartition": True, "verbose": False}
+    return SparkXGBRegressor(**settings).fit(rows)
 
 
 def forecast(model: SparkXGBRegressorModel, rows: DataFrame) -> DataFrame:
