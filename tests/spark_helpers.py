@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from conftest import PORT_SHIFT, TEST_STATE
 from pyspark.sql import SparkSession
 
+from infra.stack.spark import SparkCluster
 from resources.spark import spark_config
 from traffic_core.settings import SparkSettings
 
@@ -20,3 +22,21 @@ def local_spark() -> Iterator[SparkSession]:
         session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
         yield session
         session.stop()
+
+
+def slot_cluster() -> SparkCluster:
+    """The standalone cluster (master + two workers) of this test slot's ports and state."""
+    return SparkCluster(
+        state_dir=TEST_STATE / "spark", port=17077 + PORT_SHIFT, webui_port=18080 + PORT_SHIFT
+    )
+
+
+def standalone_cluster(request: pytest.FixtureRequest) -> Iterator[SparkCluster]:
+    """Launch the slot's cluster (after stopping one a killed session left running), stop it
+    when the generator closes (use as the body of a module-scoped fixture)."""
+    slot_cluster().stop()  # its pids are in TEST_STATE, which the session fixture wipes
+    request.getfixturevalue("test_state_dir")
+    cluster = slot_cluster()
+    cluster.launch(timeout=120.0)  # workers register while the caller does other work
+    yield cluster
+    cluster.stop()

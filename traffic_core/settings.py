@@ -131,6 +131,14 @@ class SparkSettings(BaseSettings):
         validation_alias="PYSPARK_PYTHON",
         description="Interpreter of executors' Python workers: the driver's, so UDFs match.",
     )
+    training_min_rows: int = Field(
+        default=5_000_000,
+        description="From this many training rows on, XGBoost trains on the cluster (every "
+        "row) instead of one process (a sample); the six real days have 357,696.",
+    )
+    training_workers: int = Field(
+        default=2, description="Spark tasks an XGBoost training is spread over (one per core)."
+    )
 
 
 class PostgresSettings(BaseSettings):

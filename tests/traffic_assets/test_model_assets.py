@@ -14,6 +14,7 @@ from sklearn.dummy import DummyRegressor
 
 from resources import LakeResource, ModelStoreResource
 from resources.network import NetworkResource
+from resources.spark import build_spark_resource
 from traffic_assets.models.baselines import baseline_models
 from traffic_assets.models.best_model import best_model
 from traffic_assets.models.candidates import candidate_models
@@ -71,18 +72,22 @@ def test_models_trained_selected_and_published_with_lineage(
                 "lake": lake_with_aggregates,
                 "model_store": store,
                 "network": NetworkResource(),
+                "pyspark": build_spark_resource(),  # lazy: the local engine never starts it
             },
             run_config=run_config,
             instance=instance,
         )
         assert result.success
         published = result.asset_materializations_for_node("best_model")[0].metadata
+        xgboost = result.asset_materializations_for_node("xgboost_model")[0].metadata
         baselines = result.asset_materializations_for_node("baseline_models")[0].metadata
 
     frame = pd.read_parquet(Path(lake_with_aggregates.root) / "features/training/training.parquet")
     registry = ModelRegistry(store.path)
     version = registry.latest()
     assert version == published["model_version"].value
+    assert xgboost["engine"].value == "local"
+    assert xgboost["train_rows"].value == training["max_rows"]
     manifest = registry.verify(version)
     assert manifest["lake_partitions"] == DAYS
     assert manifest["kafka_offsets"] == offsets
@@ -90,6 +95,8 @@ def test_models_trained_selected_and_published_with_lineage(
     assert set(manifest["metrics"]) == {"15", "30", "60"}
     for minutes, horizon in manifest["metrics"].items():
         assert horizon["selected"] in horizon["cv_mae"]
+        assert horizon["engine"] == "local"
+        assert horizon["train_rows"] <= training["max_rows"]
         assert horizon["interval"]["half_width_mph"] > 0
         assert set(horizon["baselines"]) == {"persistence", "historical_average"}
         for name, mae in horizon["baselines"].items():

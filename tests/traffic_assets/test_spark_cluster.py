@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import PORT_SHIFT, TEST_STATE
 from dagster import materialize
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from spark_helpers import standalone_cluster
 
 from infra.stack.process import ServiceError, wait_until
 from infra.stack.serving import REAL_SIX_DAYS
@@ -35,21 +35,9 @@ APP_NAME = "metr-traffic"
 TIMEOUT = 60.0
 
 
-def _cluster() -> SparkCluster:
-    return SparkCluster(
-        state_dir=TEST_STATE / "spark", port=17077 + PORT_SHIFT, webui_port=18080 + PORT_SHIFT
-    )
-
-
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[SparkCluster]:
-    leftover = _cluster()
-    leftover.stop()  # a session killed mid-way may have left it running; its pids are in TEST_STATE
-    request.getfixturevalue("test_state_dir")
-    cluster = _cluster()
-    cluster.launch(timeout=120.0)  # workers register while local mode runs
-    yield cluster
-    cluster.stop()
+    yield from standalone_cluster(request)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_assets.models.complete_days import MIN_TRAINING_DAYS, complete_days
 from traffic_core import features as f
 from traffic_core.lake import ingest_id_counts, ingest_id_list, raw_files
-from traffic_core.models import crossfit_features
+from traffic_core.models import training_frame
 from traffic_core.registry import frame_fingerprint
 
 INGEST_IDS_FILE = "ingest_ids.json"
@@ -85,9 +85,7 @@ def training_features(
     graph = network.graph()
     sensors = [s for s in graph.sensor_ids if s in grid.columns]
     feature_context = f.FeatureContext.from_graph(graph.subgraph(sensors), f.fit_profile(grid))
-    frame = crossfit_features(grid, feature_context)
-    targets = f.make_targets(grid, sensor_ids=feature_context.sensor_ids)
-    frame = frame.merge(targets, on=["timestamp", "sensor_id"], how="inner", validate="1:1")
+    frame = training_frame(grid, feature_context)
     out = lake.features_dir()
     out.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out / "training.parquet", index=False)

@@ -8,6 +8,7 @@ from traffic_core.models.training import (
     crossfit_features,
     select_best,
     train_horizon,
+    training_frame,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "select_best",
     "to_onnx",
     "train_horizon",
+    "training_frame",
 ]

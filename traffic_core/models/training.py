@@ -10,7 +10,7 @@ many months the caller passes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +25,15 @@ from traffic_core.features import (
     FeatureContext,
     fit_profile,
     make_features,
+    make_targets,
     on_grid,
 )
 from traffic_core.metrics import masked_mae
 from traffic_core.models.candidates import Family, Params, get_family
 from traffic_core.windows import WINDOW
+
+LOCAL = "local"
+SPARK = "spark"
 
 
 @dataclass(eq=False)
@@ -46,6 +50,8 @@ class TrainedModel:
     residuals: np.ndarray = field(repr=False)
     n_train_rows: int
     refit_seconds: float
+    engine: str = LOCAL
+    """Where it was trained: `LOCAL` (one process) or `SPARK` (the cluster)."""
 
     def predict(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Forecasts in mph (float64) from features cast to float32, as ONNX receives them."""
@@ -68,6 +74,35 @@ def crossfit_features(speeds: pd.DataFrame, context: FeatureContext) -> pd.DataF
         part = make_features(window, day_context)
         parts.append(part[part["timestamp"] >= day])
     return pd.concat(parts, ignore_index=True)
+
+
+def grid_search(
+    points: Sequence[Params],
+    out_of_fold: Callable[[Params], np.ndarray],
+    truth: np.ndarray,
+) -> tuple[list[dict[str, Any]], int, np.ndarray]:
+    """Score every grid point by the pooled masked MAE of its out-of-fold forecasts (in the
+    order of `truth`); returns each point's result, the best index (first wins ties) and its
+    forecasts. Any engine can supply `out_of_fold`, so all choose the same way."""
+    results: list[dict[str, Any]] = []
+    best: tuple[float, int, np.ndarray] | None = None
+    for index, params in enumerate(points):
+        oof = np.asarray(out_of_fold(params), dtype="float64")
+        mae = masked_mae(truth, oof)
+        results.append({"params": dict(params), "cv_mae": mae})
+        if best is None or mae < best[0]:
+            best = (mae, index, oof)
+    if best is None:
+        raise ValueError("empty hyper-parameter grid")
+    return results, best[1], best[2]
+
+
+def training_frame(speeds: pd.DataFrame, context: FeatureContext) -> pd.DataFrame:
+    """Cross-fitted features (`crossfit_features`) and every horizon's target per row: what
+    every engine trains on, in time order."""
+    frame = crossfit_features(speeds, context)
+    targets = make_targets(speeds, sensor_ids=context.sensor_ids)
+    return frame.merge(targets, on=["timestamp", "sensor_id"], how="inner", validate="1:1")
 
 
 def _float32(X: np.ndarray | pd.DataFrame) -> np.ndarray:
@@ -127,21 +162,16 @@ def train_horizon(
     ]
     val_rows = np.concatenate([np.arange(len(target))[val] for _, val in folds])
 
-    results: list[dict[str, Any]] = []
-    best: tuple[float, int, np.ndarray] | None = None
-    for index, params in enumerate(points):
-        oof = np.concatenate(
+    def out_of_fold(params: Params) -> np.ndarray:
+        return np.concatenate(
             [
                 fam.build(**params).fit(features[train], target[train]).predict(features[val])
                 for train, val in folds
             ]
-        ).astype("float64")
-        mae = masked_mae(target[val_rows], oof)
-        results.append({"params": dict(params), "cv_mae": mae})
-        if best is None or mae < best[0]:
-            best = (mae, index, oof)
-    assert best is not None
-    mae, index, oof = best
+        )
+
+    results, index, oof = grid_search(points, out_of_fold, target[val_rows])
+    mae = results[index]["cv_mae"]
 
     started = time.perf_counter()
     estimator = fam.build(**points[index]).fit(features, target)
@@ -159,13 +189,15 @@ def train_horizon(
 
 def select_best(results: Mapping[int, Iterable[TrainedModel]]) -> dict[int, TrainedModel]:
     """Per horizon, the candidate with the lowest CV masked MAE. Scores compare only when
-    the candidates were cross-validated on the same rows, so differing row counts are an error."""
+    the candidates were cross-validated on the same rows, so differing row counts among the
+    one-process candidates are an error; a candidate trained on the cluster saw every row
+    (no sampling) of the same days and folds, and is compared as it is."""
     chosen: dict[int, TrainedModel] = {}
     for horizon, candidates in results.items():
         models = list(candidates)
         if not models:
             raise ValueError(f"no candidates for horizon {horizon}")
-        if len({m.n_train_rows for m in models}) > 1:
+        if len({m.n_train_rows for m in models if m.engine == LOCAL}) > 1:
             raise ValueError(f"horizon {horizon}: candidates were trained on different rows")
         chosen[horizon] = min(models, key=lambda m: m.cv_mae)
     return chosen
