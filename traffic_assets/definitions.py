@@ -19,6 +19,7 @@ from traffic_assets.models import (
 )
 from traffic_assets.reference import sensor_graph
 from traffic_assets.streams import aggregates_stream
+from traffic_assets.streams import checks as stream_checks
 
 defs = Definitions(
     assets=load_assets_from_modules(
@@ -34,5 +35,7 @@ defs = Definitions(
             aggregates_stream,
         ]
     ),
-    asset_checks=load_asset_checks_from_modules([ingestion_checks, aggregation_checks]),
+    asset_checks=load_asset_checks_from_modules(
+        [ingestion_checks, aggregation_checks, stream_checks]
+    ),
 )
