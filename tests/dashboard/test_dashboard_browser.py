@@ -196,7 +196,8 @@ def test_hovering_a_sensor_tells_its_speeds_and_clicking_opens_its_page(
     link.click()
     expect(page).to_have_url(re.compile(rf"/sensor\?sensor={sensor_id}$"))
     settle(page, '[data-testid="stVegaLiteChart"]', PAGE_TIMEOUT_S)
-    expect(page.locator('[data-testid="stSelectbox"]').first).to_contain_text(str(sensor_id))
+    # The picked sensor is the selectbox's value (an input's value, not its text).
+    expect(page.get_by_role("combobox", name="Sensor").first).to_have_value(str(sensor_id))
     done(page, "sensor-detail-from-map")
 
 
