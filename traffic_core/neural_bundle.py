@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pandas as pd
 
 from traffic_core.features import CLOCK_NAMES, HORIZONS, LOOKBACK, clock_features, on_grid
-from traffic_core.model_bundle import BundleError, inference_session
+from traffic_core.model_bundle import BundleError, inference_session, verified_manifest
 from traffic_core.registry import ModelRegistry
 from traffic_core.windows import WINDOW
 
@@ -50,10 +50,7 @@ class NeuralBundle:
     @classmethod
     def load(cls, registry: ModelRegistry, version: str) -> NeuralBundle:
         """Verify every artifact's sha256, then build the session; raises BundleError."""
-        try:
-            manifest = registry.verify(version)
-        except (OSError, ValueError) as error:
-            raise BundleError(f"model {version}: {error}") from error
+        manifest = verified_manifest(registry, version)
         folder = registry.path(version)
         try:
             meta = json.loads((folder / NEURAL_META).read_text())

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,8 @@ from traffic_core.cv import forward_chaining_splits
 from traffic_core.features import CLOCK_NAMES, HORIZONS, LOOKBACK, clock_features, on_grid
 
 Params = dict[str, np.ndarray]
+T = TypeVar("T")
+S = TypeVar("S")
 XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
@@ -193,17 +196,26 @@ def forward(params: Mapping[str, Any], statics: Mapping[str, Any], speeds: Any, 
             _dilated(params, f"gate{layer}", h, dilation)
         )
         skip = skip + _pointwise(params, f"skip{layer}", gated[..., -1:])
-        parts = [gated]
-        for support in supports:
-            step = gated
-            for _ in range(statics["diffusion_steps"]):
-                step = jnp.einsum("nm,bcmt->bcnt", support, step)
-                parts.append(step)
+        parts = diffusion_parts(
+            gated, supports, statics["diffusion_steps"], partial(jnp.einsum, "nm,bcmt->bcnt")
+        )
         mixed = _pointwise(params, f"mix{layer}", jnp.concatenate(parts, axis=1))
         h = mixed + h[..., -gated.shape[-1] :]
     out = jax.nn.relu(_pointwise(params, "end1", jax.nn.relu(skip)))
     change = _pointwise(params, "end2", out)[..., 0]  # (B, horizons, N)
     return (change + x[:, None, :, -1]) * std + mean
+
+
+def diffusion_parts(x: T, supports: Sequence[S], steps: int, apply: Callable[[S, T], T]) -> list[T]:
+    """[x, then `steps` diffusion steps over each support in turn]: the channel order the mix
+    layer's weights expect, shared by the network and its ONNX graph."""
+    parts = [x]
+    for support in supports:
+        step = x
+        for _ in range(steps):
+            step = apply(support, step)
+            parts.append(step)
+    return parts
 
 
 def statics_of(

@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from traffic_core.features import CLOCK_NAMES, HORIZONS, LOOKBACK
+from traffic_core.models.neural import diffusion_parts
 
 OPSET = 17
 SPEEDS, CLOCK, FORECAST = "speeds", "clock", "forecast"
@@ -103,12 +104,10 @@ def to_onnx(
         )
         skip = s if skip is None else g.op("Add", skip, s)
         rows = g.op("Transpose", gated, perm=[0, 1, 3, 2])  # (B, C, T, N): sensors last
-        parts = [rows]
-        for support_t in transposed:
-            step = rows
-            for _ in range(statics["diffusion_steps"]):
-                step = g.op("MatMul", step, support_t)
-                parts.append(step)
+        # rows @ S.T is S applied over sensors, as the network's einsum does
+        parts = diffusion_parts(
+            rows, transposed, statics["diffusion_steps"], lambda s_t, x: g.op("MatMul", x, s_t)
+        )
         mixed_in = g.op("Transpose", g.op("Concat", *parts, axis=1), perm=[0, 1, 3, 2])
         mixed = g.conv(mixed_in, params[f"mix{layer}_w"], params[f"mix{layer}_b"])
         h = g.op("Add", mixed, g.last_steps(h, steps, axis=3))
