@@ -66,6 +66,23 @@ def _train(
     return models, seconds
 
 
+def training_inputs(
+    speeds: pd.DataFrame,
+) -> tuple[pd.DataFrame, f.FeatureContext, np.ndarray, np.ndarray, pd.DataFrame]:
+    """Profile and context from 1-5 March, features of every moment, and the cross-fitted
+    training features with their row-aligned targets (1-5 March only)."""
+    train_speeds = speeds.loc[:TRAIN_END]
+    profile = f.fit_profile(train_speeds)
+    context = f.FeatureContext.from_graph(load_metr_la_graph(DATA), profile)
+    X = f.make_features(speeds, context)[list(f.FEATURE_NAMES)].to_numpy(dtype="float32")
+    train_frame = crossfit_features(train_speeds, context)
+    train_targets = f.make_targets(train_speeds, sensor_ids=context.sensor_ids)
+    if not train_frame[KEYS].equals(train_targets[KEYS]):
+        raise RuntimeError("training features and targets are not row-aligned")
+    X_train = train_frame[list(f.FEATURE_NAMES)].to_numpy(dtype="float32")
+    return profile, context, X, X_train, train_targets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-rows", type=int, default=60_000)
@@ -73,16 +90,8 @@ def main() -> None:
     args = parser.parse_args()
 
     speeds = load_speed_csv(DATA / SIX_DAYS)
-    train_speeds = speeds.loc[:TRAIN_END]
-    profile = f.fit_profile(train_speeds)
-    context = f.FeatureContext.from_graph(load_metr_la_graph(DATA), profile)
+    profile, context, X, X_train, train_targets = training_inputs(speeds)
     ids = context.sensor_ids
-    X = f.make_features(speeds, context)[list(f.FEATURE_NAMES)].to_numpy(dtype="float32")
-    train_frame = crossfit_features(train_speeds, context)
-    train_targets = f.make_targets(train_speeds, sensor_ids=ids)
-    if not train_frame[KEYS].equals(train_targets[KEYS]):
-        raise RuntimeError("training features and targets are not row-aligned")
-    X_train = train_frame[list(f.FEATURE_NAMES)].to_numpy(dtype="float32")
 
     started, cpu_started = time.perf_counter(), time.process_time()
     models, family_seconds = _train(X_train, train_targets, args.max_rows, args.splits)

@@ -46,17 +46,14 @@ SIDES = ("upstream", "downstream", "upstream2", "downstream2")
 """Neighbour sets: direct links, and sensors two links away (a 60-minute forecast needs to see
 a queue before it reaches the direct neighbour)."""
 WEEK_SLOTS = 7 * WINDOWS_PER_DAY
+CLOCK_NAMES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos", "is_weekend")
 
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"speed_lag{k}" for k in range(LOOKBACK)),
     *(f"diff_{k}" for k in DIFF_STEPS),
     *(f"{stat}_{name}" for name in ROLLING for stat in ("mean", "std", "min")),
     "missing_60min",
-    "tod_sin",
-    "tod_cos",
-    "dow_sin",
-    "dow_cos",
-    "is_weekend",
+    *CLOCK_NAMES,
     *(f"{side}_mean_lag{k}" for side in SIDES for k in NEIGHBOUR_LAGS),
     *(f"{side}_deviation" for side in SIDES),
     "profile_now",
@@ -261,6 +258,22 @@ def _neighbour_mean(values: np.ndarray, index: np.ndarray, weights: np.ndarray) 
         return np.where(weight > 0, total / weight, np.nan)
 
 
+def clock_features(stamps: pd.DatetimeIndex) -> np.ndarray:
+    """(len(stamps), len(CLOCK_NAMES)) time of day and week, cyclic so 23:55 is next to 00:00."""
+    minutes = np.asarray(stamps.hour * 60 + stamps.minute, dtype="float64")
+    day = np.asarray(stamps.day_of_week, dtype="float64")
+    return np.stack(
+        [
+            np.sin(2 * np.pi * minutes / 1440),
+            np.cos(2 * np.pi * minutes / 1440),
+            np.sin(2 * np.pi * day / 7),
+            np.cos(2 * np.pi * day / 7),
+            (day >= 5).astype("float64"),
+        ],
+        axis=1,
+    )
+
+
 def _feature_cube(grid: pd.DataFrame, context: FeatureContext) -> np.ndarray:
     """(len(FEATURE_NAMES), T, sensors) for every row of a gridded speed frame."""
     stamps = pd.DatetimeIndex(grid.index)
@@ -279,16 +292,7 @@ def _feature_cube(grid: pd.DataFrame, context: FeatureContext) -> np.ndarray:
                 np.nanmin(recent, axis=-1),
             ]
     columns.append(np.isnan(lags).sum(axis=-1).astype("float64"))
-    minutes = np.asarray(stamps.hour * 60 + stamps.minute, dtype="float64")
-    day = np.asarray(stamps.day_of_week, dtype="float64")
-    clock = [
-        np.sin(2 * np.pi * minutes / 1440),
-        np.cos(2 * np.pi * minutes / 1440),
-        np.sin(2 * np.pi * day / 7),
-        np.cos(2 * np.pi * day / 7),
-        (day >= 5).astype("float64"),
-    ]
-    columns += [np.broadcast_to(c[:, None], shape) for c in clock]
+    columns += [np.broadcast_to(c[:, None], shape) for c in clock_features(stamps).T]
     now = profile_at(context.profile, stamps)
     for side in SIDES:
         side_lags = _lags(_neighbour_mean(values, *context.neighbours(side)), LOOKBACK)

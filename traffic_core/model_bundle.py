@@ -43,6 +43,14 @@ class BundleError(ValueError):
     """A version cannot be served: files missing, altered, or built for other feature code."""
 
 
+def verified_manifest(registry: ModelRegistry, version: str) -> dict[str, Any]:
+    """The manifest once every artifact matches its sha256; BundleError otherwise."""
+    try:
+        return registry.verify(version)
+    except (OSError, ValueError) as error:
+        raise BundleError(f"model {version}: {error}") from error
+
+
 @dataclass(frozen=True, eq=False)
 class ModelBundle:
     version: str
@@ -55,10 +63,7 @@ class ModelBundle:
     @classmethod
     def load(cls, registry: ModelRegistry, version: str) -> ModelBundle:
         """Verify every artifact's sha256, then build the sessions; raises BundleError."""
-        try:
-            manifest = registry.verify(version)
-        except (OSError, ValueError) as error:
-            raise BundleError(f"model {version}: {error}") from error
+        manifest = verified_manifest(registry, version)
         if manifest["feature_version"] != FEATURE_VERSION:
             raise BundleError(
                 f"model {version} was trained on feature version {manifest['feature_version']},"
