@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
 from dagster import Definitions
 
 from infra.stack.kafka import KafkaBroker
 from resources.kafka import KafkaResource
 from sensors.stream_observation import observe_stream_job
-from tests.kafka_helpers import fresh_topics
+from tests.stream_helpers import aggregate_record, stream_topics
 from traffic_assets.streams.aggregates_stream import traffic_aggregates_stream
 from traffic_core.events import AGGREGATE, EventCodec
 from traffic_core.ingestion.ranges import commit_after
-from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.lake import OffsetRange
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,34 +22,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 START = datetime(2012, 3, 6, 8, 0, tzinfo=UTC)
 
 
-def aggregate(sensor: str, start: datetime) -> dict:
-    return {
-        "sensor_id": sensor,
-        "window_start": start,
-        "window_end": start + timedelta(minutes=5),
-        "speed_mean": 61.0,
-        "speed_min": 60.0,
-        "speed_max": 62.0,
-        "speed_std": 1.4,
-        "reading_count": 2,
-        "valid_count": 2,
-        "share_missing": 0.0,
-        "quality_flag": "ok",
-        "congestion": "free_flow",
-        "is_synthetic": True,
-        "emitted_at": start + timedelta(minutes=10),
-    }
-
-
 def test_observation_reports_records_newest_window_and_lag(
     kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    events, _dlq = fresh_topics(kafka_broker, partitions=1)
-    aggregates = f"aggregates-{uuid.uuid4().hex[:8]}"
-    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), [TopicSpec(aggregates, 2)])
-    group = f"stream-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("TRAFFIC_STREAM_GROUP_ID", group)
+    topics = stream_topics(kafka_broker, monkeypatch)
+    events, aggregates, group = topics.events, topics.aggregates, topics.group
 
     # Three windows in transactions (as the processor writes them), one aborted: not counted.
     codec = EventCodec(AGGREGATE)
@@ -60,11 +35,11 @@ def test_observation_reports_records_newest_window_and_lag(
     producer.init_transactions()
     for minutes, partition in ((0, 0), (5, 1), (15, 0)):
         producer.begin_transaction()
-        record = aggregate("773869", START + timedelta(minutes=minutes))
+        record = aggregate_record("773869", START + timedelta(minutes=minutes))
         producer.produce(aggregates, codec.encode(record), b"773869", partition=partition)
         producer.commit_transaction()
     producer.begin_transaction()
-    later = aggregate("773869", START + timedelta(hours=5))
+    later = aggregate_record("773869", START + timedelta(hours=5))
     producer.produce(aggregates, codec.encode(later), b"773869", partition=1)
     producer.abort_transaction()
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
 from infra.stack.kafka import KafkaBroker
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
-from tests.kafka_helpers import fresh_topics
+from tests.stream_helpers import aggregate_record, stream_topics
 from traffic_assets.streams.checks import check_day
 from traffic_core.events import AGGREGATE, READING, EventCodec
-from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.streams.processor import CONSUMER_HEADER
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,34 +23,12 @@ DAY = date(2012, 3, 6)
 START = pd.Timestamp(DAY, tz="UTC")
 
 
-def record(sensor: str, start: pd.Timestamp, count: int, mean: float) -> dict:
-    return {
-        "sensor_id": sensor,
-        "window_start": start.to_pydatetime(),
-        "window_end": (start + timedelta(minutes=5)).to_pydatetime(),
-        "speed_mean": mean,
-        "speed_min": mean,
-        "speed_max": mean,
-        "speed_std": None,
-        "reading_count": count,
-        "valid_count": count,
-        "share_missing": 0.0,
-        "quality_flag": "ok",
-        "congestion": "free_flow",
-        "is_synthetic": True,
-        "emitted_at": (start + timedelta(minutes=10)).to_pydatetime(),
-    }
-
-
 def test_the_check_explains_late_readings_and_names_other_differences(
     kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    _events, dlq = fresh_topics(kafka_broker, partitions=1)
-    aggregates = f"aggregates-{uuid.uuid4().hex[:8]}"
-    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), [TopicSpec(aggregates, 2)])
-    group = f"stream-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("TRAFFIC_STREAM_GROUP_ID", group)
+    topics = stream_topics(kafka_broker, monkeypatch)
+    dlq, aggregates, group = topics.dlq, topics.aggregates, topics.group
 
     windows = [START + timedelta(minutes=5 * i) for i in range(4)]
     batch = pd.DataFrame(
@@ -74,7 +49,11 @@ def test_the_check_explains_late_readings_and_names_other_differences(
     # Window 1 lacks a reading the batch counted: late, and the DLQ says so for this group.
     # Window 2 differs with no late reading. Window 3 is still open in the stream.
     for start, count, mean in ((windows[0], 1, 60.0), (windows[1], 1, 50.0), (windows[2], 1, 51.0)):
-        producer.produce(aggregates, codec.encode(record("773869", start, count, mean)), b"773869")
+        producer.produce(
+            aggregates,
+            codec.encode(aggregate_record("773869", start.to_pydatetime(), count, mean)),
+            b"773869",
+        )
     late = {
         "sensor_id": "773869",
         "event_time": windows[1].to_pydatetime(),
