@@ -80,7 +80,8 @@ def _postgres(state: Path) -> PostgresServer:
 
 
 def _registry(state: Path) -> WebService:
-    return registry_service(state / "registry", port=18081 + PORT_SHIFT)
+    # Clear of the test Spark cluster's ports (master 17077, web UIs from 18080 up).
+    return registry_service(state / "registry", port=15481 + PORT_SHIFT)
 
 
 @pytest.fixture(scope="session")
