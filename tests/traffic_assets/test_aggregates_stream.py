@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import Consumer, Producer
 from dagster import Definitions
+from stream_helpers import aggregate_record, stream_topics
 
 from infra.stack.kafka import KafkaBroker
 from resources.kafka import KafkaResource
 from sensors.stream_observation import observe_stream_job
-from tests.stream_helpers import aggregate_record, stream_topics
 from traffic_assets.streams.aggregates_stream import traffic_aggregates_stream
 from traffic_core.events import AGGREGATE, EventCodec
 from traffic_core.ingestion.ranges import commit_after
@@ -26,7 +26,8 @@ def test_observation_reports_records_newest_window_and_lag(
     kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    topics = stream_topics(kafka_broker, monkeypatch)
+    topics = stream_topics(kafka_broker)
+    monkeypatch.setenv("TRAFFIC_STREAM_GROUP_ID", topics.group)
     events, aggregates, group = topics.events, topics.aggregates, topics.group
 
     # Three windows in transactions (as the processor writes them), one aborted: not counted.

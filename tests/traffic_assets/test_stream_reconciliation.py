@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from confluent_kafka import Producer
+from stream_helpers import aggregate_record, stream_topics
 
 from infra.stack.kafka import KafkaBroker
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
-from tests.stream_helpers import aggregate_record, stream_topics
 from traffic_assets.streams.checks import check_day
 from traffic_core.events import AGGREGATE, READING, EventCodec
 from traffic_core.streams.processor import CONSUMER_HEADER
@@ -27,7 +27,8 @@ def test_the_check_explains_late_readings_and_names_other_differences(
     kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    topics = stream_topics(kafka_broker, monkeypatch)
+    topics = stream_topics(kafka_broker)
+    monkeypatch.setenv("TRAFFIC_STREAM_GROUP_ID", topics.group)
     dlq, aggregates, group = topics.dlq, topics.aggregates, topics.group
 
     windows = [START + timedelta(minutes=5 * i) for i in range(4)]
