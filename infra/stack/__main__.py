@@ -139,6 +139,7 @@ def replay_command(stack: LocalStack, data: str, days: int) -> list[str] | None:
         "--bootstrap-servers",
         stack.kafka.bootstrap_servers,
         "--no-progress",
+        "--resume",  # a rerun of the demo continues its topic rather than replaying it again
     ]
     if data == "real":
         csv = PlatformSettings().data_dir / "metr-la" / REAL_SIX_DAYS

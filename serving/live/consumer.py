@@ -36,6 +36,7 @@ from traffic_core.events.bulk import decode_readings_columnar, validate_columns
 from traffic_core.events.codec import Record
 from traffic_core.kafka.client_config import kafka_client_config
 from traffic_core.kafka.messages import offset_of, partition_of
+from traffic_core.kafka.offsets import list_offsets
 from traffic_core.lake import ingest_id_list
 
 log = logging.getLogger(__name__)
@@ -211,9 +212,9 @@ class LiveConsumer:
         admin = AdminClient(self._admin_config)
         tps = [TopicPartition(self.topic, p) for p in partitions]
         newest = self._retry(
-            "newest timestamps", lambda: _offsets(admin, tps, OffsetSpec.max_timestamp())
+            "newest timestamps", lambda: list_offsets(admin, tps, OffsetSpec.max_timestamp())
         )
-        ends = self._retry("end offsets", lambda: _offsets(admin, tps, OffsetSpec.latest()))
+        ends = self._retry("end offsets", lambda: list_offsets(admin, tps, OffsetSpec.latest()))
         if newest is None or ends is None:
             return False
         # Per partition, so a stray wall-clock timestamp or a stalled partition only moves its
@@ -227,7 +228,7 @@ class LiveConsumer:
         }
         found = self._retry(
             "offsets by time",
-            lambda: _offsets(admin, [TopicPartition(self.topic, p) for p in wanted], wanted),
+            lambda: list_offsets(admin, [TopicPartition(self.topic, p) for p in wanted], wanted),
         )
         if found is None:
             return False
@@ -430,17 +431,3 @@ class LiveConsumer:
             if high >= 0:
                 self._high[partition] = high
         self._lag = sum(max(self._high[p] - pos, 0) for p, pos in self._position.items())
-
-
-def _offsets(
-    admin: AdminClient,
-    tps: Iterable[TopicPartition],
-    spec: OffsetSpec | Mapping[int, OffsetSpec],
-    timeout: float = 10.0,
-) -> dict[int, Any]:
-    """ListOffsets for each partition (one spec for all, or one per partition id)."""
-    request = {tp: spec[tp.partition] if isinstance(spec, Mapping) else spec for tp in tps}
-    if not request:
-        return {}
-    futures = admin.list_offsets(request, request_timeout=timeout)
-    return {tp.partition: future.result() for tp, future in futures.items()}

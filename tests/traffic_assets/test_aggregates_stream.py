@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 START = datetime(2012, 3, 6, 8, 0, tzinfo=UTC)
 
 
-def test_observation_reports_records_newest_window_and_lag(
+def test_observation_reports_records_per_day_newest_window_and_lag(
     kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
@@ -30,19 +30,25 @@ def test_observation_reports_records_newest_window_and_lag(
     monkeypatch.setenv("TRAFFIC_STREAM_GROUP_ID", topics.group)
     events, aggregates, group = topics.events, topics.aggregates, topics.group
 
-    # Three windows in transactions (as the processor writes them), one aborted: not counted.
+    # Windows in transactions, stamped with their start (as the processor writes them): one
+    # older than the week counted per day, one the evening before, three on the day, and one
+    # aborted (not counted).
     codec = EventCodec(AGGREGATE)
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": group})
     producer.init_transactions()
-    for minutes, partition in ((0, 0), (5, 1), (15, 0)):
+
+    def window(start: datetime, partition: int, commit: bool = True) -> None:
         producer.begin_transaction()
-        record = aggregate_record("773869", START + timedelta(minutes=minutes))
-        producer.produce(aggregates, codec.encode(record), b"773869", partition=partition)
-        producer.commit_transaction()
-    producer.begin_transaction()
-    later = aggregate_record("773869", START + timedelta(hours=5))
-    producer.produce(aggregates, codec.encode(later), b"773869", partition=1)
-    producer.abort_transaction()
+        record = codec.encode(aggregate_record("773869", start))
+        stamp = int(start.timestamp() * 1000)
+        producer.produce(aggregates, record, b"773869", partition=partition, timestamp=stamp)
+        (producer.commit_transaction if commit else producer.abort_transaction)()
+
+    window(START - timedelta(days=15), 0)
+    window(START - timedelta(hours=8, minutes=5), 1)
+    for minutes, partition in ((0, 0), (5, 1), (15, 0)):
+        window(START + timedelta(minutes=minutes), partition)
+    window(START + timedelta(hours=5), 1, commit=False)
 
     # Five readings; the processor's group has committed two of them.
     plain = Producer({"bootstrap.servers": bootstrap})
@@ -67,4 +73,5 @@ def test_observation_reports_records_newest_window_and_lag(
     assert metadata["last_window_end"].value == (START + timedelta(minutes=20)).timestamp()
     # Committed records: 3 windows; the transaction markers take offsets but are no records
     # a reader sees, so the per-partition figures are offsets and at least the windows.
-    assert metadata["records"].value >= 3
+    assert metadata["records"].value >= 5
+    assert metadata["records_per_day"].value == {"2012-03-05": 1, "2012-03-06": 3}

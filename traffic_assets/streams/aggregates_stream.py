@@ -2,7 +2,8 @@
 
 The processor (`python -m traffic_core.streams`) writes `traffic-aggregates` on its own; Dagster
 shows it in the asset graph with what the data team asks of a stream: how many windows it has
-committed, the newest closed window, and how far behind the readings it is.
+committed (in all and per day of the last week of windows), the newest closed window, and how
+far behind the readings it is.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ OBSERVER_GROUP = "traffic-stream-observer"
 @observable_source_asset(
     group_name="streams",
     description="5-minute aggregates per sensor on traffic-aggregates, written exactly once by "
-    "the stream processor (Quix Streams); observed: records, newest closed window, lag.",
+    "the stream processor (Quix Streams); observed: records (per day of the last week), "
+    "newest closed window, lag.",
 )
 def traffic_aggregates_stream(kafka: KafkaResource) -> ObserveResult:
     reader = kafka.consumer(OBSERVER_GROUP, **{"isolation.level": "read_committed"})
@@ -36,6 +38,9 @@ def traffic_aggregates_stream(kafka: KafkaResource) -> ObserveResult:
             "records": progress.records,
             "last_window_end": MetadataValue.timestamp(last) if last else "none yet",
             "lag_readings": progress.lag,
+            "records_per_day": MetadataValue.json(
+                {day.isoformat(): n for day, n in progress.records_per_day.items()}
+            ),
             "records_by_partition": MetadataValue.json(
                 {str(p): n for p, n in progress.records_by_partition.items()}
             ),

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient
 from tqdm import tqdm
 
 from traffic_core.datasets import load_speeds
@@ -35,6 +36,7 @@ from traffic_core.events.codec import Categorical, Doubles
 from traffic_core.ingestion.ingest_ids import new_ingest_id
 from traffic_core.json_logs import json_line_formatter
 from traffic_core.kafka.client_config import kafka_client_config
+from traffic_core.kafka.offsets import newest_timestamp
 from traffic_core.kafka.topics import (
     TRAFFIC_EVENTS,
     TRAFFIC_EVENTS_DLQ,
@@ -339,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from", dest="start_from", default=None, help="resume: skip readings before this time"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="start at the newest event time the topic already holds (a rerun resends at most "
+        "that one step, which every reader deduplicates) instead of replaying it all again",
+    )
     parser.add_argument("--until", default=None, help="stop after the readings at this time")
     parser.add_argument(
         "--speedup",
@@ -366,6 +374,16 @@ def main(argv: list[str] | None = None) -> int:
         speeds = speeds.loc[speeds.index <= pd.Timestamp(args.until)]
     synthetic = bool(speeds.attrs.get("synthetic"))
     source = "synthetic" if synthetic else args.source
+    start_from = pd.Timestamp(args.start_from) if args.start_from else None
+    if args.resume:
+        start_from = resume_point(args.bootstrap_servers, args.topic, start_from)
+        if start_from is not None and start_from > speeds.index[-1]:
+            print(
+                f"nothing to replay: {args.topic} already holds readings up to {start_from}, "
+                f"after the data's last ({speeds.index[-1]})",
+                file=sys.stderr,
+            )
+            return 0
     sink = ReadingProducer(args.bootstrap_servers, topic=args.topic)
     label = "SYNTHETIC " if synthetic else ""
     print(
@@ -390,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         source=source,
         is_synthetic=synthetic,
         speedup=args.speedup,
-        start_from=pd.Timestamp(args.start_from) if args.start_from else None,
+        start_from=start_from,
         progress=not args.no_progress,
         ingest_id=ingest_id,
     )
@@ -413,6 +431,19 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     return 1 if summary.delivery_failures else 0
+
+
+def resume_point(
+    bootstrap_servers: str, topic: str, start_from: pd.Timestamp | None
+) -> pd.Timestamp | None:
+    """Where a resumed replay starts: the newest event time in the topic (naive UTC, like the
+    datasets' index) or `start_from` if that is later; None for an empty topic."""
+    admin = AdminClient(kafka_client_config(bootstrap_servers, "traffic-producer"))
+    newest = newest_timestamp(admin, topic)
+    if newest is None:
+        return start_from
+    resume = pd.Timestamp(newest).tz_convert(None)
+    return resume if start_from is None else max(resume, start_from)
 
 
 def _log_json_lines() -> None:

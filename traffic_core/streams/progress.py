@@ -1,24 +1,32 @@
 """How far the stream processor has got, as the data team sees it in Dagster.
 
 Read from Kafka alone, so observing never touches the processor: the aggregates topic's
-committed records per partition, the newest window among each partition's last records, and
+committed records per partition, the newest window among each partition's last records, the
+records per day of the last days (records carry their window start as Kafka timestamp), and
 the readings the processor's group has not committed yet (what a restart would re-read).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from confluent_kafka import Consumer, TopicPartition
 
 from traffic_core.events import AGGREGATE, DecodeError, EventCodec
+from traffic_core.kafka.read_back import last_values, records_per_day
 from traffic_core.streams.metrics import group_positions, lag_of
 
 TAIL = 16
 """Records read back from each partition's end: transaction markers take offsets too, so the
 last data record may sit a few offsets below the high watermark."""
+
+DAYS_COUNTED = 7
+"""Days of windows counted per observation, ending with the newest window's day: enough to see
+a day fill up or fall short, without reading a whole topic's retention every few minutes."""
+
+WINDOW_SLACK = timedelta(milliseconds=1)
+"""A window ending at midnight belongs to the day before (records carry their window start)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,7 @@ class StreamProgress:
     records_by_partition: dict[int, int]
     last_window_end: datetime | None
     lag_by_partition: dict[int, int]
+    records_per_day: dict[date, int]
 
     @property
     def records(self) -> int:
@@ -34,38 +43,6 @@ class StreamProgress:
     @property
     def lag(self) -> int:
         return sum(self.lag_by_partition.values())
-
-
-def last_records(
-    consumer: Consumer, topic: str, tail: int = TAIL, timeout: float = 10.0
-) -> dict[int, bytes]:
-    """The value of the last committed record of each non-empty partition (read_committed
-    consumers only see committed ones; the caller's consumer must be one)."""
-    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-    marks = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
-        for p in partitions
-    }
-    todo = {p: high for p, (low, high) in marks.items() if high > low}
-    consumer.assign(
-        [TopicPartition(topic, p, max(marks[p][0], high - tail)) for p, high in todo.items()]
-    )
-    last: dict[int, bytes] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        while todo and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                partition, value = message.partition(), message.value()
-                if partition is not None and value is not None:
-                    last[partition] = value
-            positions = consumer.position([TopicPartition(topic, p) for p in todo])
-            for tp in positions:
-                if tp.offset >= todo[tp.partition]:
-                    del todo[tp.partition]
-    finally:
-        consumer.unassign()
-    return last
 
 
 def stream_progress(
@@ -82,16 +59,22 @@ def stream_progress(
         )
         records[p] = high - low
     ends = []
-    for value in last_records(consumer, aggregates_topic).values():
+    for value in last_values(consumer, aggregates_topic, TAIL).values():
         try:
             ends.append(codec.decode(value)["window_end"])
         except DecodeError:
             continue  # a foreign record on the topic says nothing of the processor's progress
-    newest = max(ends, default=None)
+    newest = None if not ends else _utc(max(ends))
+    per_day = {}
+    if newest is not None:
+        first_day = (newest - WINDOW_SLACK).date() - timedelta(days=DAYS_COUNTED - 1)
+        since = datetime.combine(first_day, datetime.min.time(), UTC)
+        per_day = records_per_day(consumer, aggregates_topic, since)
     return StreamProgress(
         records_by_partition=records,
-        last_window_end=None if newest is None else _utc(newest),
+        last_window_end=newest,
         lag_by_partition=lag_of(group_positions(group_consumer, events_topic)),
+        records_per_day=per_day,
     )
 
 

@@ -9,15 +9,14 @@ open in the stream and are only counted.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
 import pandas as pd
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer
 
 from traffic_core.events import AGGREGATE, READING, DecodeError, EventCodec, Reason
+from traffic_core.kafka.read_back import from_beginning, read_to_end
 from traffic_core.windows import WINDOW
 
 KEY = ["sensor_id", "window_start"]
@@ -79,38 +78,13 @@ def reconcile(
     )
 
 
-def _committed_messages(consumer: Consumer, topic: str, timeout: float) -> Iterator[Message]:
-    """Every committed record of the topic, read once from its start (the consumer must be
-    read_committed and not subscribed)."""
-    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-    ends = {}
-    for p in partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout, cached=False)
-        if high > low:
-            ends[p] = high
-    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-    deadline = time.monotonic() + timeout
-    try:
-        while ends and time.monotonic() < deadline:
-            for message in consumer.consume(10_000, 0.5):
-                if message.error() is None:
-                    yield message
-            for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-                if tp.offset >= ends[tp.partition]:
-                    del ends[tp.partition]
-    finally:
-        consumer.unassign()
-    if ends:
-        raise TimeoutError(f"{topic}: not read to its end in {timeout:.0f} s: {sorted(ends)}")
-
-
 def stream_windows(
     consumer: Consumer, topic: str, day: date, timeout: float = 300.0
 ) -> tuple[pd.DataFrame, pd.Series]:
     """The day's closed windows on the aggregates topic, and the newest window per sensor."""
     codec = EventCodec(AGGREGATE)
     rows = []
-    for message in _committed_messages(consumer, topic, timeout):
+    for message in read_to_end(consumer, topic, from_beginning, timeout):
         try:
             record = codec.decode(message.value() or b"")
         except DecodeError:
@@ -138,7 +112,7 @@ def late_windows(
     sent to the DLQ as LATE_READING."""
     codec = EventCodec(READING)
     rows = []
-    for message in _committed_messages(consumer, dlq_topic, timeout):
+    for message in read_to_end(consumer, dlq_topic, from_beginning, timeout):
         headers = dict(message.headers() or [])
         if headers.get("dlq.reason") != Reason.LATE_READING.value.encode():
             continue
