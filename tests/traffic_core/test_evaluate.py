@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from evaluation_helpers import assert_scores_match, expected_scores
 
 from traffic_core import features as f
-from traffic_core import metrics as m
 from traffic_core.datasets import load_metr_la_graph, load_speed_csv
 from traffic_core.evaluation.__main__ import is_full_metr_la, main
 from traffic_core.evaluation.splits import dcrnn_split, dcrnn_test_window, targets_from
 from traffic_core.model_bundle import CONTEXT_FILE, INTERVALS_FILE, onnx_file
-from traffic_core.models import coverage, onnx_predict
+from traffic_core.models import onnx_predict
 from traffic_core.models.quick import train_and_publish
 from traffic_core.registry import ModelRegistry
 from traffic_core.settings import REPO_ROOT
@@ -28,7 +28,6 @@ from traffic_core.windows import WINDOW
 pytestmark = pytest.mark.slow
 SIX_DAYS = "metr-la/los_loop_speed_2012-03-01_to_03-06.csv"
 TEST_FROM = pd.Timestamp("2012-03-06")
-FORECASTERS = ("model", "persistence", "historical_average")
 
 
 @pytest.fixture(scope="module")
@@ -48,69 +47,26 @@ def registry(
     return root
 
 
+def tree_forecasts(
+    speeds: pd.DataFrame, folder: Path
+) -> tuple[list[str], dict[int, np.ndarray], dict[int, float]]:
+    """A published tree version's sensors, ONNX forecasts on every row of `speeds` and
+    interval half-widths, read from its files without the CLI."""
+    context = f.FeatureContext.load(folder / CONTEXT_FILE)
+    X = f.make_features(speeds, context)[list(f.FEATURE_NAMES)].to_numpy()
+    forecasts = {h: onnx_predict((folder / onnx_file(h)).read_bytes(), X) for h in f.HORIZONS}
+    intervals = json.loads((folder / INTERVALS_FILE).read_text())
+    return (
+        context.sensor_ids,
+        forecasts,
+        {h: intervals[str(h)]["half_width_mph"] for h in f.HORIZONS},
+    )
+
+
 def run(argv: list[str], tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
     out = tmp_path / "evaluation.json"
     assert main([*argv, "--json", str(out)], **kwargs) == 0
     return json.loads(out.read_text())
-
-
-def expected_scores(
-    speeds: pd.DataFrame,
-    folder: Path,
-    scored_from: dict[int, pd.Timestamp],
-    scored_until: pd.Timestamp | None = None,
-) -> dict[int, dict[str, dict[str, float]]]:
-    """Per horizon and forecaster, the scores of traffic_core.metrics on the forecasts issued
-    from `scored_from[minutes]` to `scored_until`, computed in one pass over the whole file."""
-    context = f.FeatureContext.load(folder / CONTEXT_FILE)
-    ids = context.sensor_ids
-    X = f.make_features(speeds, context)[list(f.FEATURE_NAMES)].to_numpy()
-    targets = f.make_targets(speeds, sensor_ids=ids)
-    history = speeds.loc[: min(t + f.HORIZONS[h] * WINDOW for h, t in scored_from.items()) - WINDOW]
-    baselines = {
-        "persistence": m.persistence_forecast(speeds, sensor_ids=ids),
-        "historical_average": m.historical_average_forecast(
-            speeds, f.fit_profile(history), sensor_ids=ids
-        ),
-    }
-    half_widths = json.loads((folder / INTERVALS_FILE).read_text())
-    out: dict[int, dict[str, dict[str, float]]] = {}
-    for minutes, steps in f.HORIZONS.items():
-        column = f.target_column(steps)
-        truth = targets[column].to_numpy()
-        preds = {"model": onnx_predict((folder / onnx_file(minutes)).read_bytes(), X)}
-        preds |= {name: frame[column].to_numpy() for name, frame in baselines.items()}
-        issued = targets["timestamp"]
-        rows = (issued >= scored_from[minutes]) & (issued <= (scored_until or issued.max()))
-        rows = rows.to_numpy() & ~np.isnan(truth)
-        for pred in preds.values():
-            rows &= ~np.isnan(pred)
-        out[minutes] = {
-            name: {
-                "n": float(rows.sum()),
-                "mae": m.masked_mae(truth[rows], pred[rows]),
-                "rmse": m.masked_rmse(truth[rows], pred[rows]),
-                "mape": m.masked_mape(truth[rows], pred[rows]),
-                **m.congestion_scores(truth[rows], pred[rows]),
-            }
-            for name, pred in preds.items()
-        }
-        q = half_widths[str(minutes)]["half_width_mph"]
-        model = preds["model"][rows]
-        out[minutes]["coverage"] = {"measured": coverage(truth[rows], model - q, model + q)}
-    return out
-
-
-def assert_scores_match(
-    evaluation: dict[str, Any], expected: dict[int, dict[str, dict[str, float]]]
-) -> None:
-    for minutes, by_name in expected.items():
-        got = evaluation["scores"][str(minutes)]
-        assert set(got) == set(FORECASTERS)
-        for name in FORECASTERS:
-            assert got[name] == pytest.approx(by_name[name], rel=1e-9), (minutes, name)
-        measured = evaluation["intervals"][str(minutes)]["measured"]
-        assert measured == pytest.approx(by_name["coverage"]["measured"], rel=1e-12)
 
 
 def test_cli_scores_equal_the_metrics_on_the_same_rows(
@@ -131,7 +87,8 @@ def test_cli_scores_equal_the_metrics_on_the_same_rows(
         assert evaluation["intervals"][str(minutes)]["nominal"] == 0.9
 
     scored_from = {h: TEST_FROM - steps * WINDOW for h, steps in f.HORIZONS.items()}
-    expected = expected_scores(speeds, ModelRegistry(registry).path(version), scored_from)
+    ids, forecasts, widths = tree_forecasts(speeds, ModelRegistry(registry).path(version))
+    expected = expected_scores(speeds, ids, forecasts, scored_from, widths)
     assert_scores_match(evaluation, expected)
     sixty = evaluation["scores"]["60"]
     assert sixty["model"]["mae"] < 0.9 * sixty["persistence"]["mae"]
@@ -236,5 +193,8 @@ def test_h5_gets_the_dcrnn_split_when_it_is_the_full_file(
     points = dcrnn["points"]["60"]
     assert points["scored"] < points["valid"]  # persistence has nothing late in the outage
     folder = ModelRegistry(registry).path(report["model_version"])
-    expected = expected_scores(holey, folder, dict.fromkeys(f.HORIZONS, first), last)
+    ids, forecasts, widths = tree_forecasts(holey, folder)
+    expected = expected_scores(
+        holey, ids, forecasts, dict.fromkeys(f.HORIZONS, first), widths, last
+    )
     assert_scores_match(dcrnn, expected)

@@ -5,6 +5,7 @@ A small network on 30 real sensors over two real days keeps the file well under 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from evaluation_helpers import assert_scores_match, expected_scores
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from traffic_core.datasets import load_metr_la_graph, load_speed_csv
+from traffic_core.evaluation.__main__ import main as evaluate
 from traffic_core.features import CLOCK_NAMES, HORIZONS, LOOKBACK
 from traffic_core.model_bundle import BundleError
 from traffic_core.models.neural import (
@@ -32,6 +35,7 @@ from traffic_core.models.neural_onnx import to_onnx
 from traffic_core.models.neural_publish import neural_builder
 from traffic_core.neural_bundle import NEURAL_ONNX, NeuralBundle
 from traffic_core.registry import ModelRegistry
+from traffic_core.windows import WINDOW
 
 SIX_DAYS = "metr-la/los_loop_speed_2012-03-01_to_03-06.csv"
 TINY = NeuralConfig(
@@ -157,6 +161,32 @@ def test_published_bundle_runs_on_onnxruntime_and_live_equals_batch(
         live = bundle.forecast(speeds, samples.stamps[row])
         assert list(live.index) == ids and list(live.columns) == list(HORIZONS)
         np.testing.assert_allclose(live.to_numpy().T, batch[row], rtol=0, atol=1e-5)
+
+
+def test_the_evaluation_cli_scores_a_neural_version_like_the_others(
+    tmp_path: Path, data: tuple[pd.DataFrame, np.ndarray, list[str]], model: NeuralModel
+) -> None:
+    speeds, _, ids = data
+    registry = ModelRegistry(tmp_path / "neural")
+    version = registry.publish(neural_builder(model, speeds), code_version="test")
+    csv = tmp_path / "two-days.csv"
+    speeds.to_csv(csv, index_label="timestamp")
+    out = tmp_path / "evaluation.json"
+    argv = ["--data", str(csv), "--test-from", "2012-03-02 12:00", "--json", str(out)]
+    assert evaluate([*argv, "--registry", str(registry.root)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model_version"] == version
+    evaluation = report["evaluations"]["test_from"]
+    assert evaluation["intervals"] == {}  # the family publishes no intervals
+
+    # Independently: the whole file in one batch through the bundle, scored by the metrics.
+    loaded = load_speed_csv(csv)
+    samples = make_samples(loaded, ids)
+    batch = NeuralBundle.load(registry, version).predict(samples.speeds, samples.clock)
+    forecasts = {minutes: batch[:, i, :].ravel() for i, minutes in enumerate(HORIZONS)}
+    first_target = pd.Timestamp("2012-03-02 12:00")
+    scored_from = {h: first_target - steps * WINDOW for h, steps in HORIZONS.items()}
+    assert_scores_match(evaluation, expected_scores(loaded, ids, forecasts, scored_from))
 
 
 def test_altered_bundle_is_refused(

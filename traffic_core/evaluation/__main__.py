@@ -3,6 +3,9 @@
     python -m traffic_core.evaluation --data FILE --test-from 2012-03-06 [--model latest|VERSION]
         [--registry DIR] [--start T] [--json OUT]
 
+The version may be a tree model (the API's registry) or a neural one (its own registry root);
+a neural version has no intervals to score.
+
 Only targets at or after --test-from are scored; earlier rows give features their context and
 fit the historical-average baseline. Prints a table per test window and optionally writes JSON.
 When FILE is the full metr-la.h5, DCRNN's 70/10/20 test split is scored too, next to the
@@ -22,6 +25,7 @@ import pandas as pd
 
 from traffic_core.datasets import DatasetError, load_speeds, verify_metr_h5
 from traffic_core.datasets.speeds import METR_LA_ROWS
+from traffic_core.evaluation.forecasters import load_forecaster
 from traffic_core.evaluation.holdout import (
     FORECASTERS,
     WindowScores,
@@ -36,8 +40,7 @@ from traffic_core.evaluation.splits import (
 )
 from traffic_core.features import HORIZONS
 from traffic_core.metrics import metrics_by_horizon
-from traffic_core.model_bundle import BundleError, ModelBundle
-from traffic_core.registry import ModelRegistry
+from traffic_core.model_bundle import BundleError
 from traffic_core.settings import PlatformSettings
 
 
@@ -49,14 +52,6 @@ def is_full_metr_la(path: Path) -> bool:
     check = verify_metr_h5(path)
     print(check, file=sys.stderr)
     return check.rows == METR_LA_ROWS
-
-
-def load_bundle(registry_root: Path, model: str) -> ModelBundle:
-    registry = ModelRegistry(registry_root)
-    version = registry.latest() if model == "latest" else model
-    if version is None:
-        raise BundleError(f"no model published in {registry_root} yet")
-    return ModelBundle.load(registry, version)
 
 
 def _window_report(result: WindowScores, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -88,12 +83,13 @@ def _print_window(result: WindowScores) -> None:
     order = {name: i for i, name in enumerate(FORECASTERS)}
     table = result.scores.sort_values(["horizon", "model"], key=lambda c: c.map(order).fillna(c))
     print(table.round(3).to_string(index=False))
-    coverage = ", ".join(
-        f"{m} min {v['measured']:.3f} (±{v['half_width_mph']:.2f} mph)"
-        for m, v in result.intervals.items()
-    )
-    nominal = next(iter(result.intervals.values()))["nominal"]
-    print(f"interval coverage, nominal {nominal:.2f}: {coverage}")
+    if result.intervals:
+        coverage = ", ".join(
+            f"{m} min {v['measured']:.3f} (±{v['half_width_mph']:.2f} mph)"
+            for m, v in result.intervals.items()
+        )
+        nominal = next(iter(result.intervals.values()))["nominal"]
+        print(f"interval coverage, nominal {nominal:.2f}: {coverage}")
     if result.window.name == "dcrnn_70_10_20":
         mae = result.scores.pivot(index="horizon", columns="model", values="mae")[list(FORECASTERS)]
         published = pd.DataFrame(PUBLISHED_MAE).rename_axis("horizon")
@@ -119,7 +115,7 @@ def main(
 
     try:
         speeds = load_speeds(args.data, start=args.start)
-        bundle = load_bundle(args.registry, args.model)
+        bundle = load_forecaster(args.registry, args.model)
         test_from = pd.Timestamp(args.test_from)
         if test_from.tz is not None:
             raise ValueError("--test-from must be a naive local time, as the data's timestamps")

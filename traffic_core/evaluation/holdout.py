@@ -1,9 +1,10 @@
 """A published model scored on held-out targets of a speed file, next to both baselines.
 
-Features are computed a day at a time, each day with the hour before it. They are row-local
+Forecasts are computed a day at a time, each day with the hour before it. They are row-local
 (tests/traffic_core/test_features.py), so the numbers equal one pass over the whole file, while a
-four-month file never sits in memory as one long frame. The model uses its saved feature
-context (the profile of its own training window); the historical-average baseline is fitted
+four-month file never sits in memory as one long frame. A tree model uses its saved feature
+context (the profile of its own training window), a neural one the raw last hour
+(`traffic_core.evaluation.forecasters`); the historical-average baseline is fitted
 on the file's readings before a window's first scored target, never on what it scores.
 Every forecaster is scored on the same points (`metrics.common_points`).
 """
@@ -16,13 +17,12 @@ from typing import Any
 
 import pandas as pd
 
+from traffic_core.evaluation.forecasters import Forecaster
 from traffic_core.evaluation.splits import TestWindow
 from traffic_core.features import (
-    FEATURE_NAMES,
     HORIZONS,
     LOOKBACK,
     fit_profile,
-    make_features,
     make_targets,
     target_column,
 )
@@ -33,7 +33,6 @@ from traffic_core.metrics import (
     persistence_forecast,
     valid_truth,
 )
-from traffic_core.model_bundle import ModelBundle
 from traffic_core.models.intervals import coverage
 from traffic_core.windows import WINDOW
 
@@ -76,18 +75,18 @@ def _day_points(
     speeds: pd.DataFrame,
     first: pd.Timestamp,
     last: pd.Timestamp,
-    bundle: ModelBundle,
+    forecaster: Forecaster,
     windows: Sequence[TestWindow],
     profiles: Sequence[pd.DataFrame],
 ) -> Iterator[tuple[int, int, pd.DataFrame]]:
     """(window index, minutes, frame of truth and forecasts) for the valid ground truth of the
     forecasts issued first..last that each window scores."""
-    ids = bundle.context.sensor_ids
+    ids = forecaster.sensor_ids
     part = speeds.loc[first - (LOOKBACK - 1) * WINDOW : last + max(HORIZONS.values()) * WINDOW]
-    features = make_features(part, bundle.context)
-    keep = ((features["timestamp"] >= first) & (features["timestamp"] <= last)).to_numpy()
-    issued = features["timestamp"][keep]
-    model = bundle.predict(features.loc[keep, list(FEATURE_NAMES)].to_numpy())
+    stamps, forecasts = forecaster.forecast_rows(part)
+    keep = ((stamps >= first) & (stamps <= last)).to_numpy()
+    issued = stamps[keep]
+    model = {minutes: values[keep] for minutes, values in forecasts.items()}
     targets = make_targets(part, sensor_ids=ids)[keep]
     persistence = persistence_forecast(part, sensor_ids=ids)[keep]
     for index, (window, profile) in enumerate(zip(windows, profiles, strict=True)):
@@ -114,7 +113,7 @@ def _window_scores(
     window: TestWindow,
     profile_until: pd.Timestamp,
     gathered: Mapping[int, Iterable[pd.DataFrame]],
-    bundle: ModelBundle,
+    forecaster: Forecaster,
 ) -> WindowScores:
     parts, points, intervals = [], {}, {}
     for minutes in HORIZONS:
@@ -126,9 +125,12 @@ def _window_scores(
         if scored.empty:
             raise ValueError(f"{window.description}: nothing to score at {minutes} minutes")
         points[minutes] = {"valid": len(frame), "scored": len(scored)}
-        half_width = bundle.half_widths[minutes]
+        half_widths, nominal = forecaster.half_widths, forecaster.coverage
+        if half_widths is None or nominal is None:
+            continue  # a version without intervals
+        half_width = half_widths[minutes]
         intervals[minutes] = {
-            "nominal": bundle.coverage,
+            "nominal": nominal,
             "measured": coverage(
                 scored["y_true"], scored["y_pred"] - half_width, scored["y_pred"] + half_width
             ),
@@ -144,12 +146,12 @@ def _window_scores(
 
 
 def score_bundle(
-    speeds: pd.DataFrame, bundle: ModelBundle, windows: Sequence[TestWindow]
+    speeds: pd.DataFrame, forecaster: Forecaster, windows: Sequence[TestWindow]
 ) -> list[WindowScores]:
     """The model, persistence and the historical average on each window's points of `speeds`
-    (a loader's wide frame); features are computed once for all windows."""
-    if not set(bundle.context.sensor_ids) & set(speeds.columns.astype(str)):
-        raise ValueError(f"the data shares no sensor with model {bundle.version}")
+    (a loader's wide frame); forecasts are computed once for all windows."""
+    if not set(forecaster.sensor_ids) & set(speeds.columns.astype(str)):
+        raise ValueError(f"the data shares no sensor with model {forecaster.version}")
     profiles = [baseline_profile(speeds, w) for w in windows]
     gathered: list[dict[int, list[pd.DataFrame]]] = [{m: [] for m in HORIZONS} for _ in windows]
     start = max(min(w.first_issue for w in windows), speeds.index[0])
@@ -157,10 +159,12 @@ def score_bundle(
     if start > end:
         raise ValueError(f"the data ends at {speeds.index[-1]}, before any forecast to score")
     for first, last in _days(start, end):
-        for index, minutes, frame in _day_points(speeds, first, last, bundle, windows, profiles):
+        for index, minutes, frame in _day_points(
+            speeds, first, last, forecaster, windows, profiles
+        ):
             gathered[index][minutes].append(frame)
     return [
-        _window_scores(w, min(w.first_target - WINDOW, speeds.index[-1]), g, bundle)
+        _window_scores(w, min(w.first_target - WINDOW, speeds.index[-1]), g, forecaster)
         for w, g in zip(windows, gathered, strict=True)
     ]
 
