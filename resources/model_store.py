@@ -15,3 +15,9 @@ class ModelStoreResource(ConfigurableResource):
     @property
     def path(self) -> Path:
         return Path(self.root)
+
+    @property
+    def neural_path(self) -> Path:
+        """The neural family's registry, a root of its own beside the trees' (`<root>-neural`):
+        the API serves `latest` of the trees' root, whose features a neural graph lacks."""
+        return self.path.with_name(f"{self.path.name}-neural")

@@ -14,6 +14,7 @@ from traffic_assets.models import (
     baselines,
     best_model,
     candidates,
+    neural_model,
     spark_training_features,
     training_data,
 )
@@ -32,6 +33,7 @@ defs = Definitions(
             candidates,
             baselines,
             best_model,
+            neural_model,
             aggregates_stream,
         ]
     ),

@@ -1,5 +1,6 @@
 """Aggregates -> training features -> three candidate families -> best model in the registry,
-materialized by Dagster on two real days, with lineage back to the Kafka offsets."""
+and the neural family in its own, materialized by Dagster on two real days, with lineage back
+to the Kafka offsets."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from resources.spark import build_spark_resource
 from traffic_assets.models.baselines import baseline_models
 from traffic_assets.models.best_model import best_model
 from traffic_assets.models.candidates import candidate_models
+from traffic_assets.models.neural_model import neural_model
 from traffic_assets.models.training_data import training_features
 from traffic_core import features as f
 from traffic_core.datasets import load_speed_csv, to_long
 from traffic_core.evaluation.cv_baselines import cv_validation_rows
 from traffic_core.metrics import masked_mae, persistence_forecast
 from traffic_core.models import Family, load_joblib, train_horizon
+from traffic_core.neural_bundle import NeuralBundle
 from traffic_core.registry import ModelRegistry
 from traffic_core.windows import aggregate_windows
 
@@ -120,6 +123,52 @@ def test_models_trained_selected_and_published_with_lineage(
     onnx_out = session.run(None, {session.get_inputs()[0].name: X})[0].ravel()
     native = load_joblib(folder / "h60.joblib").predict(X)
     assert np.max(np.abs(onnx_out - native)) <= 1e-3
+
+
+def test_neural_family_published_to_its_own_registry_with_the_same_lineage(
+    lake_with_aggregates: LakeResource, speeds: pd.DataFrame, tmp_path: Path
+) -> None:
+    store = ModelStoreResource(root=str(tmp_path / "models"))
+    run_config = {
+        "ops": {
+            "training_features": {"config": {"days": DAYS}},
+            "neural_model": {"config": {"max_epochs": 1, "channels": 4}},  # small and quick
+        }
+    }
+    offsets = [{"topic": "traffic-events", "partition": 3, "first": 0, "last": 4967}]
+    with DagsterInstance.ephemeral() as instance:
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                "raw_traffic_events",
+                partition=DAYS[0],
+                metadata={"offset_ranges": MetadataValue.json(offsets)},
+            )
+        )
+        result = materialize(
+            [training_features, neural_model],
+            resources={
+                "lake": lake_with_aggregates,
+                "model_store": store,
+                "network": NetworkResource(),
+            },
+            run_config=run_config,
+            instance=instance,
+        )
+        assert result.success
+        neural = result.asset_materializations_for_node("neural_model")[0].metadata
+
+    assert not store.path.exists()  # the API's registry is left alone
+    registry = ModelRegistry(store.neural_path)
+    version = neural["model_version"].value
+    assert registry.latest() == version
+    manifest = registry.verify(version)
+    assert manifest["lake_partitions"] == DAYS
+    assert manifest["kafka_offsets"] == offsets
+    assert set(manifest["metrics"]) == {"15", "30", "60"}
+    bundle = NeuralBundle.load(registry, version)
+    assert len(bundle.sensor_ids) == 207
+    forecast = bundle.forecast(speeds, pd.Timestamp(f"{DAYS[-1]} 17:00"))
+    assert forecast.notna().all().all() and forecast.to_numpy().min() > 0
 
 
 def test_baselines_are_scored_on_the_rows_the_candidates_are_validated_on() -> None:

@@ -25,6 +25,7 @@ def neural_builder(
     training_speeds: pd.DataFrame,
     lake_partitions: Sequence[str] = (),
     kafka_offsets: Sequence[dict[str, Any]] = (),
+    ingest_ids: Sequence[dict[str, Any]] = (),
 ) -> Callable[[Path], dict[str, Any]]:
     """A `ModelRegistry.publish` builder: writes the ONNX graph and its metadata, and returns
     the manifest entries (metrics, inputs, lineage of the training window)."""
@@ -48,6 +49,7 @@ def neural_builder(
             "training_data_version": frame_fingerprint(training_speeds),
             "lake_partitions": list(lake_partitions),
             "kafka_offsets": list(kafka_offsets),
+            "ingest_ids": list(ingest_ids),
         }
 
     return build
