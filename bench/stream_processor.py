@@ -36,10 +36,10 @@ from confluent_kafka.admin import AdminClient
 from bench.ingest_throughput import bench_broker, machine
 from traffic_core.events import AGGREGATE, EventCodec
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
+from traffic_core.kafka.offsets import group_positions
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
 from traffic_core.simulation import simulate
-from traffic_core.streams.metrics import group_positions
 
 GRACE_SECONDS = 300
 STEP = pd.Timedelta("5min")

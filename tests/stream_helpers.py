@@ -31,9 +31,9 @@ from confluent_kafka.admin import AdminClient
 from infra.stack.kafka import KafkaBroker
 from traffic_core import windows as w
 from traffic_core.events import AGGREGATE, EventCodec, encode_reading
+from traffic_core.kafka.offsets import group_positions
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.settings import REPO_ROOT
-from traffic_core.streams.metrics import group_positions
 
 T = TypeVar("T")
 GRACE_SECONDS = 300

@@ -1,4 +1,5 @@
-"""Offsets and timestamps of a topic's partitions, asked of the brokers without consuming.
+"""Offsets, timestamps and a group's committed positions per partition, asked of the brokers
+without consuming.
 
 Kafka timestamps on the platform's topics are event times (readings) or window starts
 (aggregates), so "the newest timestamp" says how far a topic's data reaches in event time.
@@ -10,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 
@@ -38,3 +39,33 @@ def newest_timestamp(admin: AdminClient, topic: str, timeout: float = 10.0) -> d
     found = list_offsets(admin, tps, OffsetSpec.max_timestamp(), timeout)
     stamps = [info.timestamp for info in found.values() if info.offset >= 0 and info.timestamp >= 0]
     return datetime.fromtimestamp(max(stamps) / 1000, UTC) if stamps else None
+
+
+def group_positions(
+    consumer: Consumer, topic: str, timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """(committed offset, high watermark) per partition of topic for the consumer's group.
+
+    Read through a consumer of the group that never joins it: the admin client's
+    ListConsumerGroupOffsets crashes librdkafka 2.16 (a null consumer group in its error
+    handling) when the coordinator answers with an error, as it does while it loads. Such an
+    error raises KafkaException here too, rather than reading as "nothing committed"."""
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout)
+    for tp in committed:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+    return {
+        tp.partition: (
+            tp.offset,
+            consumer.get_watermark_offsets(
+                TopicPartition(topic, tp.partition), timeout=timeout, cached=False
+            )[1],
+        )
+        for tp in committed
+    }
+
+
+def lag_of(positions: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """Messages after the committed offset (all of them where nothing is committed yet)."""
+    return {p: max(high - max(done, 0), 0) for p, (done, high) in positions.items()}

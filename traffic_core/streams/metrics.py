@@ -12,8 +12,10 @@ import logging
 import threading
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from traffic_core.kafka.offsets import group_positions, lag_of
 
 LOG = logging.getLogger(__name__)
 
@@ -82,32 +84,6 @@ def directory_bytes(root: Path) -> int:
         except OSError:
             continue
     return total
-
-
-def group_positions(
-    consumer: Consumer, topic: str, timeout: float = 10.0
-) -> dict[int, tuple[int, int]]:
-    """(committed offset, high watermark) per partition of topic for the consumer's group.
-
-    Read through a consumer of the group that never joins it: the admin client's
-    ListConsumerGroupOffsets crashes librdkafka 2.16 (a null consumer group in its error
-    handling) when the coordinator answers with an error, as it does while it loads."""
-    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-    committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout)
-    return {
-        tp.partition: (
-            tp.offset,
-            consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=timeout, cached=False
-            )[1],
-        )
-        for tp in committed
-    }
-
-
-def lag_of(positions: dict[int, tuple[int, int]]) -> dict[int, int]:
-    """Messages after the committed offset (all of them where nothing is committed yet)."""
-    return {p: max(high - max(done, 0), 0) for p, (done, high) in positions.items()}
 
 
 class GroupPoller(threading.Thread):

@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from confluent_kafka import Consumer, TopicPartition
 
 from traffic_core.events import AGGREGATE, DecodeError, EventCodec
+from traffic_core.kafka.offsets import group_positions, lag_of
 from traffic_core.kafka.read_back import last_values, records_per_day
-from traffic_core.streams.metrics import group_positions, lag_of
 
 TAIL = 16
 """Records read back from each partition's end: transaction markers take offsets too, so the
