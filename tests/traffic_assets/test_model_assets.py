@@ -5,12 +5,19 @@ to the Kafka offsets."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
-from dagster import AssetMaterialization, DagsterInstance, MetadataValue, materialize
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    MetadataValue,
+    materialize,
+)
 from sklearn.dummy import DummyRegressor
 
 from resources import LakeResource, ModelStoreResource
@@ -52,6 +59,27 @@ def lake_with_aggregates(tmp_path: Path, speeds: pd.DataFrame) -> LakeResource:
     return lake
 
 
+OFFSETS = [{"topic": "traffic-events", "partition": 3, "first": 0, "last": 4967}]
+
+
+def materialize_after_ingestion(
+    assets: list[Any], resources: dict[str, Any], run_config: dict[str, Any]
+) -> ExecuteInProcessResult:
+    """Materialize `assets` in an instance whose log holds an ingestion run of DAYS[0] that
+    stored OFFSETS: the Kafka lineage a published version must carry."""
+    with DagsterInstance.ephemeral() as instance:
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                "raw_traffic_events",
+                partition=DAYS[0],
+                metadata={"offset_ranges": MetadataValue.json(OFFSETS)},
+            )
+        )
+        result = materialize(assets, resources=resources, run_config=run_config, instance=instance)
+    assert result.success
+    return result
+
+
 def test_models_trained_selected_and_published_with_lineage(
     lake_with_aggregates: LakeResource, speeds: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -60,30 +88,19 @@ def test_models_trained_selected_and_published_with_lineage(
     trained = [*candidate_models, baseline_models]
     run_config = {"ops": {a.key.to_user_string(): {"config": training} for a in trained}}
     run_config["ops"]["training_features"] = {"config": {"days": DAYS}}  # no raw zone here
-    offsets = [{"topic": "traffic-events", "partition": 3, "first": 0, "last": 4967}]
-    with DagsterInstance.ephemeral() as instance:
-        instance.report_runless_asset_event(
-            AssetMaterialization(
-                "raw_traffic_events",
-                partition=DAYS[0],
-                metadata={"offset_ranges": MetadataValue.json(offsets)},
-            )
-        )
-        result = materialize(
-            [training_features, *trained, best_model],
-            resources={
-                "lake": lake_with_aggregates,
-                "model_store": store,
-                "network": NetworkResource(),
-                "pyspark": build_spark_resource(),  # lazy: the local engine never starts it
-            },
-            run_config=run_config,
-            instance=instance,
-        )
-        assert result.success
-        published = result.asset_materializations_for_node("best_model")[0].metadata
-        xgboost = result.asset_materializations_for_node("xgboost_model")[0].metadata
-        baselines = result.asset_materializations_for_node("baseline_models")[0].metadata
+    result = materialize_after_ingestion(
+        [training_features, *trained, best_model],
+        {
+            "lake": lake_with_aggregates,
+            "model_store": store,
+            "network": NetworkResource(),
+            "pyspark": build_spark_resource(),  # lazy: the local engine never starts it
+        },
+        run_config,
+    )
+    published = result.asset_materializations_for_node("best_model")[0].metadata
+    xgboost = result.asset_materializations_for_node("xgboost_model")[0].metadata
+    baselines = result.asset_materializations_for_node("baseline_models")[0].metadata
 
     frame = pd.read_parquet(Path(lake_with_aggregates.root) / "features/training/training.parquet")
     registry = ModelRegistry(store.path)
@@ -93,7 +110,7 @@ def test_models_trained_selected_and_published_with_lineage(
     assert xgboost["train_rows"].value == training["max_rows"]
     manifest = registry.verify(version)
     assert manifest["lake_partitions"] == DAYS
-    assert manifest["kafka_offsets"] == offsets
+    assert manifest["kafka_offsets"] == OFFSETS
     assert manifest["feature_names"] == list(f.FEATURE_NAMES)
     assert set(manifest["metrics"]) == {"15", "30", "60"}
     for minutes, horizon in manifest["metrics"].items():
@@ -135,27 +152,12 @@ def test_neural_family_published_to_its_own_registry_with_the_same_lineage(
             "neural_model": {"config": {"max_epochs": 1, "channels": 4}},  # small and quick
         }
     }
-    offsets = [{"topic": "traffic-events", "partition": 3, "first": 0, "last": 4967}]
-    with DagsterInstance.ephemeral() as instance:
-        instance.report_runless_asset_event(
-            AssetMaterialization(
-                "raw_traffic_events",
-                partition=DAYS[0],
-                metadata={"offset_ranges": MetadataValue.json(offsets)},
-            )
-        )
-        result = materialize(
-            [training_features, neural_model],
-            resources={
-                "lake": lake_with_aggregates,
-                "model_store": store,
-                "network": NetworkResource(),
-            },
-            run_config=run_config,
-            instance=instance,
-        )
-        assert result.success
-        neural = result.asset_materializations_for_node("neural_model")[0].metadata
+    result = materialize_after_ingestion(
+        [training_features, neural_model],
+        {"lake": lake_with_aggregates, "model_store": store, "network": NetworkResource()},
+        run_config,
+    )
+    neural = result.asset_materializations_for_node("neural_model")[0].metadata
 
     assert not store.path.exists()  # the API's registry is left alone
     registry = ModelRegistry(store.neural_path)
@@ -163,7 +165,7 @@ def test_neural_family_published_to_its_own_registry_with_the_same_lineage(
     assert registry.latest() == version
     manifest = registry.verify(version)
     assert manifest["lake_partitions"] == DAYS
-    assert manifest["kafka_offsets"] == offsets
+    assert manifest["kafka_offsets"] == OFFSETS
     assert set(manifest["metrics"]) == {"15", "30", "60"}
     bundle = NeuralBundle.load(registry, version)
     assert len(bundle.sensor_ids) == 207

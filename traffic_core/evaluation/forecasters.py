@@ -49,8 +49,10 @@ class Forecaster(Protocol):
 
 
 @dataclass(frozen=True, eq=False)
-class TreeForecaster:
-    bundle: ModelBundle
+class _Published:
+    """What every published version answers alike: its name and manifest."""
+
+    bundle: ModelBundle | NeuralBundle
 
     @property
     def version(self) -> str:
@@ -59,6 +61,11 @@ class TreeForecaster:
     @property
     def manifest(self) -> dict[str, Any]:
         return self.bundle.manifest
+
+
+@dataclass(frozen=True, eq=False)
+class TreeForecaster(_Published):
+    bundle: ModelBundle
 
     @property
     def sensor_ids(self) -> list[str]:
@@ -78,16 +85,8 @@ class TreeForecaster:
 
 
 @dataclass(frozen=True, eq=False)
-class NeuralForecaster:
+class NeuralForecaster(_Published):
     bundle: NeuralBundle
-
-    @property
-    def version(self) -> str:
-        return self.bundle.version
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return self.bundle.manifest
 
     @property
     def sensor_ids(self) -> list[str]:
