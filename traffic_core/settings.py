@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from traffic_core.kafka.topics import Replication
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The checkout this package runs from (the project is installed editable)."""
 
@@ -50,7 +52,15 @@ class KafkaSettings(BaseSettings):
         default="",
         description="Partition count overrides, e.g. 'traffic-events=24,traffic-alerts=4'.",
     )
-    replication_factor: int = 1
+    brokers: int = Field(
+        default=1,
+        ge=1,
+        description="Brokers in the cluster; topics get three copies, two in sync, from three.",
+    )
+
+    @property
+    def replication(self) -> Replication:
+        return Replication.for_brokers(self.brokers)
 
 
 KafkaPrincipal = Literal[
