@@ -16,8 +16,6 @@ from typing import Literal
 from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from traffic_core.kafka.topics import Replication
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The checkout this package runs from (the project is installed editable)."""
 
@@ -57,10 +55,6 @@ class KafkaSettings(BaseSettings):
         ge=1,
         description="Brokers in the cluster; topics get three copies, two in sync, from three.",
     )
-
-    @property
-    def replication(self) -> Replication:
-        return Replication.for_brokers(self.brokers)
 
 
 KafkaPrincipal = Literal[
