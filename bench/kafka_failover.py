@@ -9,10 +9,12 @@ SIGKILLed; it is restarted `--down` seconds later. Sampled every `--sample` seco
 
 - producer (`acks=all`, idempotent): every acknowledgement's latency (librdkafka's, produce to
   ack), delivery errors, the longest gap between acknowledgements, the span of slow (> 1 s) ones;
-- lake writers: the longest time no writer committed (their Prometheus metric
+- lake writers (flushing every second): the longest time no writer committed (their metric
   `traffic_ingest_last_commit_timestamp_seconds`), then whether the lake holds every reading once;
-- API: `/v1/ready` (seconds not ready, longest spell) and one sensor's forecast (the longest time
-  its window did not advance, and how far it trails the newest acknowledged reading).
+- API: `/v1/ready` (seconds not ready, by reason; at high speed-ups windows close faster than
+  forecasts are made, so "forecasting the windows read from Kafka" comes and goes even without
+  a kill) and one sensor's forecast (seconds not served, the longest time its window did not
+  advance, and how far it trails the newest acknowledged reading, in event minutes).
 
 Each figure is given before the kill (the baseline under this load) and after it. Own cluster
 (ports 38092..38097), API on 38080, writers' metrics on 38086/38087; state under
@@ -98,6 +100,8 @@ class Acks:
 class Sample:
     at: float
     ready: int  # HTTP status of /v1/ready, 0 when the API did not answer
+    reason: str  # why not ready ("" when ready)
+    forecast: int  # HTTP status of one sensor's forecast, 0 when the API did not answer
     issued_for: pd.Timestamp | None
     newest_acked: pd.Timestamp | None
     last_commit: float  # newest commit of any writer (epoch s), 0 before the first
@@ -119,17 +123,21 @@ def sample_forever(
     metrics = [f"http://127.0.0.1:{port}/metrics" for port in METRICS_PORTS]
     with httpx.Client(timeout=2) as http:
         while not stop.wait(every):
-            ready, issued = 0, None
+            ready, reason, forecast, issued = 0, "no answer", 0, None
             with contextlib.suppress(httpx.HTTPError):
-                ready = http.get(f"{api_url}/v1/ready").status_code
+                readiness = http.get(f"{api_url}/v1/ready")
+                ready, reason = readiness.status_code, readiness.json().get("reason", "")
                 answer = http.get(f"{api_url}/v1/forecasts/{SENSOR}", headers=auth)
-                if answer.status_code == 200:
+                forecast = answer.status_code
+                if forecast == 200:
                     issued = pd.Timestamp(answer.json()["issued_for"])
             newest = acks.newest_event_ms
             samples.append(
                 Sample(
                     at=time.time(),
                     ready=ready,
+                    reason=reason,
+                    forecast=forecast,
                     issued_for=issued,
                     newest_acked=pd.Timestamp(newest, unit="ms", tz="UTC") if newest else None,
                     last_commit=max(
@@ -159,6 +167,9 @@ def producer_figures(acks: Acks, since: float, until: float) -> dict[str, Any]:
         "slow_span_s": round(float(times[slow].max() - produced_at[slow].min()), 3)
         if slow.any()
         else 0.0,
+        "last_slow_ack_s_after_start": round(float(times[slow].max() - since), 1)
+        if slow.any()
+        else None,
     }
 
 
@@ -179,6 +190,11 @@ def spells(samples: list[Sample], bad: Any) -> tuple[float, float]:
 def service_figures(samples: list[Sample]) -> dict[str, Any]:
     """The API's and the writers' view over one stretch of samples."""
     not_ready, longest_not_ready = spells(samples, lambda s: s.ready != 200)
+    unserved, longest_unserved = spells(samples, lambda s: s.forecast != 200)
+    reasons = {
+        reason: spells(samples, lambda s, r=reason: s.reason == r)[0]
+        for reason in sorted({s.reason for s in samples if s.reason})
+    }
     stalls, stalled_since = [], None
     for sample in samples:  # how long the forecast's window stood still, at each sample
         if stalled_since is None or sample.issued_for != stalled_since[1]:
@@ -194,6 +210,9 @@ def service_figures(samples: list[Sample]) -> dict[str, Any]:
         "seconds": round(samples[-1].at - samples[0].at, 1) if samples else 0,
         "api_not_ready_s": not_ready,
         "api_longest_not_ready_s": longest_not_ready,
+        "api_not_ready_s_by_reason": reasons,
+        "api_forecast_not_served_s": unserved,
+        "api_forecast_longest_not_served_s": longest_unserved,
         "api_forecast_longest_unchanged_s": round(max(stalls, default=0.0), 2),
         "api_forecast_trails_acked_readings_max_event_min": round(max(trailing, default=0), 1),
         "writers_longest_without_commit_s": round(max(commits, default=0.0), 2),
@@ -224,6 +243,7 @@ def start_writers() -> list[subprocess.Popen]:
                 *("--bootstrap-servers", CLUSTER.bootstrap_servers, "--group-id", GROUP),
                 *("--worker-id", f"w{i}", "--metrics-port", str(port)),
                 *("--lake-dir", str(STATE / "lake"), "--session-timeout-ms", "10000"),
+                *("--flush-seconds", "1", "--flush-messages", "5000"),
             ],
             cwd=REPO_ROOT,
             stdout=subprocess.DEVNULL,
@@ -250,6 +270,8 @@ def main() -> None:
     parser.add_argument("--down", type=float, default=30.0, help="seconds the broker stays dead")
     parser.add_argument("--sample", type=float, default=0.25, help="seconds between samples")
     args = parser.parse_args()
+    # The codecs' built-in schema ids: the bench runs no schema registry.
+    os.environ["TRAFFIC_SCHEMA_REGISTRY_URL"] = ""
     load_at_start = os.getloadavg()
     data_dir = PlatformSettings().data_dir
     speeds = load_speed_csv(data_dir / SIX_DAYS)
