@@ -405,7 +405,7 @@ def replay_process(bootstrap: str, topic: str, csv: Path, until: pd.Timestamp) -
     return subprocess.Popen(
         [
             *(sys.executable, "-m", "traffic_core.ingestion.producer", "--data", str(csv)),
-            *("--bootstrap-servers", bootstrap, "--topic", topic, "--speedup", "12000"),
+            *("--bootstrap-servers", bootstrap, "--topic", topic, "--speedup", "6000"),
             *("--until", str(until), "--no-progress"),
         ],
         cwd=REPO_ROOT,
@@ -424,7 +424,7 @@ def test_leader_broker_killed_mid_replay_the_lake_and_the_groups_recover(
     acknowledged write, the writers' group and a publisher election carry on."""
     events, dlq = fresh_topics(kafka_cluster, partitions=6)
     csv = shared_data / "metr-la" / "los_loop_speed_2012-03-01_to_03-06.csv"
-    speeds = load_speed_csv(csv).iloc[:400]  # 400 steps x 207 sensors = 82,800 readings
+    speeds = load_speed_csv(csv).iloc[:240]  # 240 steps x 207 sensors = 49,680 readings
     group = f"writers-{uuid.uuid4().hex[:6]}"
     args = [
         *("--bootstrap-servers", kafka_cluster.bootstrap_servers, "--topic", events),
@@ -448,8 +448,7 @@ def test_leader_broker_killed_mid_replay_the_lake_and_the_groups_recover(
         assert producer.poll() is None, "the replay must still be running when the leader dies"
         leader = kafka_cluster.leader_of_most(events)
         assert kafka_cluster.kill(leader)
-        time.sleep(5)
-        assert producer.poll() is None or producer.returncode == 0
+        time.sleep(2)
         kafka_cluster.start()  # the killed node only: the others run
         output, _ = producer.communicate(timeout=300)
         assert producer.returncode == 0, output
