@@ -19,7 +19,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from traffic_core.kafka.client_config import kafka_client_config
-from traffic_core.kafka.topics import TopicSpec, ensure_topics
+from traffic_core.kafka.topics import Replication, TopicSpec, ensure_topics
+from traffic_core.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class PublisherElection:
 
     def start(self) -> None:
         connection = kafka_client_config(self._bootstrap_servers, "traffic-api")
-        ensure_topics(AdminClient(connection), [TopicSpec(self.topic, 1)])
+        replication = Replication.for_brokers(KafkaSettings().brokers)
+        ensure_topics(AdminClient(connection), [TopicSpec(self.topic, 1)], replication)
         consumer = Consumer(
             {
                 **connection,

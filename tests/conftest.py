@@ -49,6 +49,7 @@ def _stop_leftovers() -> None:
     """A previous session killed mid-way may have left its services running."""
     _broker(TEST_STATE).stop()
     _tls_broker(TEST_STATE).stop()
+    _cluster(TEST_STATE).stop()
     _postgres(TEST_STATE).stop()
     _registry(TEST_STATE).stop()
     _tls_postgres(TEST_STATE).stop()
@@ -72,6 +73,17 @@ def _tls_broker(state: Path) -> KafkaBroker:
         port=plaintext.port + 2,
         controller_port=plaintext.controller_port + 2,
         security_dir=state / "security",
+    )
+
+
+def _cluster(state: Path) -> KafkaBroker:
+    """Three brokers (each a KRaft controller too) on ports of their own: 19096..19101."""
+    return dataclasses.replace(
+        _broker(state),
+        state_dir=state / "kafka-cluster",
+        port=19096 + PORT_SHIFT,
+        controller_port=19097 + PORT_SHIFT,
+        brokers=3,
     )
 
 
@@ -118,6 +130,19 @@ def kafka_broker(test_state_dir: Path) -> Iterator[KafkaBroker]:
 
 
 @pytest.fixture(scope="session")
+def kafka_cluster(test_state_dir: Path) -> Iterator[KafkaBroker]:
+    """Started by the first test that asks for it (the ones parametrized over broker counts)."""
+    yield from _running(_cluster(test_state_dir))
+
+
+@pytest.fixture
+def kafka_service(request: pytest.FixtureRequest) -> KafkaBroker:
+    """The one-broker or the three-broker service, as `kafka_helpers.ONE_AND_THREE_BROKERS`
+    parametrizes it."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
 def kafka_tls_broker(test_state_dir: Path) -> Iterator[KafkaBroker]:
     yield from _running(_tls_broker(test_state_dir))
 
@@ -142,6 +167,8 @@ def shared_data() -> Path:
 SERVICE_FIXTURES = frozenset(
     {
         "kafka_broker",
+        "kafka_cluster",
+        "kafka_service",
         "kafka_tls_broker",
         "postgres_server",
         "postgres_tls_server",

@@ -5,19 +5,27 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.stack.kafka import KafkaBroker
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 
+ONE_AND_THREE_BROKERS = pytest.mark.parametrize(
+    "kafka_service", ["kafka_broker", "kafka_cluster"], ids=["1-broker", "3-brokers"], indirect=True
+)
+"""Run a test against one broker and against the three-broker cluster (replication 3)."""
+
 
 def fresh_topics(broker: KafkaBroker, partitions: int = 12) -> tuple[str, str]:
-    """A new events topic and its DLQ, so tests never see each other's messages."""
+    """A new events topic and its DLQ, replicated as the broker count asks, so tests never see
+    each other's messages."""
     suffix = uuid.uuid4().hex[:8]
     events, dlq = f"events-{suffix}", f"dlq-{suffix}"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-    ensure_topics(admin, [TopicSpec(events, partitions), TopicSpec(dlq, 1)])
+    specs = [TopicSpec(events, partitions), TopicSpec(dlq, 1)]
+    ensure_topics(admin, specs, broker.replication)
     return events, dlq
 
 
@@ -30,6 +38,16 @@ def topic_message_count(broker: KafkaBroker, topic: str) -> int:
             low, high = _watermarks(consumer, TopicPartition(topic, partition))
             total += high - low
         return total
+    finally:
+        consumer.close()
+
+
+def end_offsets(broker: KafkaBroker, topic: str) -> dict[int, int]:
+    """Each partition's high watermark: the offset a group that read everything commits."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "ends"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {p: _watermarks(consumer, TopicPartition(topic, p))[1] for p in metadata.partitions}
     finally:
         consumer.close()
 

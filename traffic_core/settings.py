@@ -50,7 +50,11 @@ class KafkaSettings(BaseSettings):
         default="",
         description="Partition count overrides, e.g. 'traffic-events=24,traffic-alerts=4'.",
     )
-    replication_factor: int = 1
+    brokers: int = Field(
+        default=1,
+        ge=1,
+        description="Brokers in the cluster; topics get three copies, two in sync, from three.",
+    )
 
 
 KafkaPrincipal = Literal[

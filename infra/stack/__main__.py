@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 
 from infra.stack.certs import CertificateAuthority
 from infra.stack.kafka import KafkaBroker
-from infra.stack.local import LocalStack
+from infra.stack.local import LocalStack, running_cluster_size
 from infra.stack.process import ServiceError
 from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token_file
 from infra.stack.spark import SparkCluster
@@ -40,12 +40,13 @@ def service(stack: LocalStack, name: str) -> Any:
 
 def create_topics(broker: KafkaBroker) -> dict[str, str]:
     """The platform's topics and the API's publisher election topic (made here by the admin
-    principal, since under TLS the API may not create topics)."""
+    principal, since under TLS the API may not create topics), replicated as the broker
+    count asks."""
     settings = KafkaSettings()
     admin = AdminClient(broker.client_config("traffic-admin"))
     election = TopicSpec(ApiSettings().publisher_election_topic(), 1)
     return ensure_topics(
-        admin, [*topic_layout(settings.topic_partitions), election], settings.replication_factor
+        admin, [*topic_layout(settings.topic_partitions), election], broker.replication
     )
 
 
@@ -75,7 +76,9 @@ def start(stack: LocalStack, names: list[str]) -> None:
         print(f"streams   {stack.streams.status()}  (aggregates to traffic-aggregates)")
     if "dagster" in names:
         pg_env = stack.dagster_pg_env() if stack.postgres.running() else {}
-        stack.dagster.start(env=pg_env)
+        stack.dagster.start(
+            env={**pg_env, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers}
+        )
         storage = "PostgreSQL" if pg_env else "SQLite"
         print(f"dagster   {stack.dagster.status()}  (instance storage: {storage})")
     if "api" in names:
@@ -183,7 +186,8 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
             f"Schemas:     {stack.registry.url}/subjects  (Confluent schema registry API)\n"
             f"Lake:        {PlatformSettings().lake_dir}\n"
             f"Models:      {PlatformSettings().model_dir} (`latest` once a model is published)\n"
-            f"Logs:        {stack.kafka.state_dir / 'logs'}, {stack.dagster.process.log_file}, "
+            f"Logs:        {', '.join(str(n.state_dir / 'logs') for n in stack.kafka.nodes)}, "
+            f"{stack.dagster.process.log_file}, "
             f"{stack.api.process.log_file}, {stack.dashboard.process.log_file}\n"
             f"{example_calls(stack)}"
             "Sensors: kafka_offsets_sensor ingests new offsets, the automation sensor aggregates\n"
@@ -234,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         help="demo: replay the real six METR-LA days (default), simulated data, or nothing",
     )
     parser.add_argument("--days", type=int, default=90, help="demo: days of simulated data")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        default=0,
+        help="Kafka brokers (default KAFKA_BROKERS, 1); 3 makes a cluster with topics at "
+        "replication 3, 2 in sync; stop/status/kill/topics find a running cluster themselves",
+    )
     parser.add_argument("--with-ca", action="store_true", help="certs rotate: issue a new CA too")
     args = parser.parse_args(argv)
     if args.command == "certs":
@@ -247,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown service(s) {sorted(unknown)}; choose from {choices}")
     everything = list(SERVICES) if args.command == "start" else [*SERVICES, *OPTIONAL_SERVICES]
     names = everything if not args.services or "all" in args.services else args.services
-    stack = LocalStack.from_env()
+    brokers = args.brokers
+    if not brokers and args.command not in ("start", "demo"):
+        brokers = running_cluster_size()
+    stack = LocalStack.from_env(brokers=brokers)
     try:
         if args.command == "start":
             start(stack, names)

@@ -1,10 +1,15 @@
-"""A single-node Apache Kafka 4.x broker in KRaft mode, assembled from Maven Central jars."""
+"""Apache Kafka 4.x in KRaft mode, assembled from Maven Central jars: one broker, or a cluster
+of N nodes on loopback, each broker and controller in one JVM, the controllers a quorum of N."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 import string
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,18 +27,54 @@ from infra.stack.process import (
     write_private,
 )
 from traffic_core.kafka.client_config import kafka_client_config
+from traffic_core.kafka.topics import Replication
 from traffic_core.settings import KafkaPrincipal, SecuritySettings
 
 INFRA_DIR = Path(__file__).resolve().parents[1] / "kafka"
 POM = INFRA_DIR / "pom.xml"
 
 
+def kafka_uuid() -> str:
+    """A random id as Kafka writes one (URL-safe base64, no padding), for the cluster id and
+    the controllers' directory ids; Kafka never issues one starting with '-'."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One KRaft node of the service: its id, ports and the folder of its data, logs and pid."""
+
+    node_id: int
+    state_dir: Path
+    port: int
+    controller_port: int
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess(
+            name=f"kafka-{self.node_id}",
+            pid_file=self.state_dir / "kafka.pid",
+            log_file=self.state_dir / "logs" / "stdout.log",
+            marker=f"{self.state_dir}/server.properties",
+        )
+
+    @property
+    def formatted(self) -> bool:
+        return (self.state_dir / "data" / "meta.properties").exists()
+
+
 @dataclass(frozen=True)
 class KafkaBroker:
-    """One broker: its ports and the folder holding its data, logs and pid file.
+    """The Kafka service: one broker (the default), or a cluster of `brokers` nodes.
 
+    Node i (from 0) listens on `port + 2i` with its controller on `controller_port + 2i`; one
+    broker keeps its state in `state_dir`, a cluster each node in `state_dir/node-<id>`. Every
+    node is broker and controller, the controllers one quorum formatted with one cluster id.
     The jars live in a shared folder so a test broker and the demo broker reuse one download.
-    With a `security_dir` the broker speaks only SASL_SSL (SCRAM users, ACLs, TLS controller),
+    With a `security_dir` the brokers speak only SASL_SSL (SCRAM users, ACLs, TLS controller),
     with the CA, certificates and passwords kept there; without one, plaintext.
     """
 
@@ -44,6 +85,37 @@ class KafkaBroker:
     controller_port: int = 9093
     heap: str = "512m"
     security_dir: Path | None = None
+    brokers: int = 1
+
+    def __post_init__(self) -> None:
+        ports = [p for node in self.nodes for p in (node.port, node.controller_port)]
+        if self.brokers < 1 or len(set(ports)) != len(ports):
+            raise ValueError(
+                f"kafka: {self.brokers} brokers from ports {self.port}/{self.controller_port} "
+                "would share a port"
+            )
+
+    @property
+    def nodes(self) -> tuple[KafkaNode, ...]:
+        if self.brokers == 1:
+            return (KafkaNode(1, self.state_dir, self.port, self.controller_port),)
+        return tuple(
+            KafkaNode(
+                i + 1,
+                self.state_dir / f"node-{i + 1}",
+                self.port + 2 * i,
+                self.controller_port + 2 * i,
+            )
+            for i in range(self.brokers)
+        )
+
+    def node(self, node_id: int) -> KafkaNode:
+        return self.nodes[node_id - 1]
+
+    @property
+    def replication(self) -> Replication:
+        """How the platform's topics are replicated on this many brokers."""
+        return Replication.for_brokers(self.brokers)
 
     @property
     def security(self) -> SecuritySettings:
@@ -57,16 +129,7 @@ class KafkaBroker:
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def process(self) -> ManagedProcess:
-        return ManagedProcess(
-            name="kafka",
-            pid_file=self.state_dir / "kafka.pid",
-            log_file=self.state_dir / "logs" / "stdout.log",
-            marker=f"{self.state_dir}/server.properties",
-        )
+        return ",".join(f"{self.host}:{node.port}" for node in self.nodes)
 
     def ensure_jars(self) -> None:
         """Copy kafka_2.13 and its runtime dependencies from Maven Central, once per pom."""
@@ -93,12 +156,17 @@ class KafkaBroker:
         )
         stamp.write_text(digest)
 
-    def _render_config(self) -> Path:
+    def _render_config(self, node: KafkaNode) -> Path:
+        replication = self.replication
         values: dict[str, object] = {
             "KAFKA_HOST": self.host,
-            "KAFKA_PORT": self.port,
-            "KAFKA_CONTROLLER_PORT": self.controller_port,
-            "KAFKA_DATA_DIR": self.state_dir / "data",
+            "KAFKA_NODE_ID": node.node_id,
+            "KAFKA_PORT": node.port,
+            "KAFKA_CONTROLLER_PORT": node.controller_port,
+            "KAFKA_QUORUM": ",".join(f"{self.host}:{n.controller_port}" for n in self.nodes),
+            "KAFKA_DATA_DIR": node.state_dir / "data",
+            "KAFKA_REPLICATION_FACTOR": replication.factor,
+            "KAFKA_MIN_INSYNC": replication.min_insync,
         }
         if self.security_dir is not None:
             ca = CertificateAuthority(self.security_dir)
@@ -112,34 +180,43 @@ class KafkaBroker:
         listeners = INFRA_DIR / f"listeners-{self.security.security}.properties.template"
         values["KAFKA_LISTENERS"] = string.Template(listeners.read_text()).substitute(values)
         template = string.Template((INFRA_DIR / "server.properties.template").read_text())
-        config = self.state_dir / "server.properties"
+        config = node.state_dir / "server.properties"
         write_private(config, template.substitute(values))  # it holds the broker's password
         return config
 
     def _java(self, main: str, *args: str) -> list[str]:
         return ["java", "-cp", f"{self.libs_dir}/*", main, *args]
 
-    def _format_storage(self, config: Path) -> None:
-        if (self.state_dir / "data" / "meta.properties").exists():
+    def _format_storage(self, configs: dict[int, Path]) -> None:
+        """Format every node once, with one cluster id and the quorum of all controllers."""
+        formatted = [node.formatted for node in self.nodes]
+        if all(formatted):
             return
-        cluster_id = (
-            run_checked(self._java("kafka.tools.StorageTool", "random-uuid"), "kafka: cluster id")
-            .stdout.strip()
-            .splitlines()[-1]
+        if any(formatted):
+            raise ServiceError(
+                f"kafka: only some nodes of {self.state_dir} are formatted; a node that lost its "
+                "data must rejoin by hand, or remove the folder to start a fresh cluster"
+            )
+        cluster_id = kafka_uuid()
+        controllers = ",".join(
+            f"{node.node_id}@{self.host}:{node.controller_port}:{kafka_uuid()}"
+            for node in self.nodes
         )
-        run_checked(
-            self._java(
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                "-t",
-                cluster_id,
-                "-c",
-                str(config),
-                *self._scram_users(),
-            ),
-            "kafka: formatting KRaft storage",
-        )
+        for node in self.nodes:
+            run_checked(
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(configs[node.node_id]),
+                    "--initial-controllers",
+                    controllers,
+                    *self._scram_users(),
+                ),
+                f"kafka: formatting KRaft storage of node {node.node_id}",
+            )
 
     def _scram_users(self) -> list[str]:
         if self.security_dir is None:
@@ -147,25 +224,37 @@ class KafkaBroker:
         return scram_format_args(ensure_passwords(self.security))
 
     def start(self, timeout: float = 90.0) -> None:
-        """Start the broker unless it runs already, and wait until it answers metadata."""
-        if self.process.running():
+        """Start the nodes that do not run (all, or one restarting after a crash), and wait
+        until every node answers metadata."""
+        down = [node for node in self.nodes if not node.process.running()]
+        if not down:
             self.wait_ready(timeout)
             return
         if shutil.which("java") is None:
             raise ServiceError(
                 "kafka: Java not found. Install a JRE 17+: apt-get install openjdk-17-jre-headless"
             )
-        require_free_port(self.host, self.port, "kafka")
-        require_free_port(self.host, self.controller_port, "kafka controller")
+        for node in down:
+            require_free_port(self.host, node.port, f"kafka {node.node_id}")
+            require_free_port(self.host, node.controller_port, f"kafka {node.node_id} controller")
         self.ensure_jars()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.security_dir is not None:
             CertificateAuthority(self.security_dir).ensure()
-        config = self._render_config()
-        self._format_storage(config)
-        logs = self.state_dir / "logs"
+        configs = {}
+        for node in self.nodes:
+            node.state_dir.mkdir(parents=True, exist_ok=True)
+            configs[node.node_id] = self._render_config(node)
+        self._format_storage(configs)
+        for node in down:
+            self._spawn(node, configs[node.node_id])
+        self.wait_ready(timeout)
+        if self.security_dir is not None:
+            apply_acls(AdminClient(self.client_config(BROKER_USER)))
+
+    def _spawn(self, node: KafkaNode, config: Path) -> None:
+        logs = node.state_dir / "logs"
         logs.mkdir(exist_ok=True)
-        self.process.spawn(
+        node.process.spawn(
             [
                 "java",
                 f"-Xmx{self.heap}",
@@ -180,44 +269,68 @@ class KafkaBroker:
                 str(config),
             ]
         )
-        self.wait_ready(timeout)
-        if self.security_dir is not None:
-            apply_acls(AdminClient(self.client_config(BROKER_USER)))
+
+    def _admin(self, bootstrap_servers: str) -> AdminClient:
+        config = kafka_client_config(bootstrap_servers, BROKER_USER, self.security)
+        return AdminClient({**config, "log_level": 0})
 
     def answers(self, timeout: float = 2.0) -> bool:
-        """True when the broker returns cluster metadata."""
-        admin = AdminClient({**self.client_config(BROKER_USER), "log_level": 0})
+        """True when the cluster returns metadata listing every node as a broker."""
         try:
+            brokers = self._admin(self.bootstrap_servers).list_topics(timeout=timeout).brokers
+        except Exception:
+            return False
+        return set(brokers) >= {node.node_id for node in self.nodes}
+
+    def node_answers(self, node: KafkaNode, timeout: float = 2.0) -> bool:
+        """True when this node itself returns metadata."""
+        try:
+            admin = self._admin(f"{self.host}:{node.port}")
             return bool(admin.list_topics(timeout=timeout).brokers)
         except Exception:
             return False
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         def ready() -> bool:
-            if not self.process.running():
-                raise ServiceError(
-                    f"kafka: broker exited during start-up; last log lines:\n"
-                    f"{self.process.log_tail()}\n(full log: {self.state_dir / 'logs'})"
-                )
+            for node in self.nodes:
+                if not node.process.running():
+                    raise ServiceError(
+                        f"kafka: node {node.node_id} exited during start-up; last log lines:\n"
+                        f"{node.process.log_tail()}\n(full log: {node.state_dir / 'logs'})"
+                    )
             return self.answers()
 
         if not wait_until(ready, timeout, interval=0.5):
             raise ServiceError(
-                f"kafka: broker did not answer on {self.bootstrap_servers} within {timeout:.0f}s; "
-                f"see {self.state_dir / 'logs'}"
+                f"kafka: brokers did not all answer on {self.bootstrap_servers} within "
+                f"{timeout:.0f}s; see {self.state_dir}"
             )
 
     def stop(self) -> bool:
-        return self.process.stop(timeout=30.0)
+        """Stop every node at once (one by one, the last would wait for a quorum that left)."""
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            return any(pool.map(lambda node: node.process.stop(timeout=30.0), self.nodes))
 
-    def kill(self) -> bool:
-        """SIGKILL the broker, as a crash would (for recovery tests)."""
-        return self.process.kill()
+    def kill(self, node_id: int | None = None) -> bool:
+        """SIGKILL one node, or every node, as a crash would (for recovery tests)."""
+        nodes = self.nodes if node_id is None else (self.node(node_id),)
+        return any([node.process.kill() for node in nodes])
+
+    def leader_of_most(self, topic: str, timeout: float = 10.0) -> int:
+        """The node leading most partitions of `topic` (the lowest id on a tie)."""
+        partitions = self._admin(self.bootstrap_servers).list_topics(topic, timeout=timeout)
+        leaders = Counter(p.leader for p in partitions.topics[topic].partitions.values())
+        return min(leaders, key=lambda node_id: (-leaders[node_id], node_id))
 
     def status(self) -> str:
-        pid = self.process.pid()
-        if pid is None:
-            return "stopped"
-        return f"running (pid {pid}) on {self.bootstrap_servers}" + (
-            "" if self.answers() else ", not answering yet"
-        )
+        states = []
+        for node in self.nodes:
+            pid = node.process.pid()
+            if pid is None:
+                states.append("stopped")
+                continue
+            answering = "" if self.node_answers(node) else ", not answering yet"
+            states.append(f"running (pid {pid}) on {self.host}:{node.port}{answering}")
+        if len(states) == 1:
+            return states[0]
+        return "; ".join(f"node {n.node_id} {s}" for n, s in zip(self.nodes, states, strict=True))

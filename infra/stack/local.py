@@ -27,6 +27,25 @@ from traffic_core.settings import (
 )
 
 
+def kafka_layout_dir(brokers: int, suffix: str = "") -> str:
+    """One broker keeps the folder it always had; a cluster of N brokers has one of its own,
+    since its nodes are formatted for a quorum of N."""
+    return f"broker{suffix}" if brokers == 1 else f"cluster-{brokers}{suffix}"
+
+
+def running_cluster_size(state_root: Path = LOCAL_STATE_DIR) -> int:
+    """The size of a local Kafka cluster with a node running, 0 if none: `stop` and `status`
+    then cover the cluster that was started, whatever its size."""
+    suffix = "-tls" if SecuritySettings().tls else ""
+    for folder in sorted((state_root / "kafka").glob(f"cluster-*{suffix}")):
+        size = folder.name.removeprefix("cluster-").removesuffix(suffix)
+        if size.isdigit() and any((node / "kafka.pid").exists() for node in folder.glob("node-*")):
+            stack = LocalStack.from_env(state_root, brokers=int(size))
+            if any(node.process.running() for node in stack.kafka.nodes):
+                return int(size)
+    return 0
+
+
 @dataclass(frozen=True)
 class LocalStack:
     kafka: KafkaBroker
@@ -38,9 +57,13 @@ class LocalStack:
     streams: WebService
 
     @classmethod
-    def from_env(cls, state_root: Path = LOCAL_STATE_DIR, registry_url: str = "") -> LocalStack:
-        """The stack the environment describes; `registry_url` overrides the settings' one."""
+    def from_env(
+        cls, state_root: Path = LOCAL_STATE_DIR, registry_url: str = "", brokers: int = 0
+    ) -> LocalStack:
+        """The stack the environment describes; `registry_url` overrides the settings' one,
+        `brokers` the Kafka cluster size (KAFKA_BROKERS)."""
         kafka = KafkaSettings()
+        brokers = brokers or kafka.brokers
         host, _, port = kafka.bootstrap_servers.split(",")[0].rpartition(":")
         pg = PostgresSettings()
         registry = urlsplit(
@@ -54,12 +77,13 @@ class LocalStack:
         ca = None if security_dir is None else CertificateAuthority(security_dir)
         return cls(
             kafka=KafkaBroker(
-                state_dir=state_root / "kafka" / f"broker{suffix}",
+                state_dir=state_root / "kafka" / kafka_layout_dir(brokers, suffix),
                 security_dir=security_dir,
                 libs_dir=state_root / "kafka" / "libs",
                 host=host,
                 port=int(port),
                 controller_port=int(os.environ.get("KAFKA_CONTROLLER_PORT", int(port) + 1)),
+                brokers=brokers,
             ),
             postgres=PostgresServer(
                 state_dir=Path(

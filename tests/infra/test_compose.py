@@ -13,8 +13,10 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from infra.stack.kafka import KafkaBroker
 from serving.security import SecuritySettings
 from serving.settings import ApiSettings
+from traffic_core.kafka.topics import Replication
 from traffic_core.settings import (
     REPO_ROOT,
     KafkaSettings,
@@ -60,7 +62,9 @@ def env_names_read_by_dagster_config() -> set[str]:
 
 def test_all_services_of_the_topology_are_described() -> None:
     assert {
-        "kafka",
+        "kafka-1",
+        "kafka-2",
+        "kafka-3",
         "postgres",
         "dagster-code-server",
         "dagster-webserver",
@@ -113,8 +117,39 @@ def test_ports_match_local_defaults() -> None:
     assert "3000:3000" in services["dagster-webserver"]["ports"]
     assert f"{ApiSettings().port}:{ApiSettings().port}" in services["api"]["ports"]
     assert "--port" in services["api"]["command"]
-    kafka_port = KafkaSettings().bootstrap_servers.rsplit(":", 1)[1]
-    assert f"{kafka_port}:{kafka_port}" in services["kafka"]["ports"]
+    port = int(KafkaSettings().bootstrap_servers.rsplit(":", 1)[1])
+    local = KafkaBroker(Path(), Path(), port=port, brokers=3)  # the local cluster's ports
+    for node in local.nodes:
+        assert f"{node.port}:{node.port}" in services[f"kafka-{node.node_id}"]["ports"]
+
+
+def test_three_brokers_form_one_cluster_the_apps_reach_whole() -> None:
+    """One quorum of the three nodes, one cluster id, replication 3 with two in sync (what the
+    local cluster renders), and apps told every broker and the broker count."""
+    nodes = {name: spec for name, spec in COMPOSE["services"].items() if name.startswith("kafka-")}
+    envs = [spec["environment"] for spec in nodes.values()]
+    assert len(nodes) == 3
+    assert len({env["CLUSTER_ID"] for env in envs}) == 1
+    voters = envs[0]["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    advertised = []
+    for name, env in zip(nodes, envs, strict=True):
+        node_id = env["KAFKA_NODE_ID"]
+        assert name == f"kafka-{node_id}"
+        controller = env["KAFKA_LISTENERS"].split("CONTROLLER://:")[1]
+        assert f"{node_id}@{name}:{controller}" in voters
+        advertised.append(env["KAFKA_ADVERTISED_LISTENERS"].removeprefix("PLAINTEXT://"))
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == ",".join(voters)
+    replication = Replication.for_brokers(len(nodes))
+    for env in envs:
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == replication.factor
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == replication.factor
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == replication.factor
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == replication.min_insync
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == replication.min_insync
+    app_env = COMPOSE["x-app-env"]
+    assert app_env["KAFKA_BOOTSTRAP_SERVERS"].split(",") == advertised
+    assert KafkaSettings(brokers=app_env["KAFKA_BROKERS"]).brokers == len(nodes)
+    assert set(COMPOSE["services"]["topics"]["depends_on"]) == set(nodes)
 
 
 def test_the_schema_registry_serves_the_apps_and_registers_first() -> None:

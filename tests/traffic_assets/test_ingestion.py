@@ -20,7 +20,7 @@ from dagster import (
     materialize,
 )
 from ingest_helpers import lake_frame, run_sensor_tick, sensor_context
-from kafka_helpers import fresh_topics, read_all, topic_message_count
+from kafka_helpers import ONE_AND_THREE_BROKERS, fresh_topics, read_all, topic_message_count
 
 from infra.stack.kafka import KafkaBroker
 from resources import KafkaResource, LakeResource
@@ -216,10 +216,12 @@ def test_bad_input_corpus_goes_to_dlq_with_reasons(
 
 
 @pytest.mark.slow
+@ONE_AND_THREE_BROKERS
 def test_broker_killed_mid_replay_loses_and_duplicates_nothing(
-    kafka_broker: KafkaBroker, shared_data: Path, six_days: pd.DataFrame, tmp_path: Path
+    kafka_service: KafkaBroker, shared_data: Path, six_days: pd.DataFrame, tmp_path: Path
 ) -> None:
-    events, dlq = fresh_topics(kafka_broker, partitions=4)
+    """The broker leading most partitions dies mid-replay (with one broker: the only one)."""
+    events, dlq = fresh_topics(kafka_service, partitions=4)
     csv = shared_data / "metr-la" / "los_loop_speed_2012-03-01_to_03-06.csv"
     steps = 600  # ~124k readings, ~15 s at this speed-up
     producer = subprocess.Popen(
@@ -230,7 +232,7 @@ def test_broker_killed_mid_replay_loses_and_duplicates_nothing(
             "--data",
             str(csv),
             "--bootstrap-servers",
-            kafka_broker.bootstrap_servers,
+            kafka_service.bootstrap_servers,
             "--topic",
             events,
             "--speedup",
@@ -247,9 +249,9 @@ def test_broker_killed_mid_replay_loses_and_duplicates_nothing(
     try:
         time.sleep(4)
         assert producer.poll() is None, "the replay must still be running when the broker dies"
-        assert kafka_broker.kill()
+        assert kafka_service.kill(kafka_service.leader_of_most(events))
         time.sleep(2)
-        kafka_broker.start()
+        kafka_service.start()
         output, _ = producer.communicate(timeout=600)
     finally:
         if producer.poll() is None:
@@ -258,16 +260,16 @@ def test_broker_killed_mid_replay_loses_and_duplicates_nothing(
     assert "delivery_failures=0" in output, output
 
     expected = steps * six_days.shape[1]
-    assert topic_message_count(kafka_broker, events) == expected
+    assert topic_message_count(kafka_service, events) == expected
 
-    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": "k"})
+    consumer = Consumer({"bootstrap.servers": kafka_service.bootstrap_servers, "group.id": "k"})
     ranges = []
     for partition in range(4):
         low, high = consumer.get_watermark_offsets(TopicPartition(events, partition), timeout=10)
         ranges.append(OffsetRange(events, partition, low, high - 1))
     report = ingest_ranges(
         consumer,
-        Producer({"bootstrap.servers": kafka_broker.bootstrap_servers}),
+        Producer({"bootstrap.servers": kafka_service.bootstrap_servers}),
         tmp_path / "lake",
         ranges,
         dlq_topic=dlq,

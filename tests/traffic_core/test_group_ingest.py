@@ -23,16 +23,25 @@ import orjson
 import pandas as pd
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from ingest_helpers import dlq_sources, lake_offsets
-from kafka_helpers import fresh_topics, read_all
+from confluent_kafka.admin import AdminClient
+from ingest_helpers import dlq_sources, lake_frame, lake_offsets
+from kafka_helpers import (
+    ONE_AND_THREE_BROKERS,
+    end_offsets,
+    fresh_topics,
+    read_all,
+    topic_message_count,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.stack.kafka import KafkaBroker
+from serving.publisher_election import PublisherElection
 from traffic_core.datasets import load_speed_csv
 from traffic_core.events import EventCodec, ValidationConfig
 from traffic_core.ingestion.group_worker import GroupIngestWorker, WorkerSettings, split_by_stored
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.ingestion.ranges import classify_range, read_range, store_classified
+from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.lake import OffsetRange, raw_files, stored_offset_ranges
 from traffic_core.settings import REPO_ROOT
 
@@ -282,17 +291,18 @@ def stream_readings(
 
 
 @pytest.mark.slow
+@ONE_AND_THREE_BROKERS
 def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
-    kafka_broker: KafkaBroker, shared_data: Path, tmp_path: Path
+    kafka_service: KafkaBroker, shared_data: Path, tmp_path: Path
 ) -> None:
-    events, dlq = fresh_topics(kafka_broker, partitions=6)
+    events, dlq = fresh_topics(kafka_service, partitions=6)
     lake = tmp_path / "lake"
     speeds = load_speed_csv(shared_data / "metr-la" / "los_loop_speed_2012-03-01_to_03-06.csv")
     speeds = speeds.iloc[:40]  # 40 steps x 207 sensors = 8,280 readings
     invalid = [invalid_value(i) for i in range(40)]
     args = [
         "--bootstrap-servers",
-        kafka_broker.bootstrap_servers,
+        kafka_service.bootstrap_servers,
         "--topic",
         events,
         "--dlq-topic",
@@ -321,7 +331,7 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
         streamer = threading.Thread(
             target=lambda: outcome.update(
                 rejected=stream_readings(
-                    kafka_broker.bootstrap_servers, events, dlq, speeds, invalid, c_joined
+                    kafka_service.bootstrap_servers, events, dlq, speeds, invalid, c_joined
                 )
             ),
             daemon=True,
@@ -371,7 +381,7 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
         for worker in workers:
             worker.kill()
 
-    everything = read_all(kafka_broker, events, expected=expected_valid + len(invalid))
+    everything = read_all(kafka_service, events, expected=expected_valid + len(invalid))
     by_value = {m.value(): (m.partition(), m.offset()) for m in everything}
     invalid_at = {by_value[v] for v in invalid}
     valid_at = {(m.partition(), m.offset()) for m in everything} - invalid_at
@@ -381,10 +391,98 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
     assert len(stored) == len(set(stored)), "an offset is stored twice"
     assert set(stored) == valid_at
 
-    dead = read_all(kafka_broker, dlq, expected=len(invalid), timeout_loops=60)
+    dead = read_all(kafka_service, dlq, expected=len(invalid), timeout_loops=60)
     assert len(dead) == len(invalid), "every invalid record in the DLQ, exactly once"
     assert set(dlq_sources(dead)) == invalid_at
 
     for partition in range(6):
         ranges = stored_offset_ranges(lake, events, partition)
         assert all(x.last < y.first for x, y in pairwise(ranges))
+
+
+def replay_process(bootstrap: str, topic: str, csv: Path, until: pd.Timestamp) -> subprocess.Popen:
+    """The real producer replaying the real readings up to `until`, fast enough for a test."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "traffic_core.ingestion.producer", "--data", str(csv)),
+            *("--bootstrap-servers", bootstrap, "--topic", topic, "--speedup", "6000"),
+            *("--until", str(until), "--no-progress"),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_leader_broker_killed_mid_replay_the_lake_and_the_groups_recover(
+    kafka_cluster: KafkaBroker, shared_data: Path, tmp_path: Path
+) -> None:
+    """SIGKILL the broker leading most partitions while the real readings stream in and two
+    lake writers consume them; restart it later. Replication 3 with two in sync keeps every
+    acknowledged write, the writers' group and a publisher election carry on."""
+    events, dlq = fresh_topics(kafka_cluster, partitions=6)
+    csv = shared_data / "metr-la" / "los_loop_speed_2012-03-01_to_03-06.csv"
+    speeds = load_speed_csv(csv).iloc[:240]  # 240 steps x 207 sensors = 49,680 readings
+    group = f"writers-{uuid.uuid4().hex[:6]}"
+    args = [
+        *("--bootstrap-servers", kafka_cluster.bootstrap_servers, "--topic", events),
+        *("--dlq-topic", dlq, "--group-id", group, "--lake-dir", str(tmp_path / "lake")),
+        *("--flush-seconds", "0.3", "--flush-messages", "2000", "--session-timeout-ms", "6000"),
+        "--no-sensor-catalogue",
+    ]
+    admin = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap_servers})
+    election_topic = f"publisher-{uuid.uuid4().hex[:6]}"
+    ensure_topics(admin, [TopicSpec(election_topic, 1)], kafka_cluster.replication)
+    election = PublisherElection(kafka_cluster.bootstrap_servers, election_topic, group)
+    workers = [WorkerProcess(name, args, tmp_path) for name in ("a", "b")]
+    producer = None
+    try:
+        election.start()
+        for worker in workers:
+            worker.wait_for("partitions assigned", seconds=120, with_field="partitions")
+        assert election.settled.wait(60) and election.leading
+        producer = replay_process(kafka_cluster.bootstrap_servers, events, csv, speeds.index[-1])
+        workers[0].wait_for("committed", seconds=60)
+        assert producer.poll() is None, "the replay must still be running when the leader dies"
+        leader = kafka_cluster.leader_of_most(events)
+        assert kafka_cluster.kill(leader)
+        time.sleep(2)
+        kafka_cluster.start()  # the killed node only: the others run
+        output, _ = producer.communicate(timeout=300)
+        assert producer.returncode == 0, output
+        assert "delivery_failures=0" in output, output
+
+        expected = speeds.size
+        deadline = time.monotonic() + 120
+        while len(lake_offsets(tmp_path / "lake")) < expected:
+            assert time.monotonic() < deadline, "the lake misses readings"
+            time.sleep(0.5)
+        assert all(worker.proc.poll() is None for worker in workers), "a writer died"
+        ends = end_offsets(kafka_cluster, events)
+        deadline = time.monotonic() + 60
+        while committed(kafka_cluster, group, events, 6) != ends:
+            assert time.monotonic() < deadline, "the writers' group did not commit to the end"
+            time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while not election.leading:
+            assert time.monotonic() < deadline, "the publisher election did not recover"
+            time.sleep(0.2)
+        for worker in workers:
+            worker.proc.send_signal(signal.SIGTERM)
+        for worker in workers:
+            assert worker.proc.wait(30) == 0
+    finally:
+        election.close()
+        if producer is not None and producer.poll() is None:
+            producer.kill()
+        for worker in workers:
+            worker.kill()
+
+    stored = lake_offsets(tmp_path / "lake")
+    assert len(stored) == len(set(stored)) == expected, "a reading lost or stored twice"
+    assert set(stored) == {(p, o) for p, high in ends.items() for o in range(high)}
+    frame = lake_frame(tmp_path / "lake")
+    assert not frame.duplicated(["sensor_id", "event_time"]).any()
+    assert topic_message_count(kafka_cluster, dlq) == 0

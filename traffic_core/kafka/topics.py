@@ -34,6 +34,25 @@ class TopicSpec:
     partitions: int
 
 
+@dataclass(frozen=True)
+class Replication:
+    """How many copies of each partition, and how many must hold a write before `acks=all`
+    succeeds: with three or more brokers, three copies and two in sync, so one broker may be
+    lost without losing a write or refusing one."""
+
+    factor: int = 1
+    min_insync: int = 1
+
+    @classmethod
+    def for_brokers(cls, brokers: int) -> Replication:
+        factor = max(1, min(brokers, 3))
+        return cls(factor, 2 if factor >= 3 else 1)
+
+    @property
+    def topic_config(self) -> dict[str, str]:
+        return {"min.insync.replicas": str(self.min_insync)}
+
+
 class TopicLayoutError(ValueError):
     """A topic layout override that cannot be applied."""
 
@@ -62,17 +81,23 @@ def topic_layout(overrides: Mapping[str, int] | str = "") -> list[TopicSpec]:
 def ensure_topics(
     admin: AdminClient,
     layout: list[TopicSpec],
-    replication_factor: int = 1,
+    replication: Replication = Replication(),
     timeout: float = 30.0,
 ) -> dict[str, str]:
     """Create missing topics and grow under-partitioned ones; never shrink or delete.
 
     Returns what happened per topic ('created', 'exists', 'grown'), so callers can log it.
+    An existing topic keeps its replication.
     """
     existing = admin.list_topics(timeout=timeout).topics
     actions: dict[str, str] = {}
     to_create = [
-        NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=replication_factor)
+        NewTopic(
+            spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=replication.factor,
+            config=replication.topic_config,
+        )
         for spec in layout
         if spec.name not in existing
     ]
