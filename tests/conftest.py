@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from infra.stack.hdfs import HdfsCluster
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
 from infra.stack.web import WebService, registry_service
@@ -52,6 +53,7 @@ def _stop_leftovers() -> None:
     _postgres(TEST_STATE).stop()
     _registry(TEST_STATE).stop()
     _tls_postgres(TEST_STATE).stop()
+    _hdfs(TEST_STATE).stop()
 
 
 def _broker(state: Path) -> KafkaBroker:
@@ -73,6 +75,22 @@ def _tls_broker(state: Path) -> KafkaBroker:
         controller_port=plaintext.controller_port + 2,
         security_dir=state / "security",
     )
+
+
+def _hdfs(state: Path) -> HdfsCluster:
+    """NameNode and two DataNodes on ports (160xx) no other test service uses modulo 100."""
+    return HdfsCluster(
+        state_dir=state / "hdfs",
+        libs_dir=LOCAL_STATE_DIR / "hdfs" / "libs",
+        port=16020 + PORT_SHIFT,
+        http_port=16070 + PORT_SHIFT,
+        datanode_port=16040 + PORT_SHIFT,
+    )
+
+
+@pytest.fixture(scope="session")
+def hdfs_cluster(test_state_dir: Path) -> Iterator[HdfsCluster]:
+    yield from _running(_hdfs(test_state_dir))
 
 
 def _postgres(state: Path) -> PostgresServer:
@@ -146,6 +164,7 @@ SERVICE_FIXTURES = frozenset(
         "postgres_server",
         "postgres_tls_server",
         "schema_registry",
+        "hdfs_cluster",
     }
 )
 """Session fixtures that start a real service: a test using one, even through another fixture,
