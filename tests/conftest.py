@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
 from infra.stack.web import WebService, registry_service
 from traffic_core.events.registry_client import register_event_schemas
+from traffic_core.lake_storage import LakePath, lake_path
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
 
 pytest_plugins = ["api_fixtures"]
@@ -91,6 +93,16 @@ def _hdfs(state: Path) -> HdfsCluster:
 @pytest.fixture(scope="session")
 def hdfs_cluster(test_state_dir: Path) -> Iterator[HdfsCluster]:
     yield from _running(_hdfs(test_state_dir))
+
+
+@pytest.fixture(params=["local", "hdfs"])
+def lake_root(request: pytest.FixtureRequest, tmp_path: Path) -> LakePath:
+    """An empty lake root, once a local folder and once a folder on the test HDFS cluster
+    (started only when a test asks for this root)."""
+    if request.param == "local":
+        return tmp_path / "lake"
+    cluster: HdfsCluster = request.getfixturevalue("hdfs_cluster")
+    return lake_path(f"{cluster.url}/tests/{uuid.uuid4().hex[:12]}/lake")
 
 
 def _postgres(state: Path) -> PostgresServer:
@@ -165,6 +177,7 @@ SERVICE_FIXTURES = frozenset(
         "postgres_tls_server",
         "schema_registry",
         "hdfs_cluster",
+        "lake_root",
     }
 )
 """Session fixtures that start a real service: a test using one, even through another fixture,

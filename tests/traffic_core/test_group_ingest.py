@@ -34,6 +34,7 @@ from traffic_core.ingestion.group_worker import GroupIngestWorker, WorkerSetting
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.ingestion.ranges import classify_range, read_range, store_classified
 from traffic_core.lake import OffsetRange, raw_files, stored_offset_ranges
+from traffic_core.lake_storage import LakePath, lake_url
 from traffic_core.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -283,10 +284,10 @@ def stream_readings(
 
 @pytest.mark.slow
 def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
-    kafka_broker: KafkaBroker, shared_data: Path, tmp_path: Path
+    kafka_broker: KafkaBroker, shared_data: Path, tmp_path: Path, lake_root: LakePath
 ) -> None:
     events, dlq = fresh_topics(kafka_broker, partitions=6)
-    lake = tmp_path / "lake"
+    lake = lake_root
     speeds = load_speed_csv(shared_data / "metr-la" / "los_loop_speed_2012-03-01_to_03-06.csv")
     speeds = speeds.iloc[:40]  # 40 steps x 207 sensors = 8,280 readings
     invalid = [invalid_value(i) for i in range(40)]
@@ -300,7 +301,7 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
         "--group-id",
         f"writers-{uuid.uuid4().hex[:6]}",
         "--lake-dir",
-        str(lake),
+        lake_url(lake),
         "--flush-seconds",
         "0.3",
         "--flush-messages",
