@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 import pandas as pd
@@ -59,6 +60,14 @@ def run_sensor_tick(
         )
         assert outcome.success
     return result.cursor
+
+
+def file_digests(lake: LakePath) -> dict[str, str]:
+    """SHA-256 of every raw file, by its path under the lake root."""
+    return {
+        str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in raw_files(lake)
+    }
 
 
 def lake_offsets(lake: LakePath) -> list[tuple[int, int]]:

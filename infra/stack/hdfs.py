@@ -3,8 +3,8 @@
 Every daemon listens on loopback on ports of its own and keeps its storage, generated
 configuration and log under the cluster's state folder; the NameNode is formatted on its first
 start. Replication is 2 by default, so one DataNode may die without losing a block, and the
-NameNode declares a silent DataNode dead within seconds (heartbeat 1 s, recheck 5 s) so new
-blocks go to the one left.
+NameNode declares a silent DataNode dead within about 15 s (heartbeat 1 s, recheck 2 s: 2 x
+recheck + 10 x heartbeat) and stops placing new blocks on it.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class HdfsCluster:
             "dfs.namenode.datanode.registration.ip-hostname-check": "false",
             "dfs.namenode.safemode.extension": 0,
             "dfs.heartbeat.interval": 1,
-            "dfs.namenode.heartbeat.recheck-interval": 5000,
+            "dfs.namenode.heartbeat.recheck-interval": 2000,
             "dfs.namenode.stale.datanode.interval": 3000,
             "dfs.namenode.avoid.read.stale.datanode": "true",
             "dfs.namenode.avoid.write.stale.datanode": "true",

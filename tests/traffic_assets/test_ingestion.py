@@ -3,7 +3,6 @@ identical files, and every kind of bad input in the dead-letter topic with its r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from dagster import (
     DagsterInstance,
     materialize,
 )
-from ingest_helpers import lake_frame, run_sensor_tick, sensor_context
+from ingest_helpers import file_digests, lake_frame, run_sensor_tick, sensor_context
 from kafka_helpers import fresh_topics, read_all, topic_message_count
 
 from infra.stack.kafka import KafkaBroker
@@ -37,7 +36,7 @@ from traffic_core.ingestion.ranges import (
     coordinator_not_ready,
     ingest_ranges,
 )
-from traffic_core.lake import OffsetRange, raw_files, read_raw_day
+from traffic_core.lake import OffsetRange, read_raw_day
 from traffic_core.lake_storage import LakePath, lake_url
 from traffic_core.settings import REPO_ROOT
 
@@ -87,13 +86,6 @@ def test_every_event_lands_exactly_once_across_two_ticks(
     sample = stored[stored["sensor_id"] == "773869"].sort_values("event_time")
     assert sample["speed_mph"].to_numpy() == pytest.approx(six_days["773869"].to_numpy(dtype=float))
     assert topic_message_count(kafka_broker, dlq) == 0
-
-
-def file_digests(lake: LakePath) -> dict[str, str]:
-    return {
-        str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in raw_files(lake)
-    }
 
 
 def test_failed_run_rerun_produces_identical_files(
