@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -157,7 +158,9 @@ def spark_features_day_dir(lake_root: LakePath, day: date | str) -> LakePath:
 def write_atomically(table: pa.Table, path: LakePath) -> None:
     """Write to a temporary name, then replace any previous version of the same file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per attempt: on HDFS a failed attempt's file stays open under its writer's
+    # lease for a while, and recreating that very name would be refused.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     write_parquet(table, tmp, compression="zstd")
     publish(tmp, path)
 
