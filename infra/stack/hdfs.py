@@ -9,24 +9,22 @@ recheck + 10 x heartbeat) and stops placing new blocks on it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from infra.stack.maven import copy_dependencies
 from infra.stack.process import (
     ManagedProcess,
     ServiceError,
+    get_json,
     require_free_port,
     run_checked,
-    wait_until,
+    wait_for_service,
 )
 
 INFRA_DIR = Path(__file__).resolve().parents[1] / "hdfs"
@@ -102,28 +100,7 @@ class HdfsCluster:
 
     def ensure_jars(self) -> None:
         """Copy hadoop-hdfs and its runtime dependencies from Maven Central, once per pom."""
-        stamp = self.libs_dir / ".pom.sha256"
-        digest = hashlib.sha256(POM.read_bytes()).hexdigest()
-        if stamp.exists() and stamp.read_text() == digest:
-            return
-        if shutil.which("mvn") is None:
-            raise ServiceError("hdfs: Maven (mvn) not found. Install it: apt-get install maven")
-        if self.libs_dir.exists():
-            shutil.rmtree(self.libs_dir)
-        run_checked(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                "-f",
-                str(POM),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={self.libs_dir.resolve()}",
-            ],
-            "hdfs: copying Hadoop jars from Maven Central",
-        )
-        stamp.write_text(digest)
+        copy_dependencies(POM, self.libs_dir, "hdfs")
 
     def _common_properties(self) -> dict[str, object]:
         return {
@@ -239,20 +216,7 @@ class HdfsCluster:
         )
 
     def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
-        def check() -> bool:
-            for process in self._processes():
-                if process.pid_file.exists() and not process.running():
-                    raise ServiceError(
-                        f"hdfs: {process.name} exited; last log lines:\n"
-                        f"{process.log_tail()}\n(full log: {process.log_file})"
-                    )
-            return ready()
-
-        if not wait_until(check, timeout, interval=0.5):
-            raise ServiceError(
-                f"hdfs: timed out after {timeout:.0f}s waiting for {what}; "
-                f"see {self.state_dir / 'logs'}"
-            )
+        wait_for_service("hdfs", self._processes(), ready, what, timeout, self.state_dir / "logs")
 
     def _namenode_info(self) -> dict[str, Any]:
         """The NameNode's `NameNodeInfo` and `FSNamesystemState` JMX beans, merged ({} if it
@@ -262,7 +226,7 @@ class HdfsCluster:
             "Hadoop:service=NameNode,name=NameNodeInfo",
             "Hadoop:service=NameNode,name=FSNamesystemState",
         ):
-            found = _get_json(f"http://{self.host}:{self.http_port}/jmx?qry={query}")
+            found = get_json(f"http://{self.host}:{self.http_port}/jmx?qry={query}")
             for bean in (found or {}).get("beans", []):
                 beans.update(bean)
         return beans
@@ -299,11 +263,3 @@ def _site_xml(properties: dict[str, object]) -> str:
         for name, value in properties.items()
     )
     return f'<?xml version="1.0"?>\n<configuration>\n{rows}</configuration>\n'
-
-
-def _get_json(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
