@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine; a second run reuses it all.
 # System packages (Java, Maven, PostgreSQL, Chromium) come from Debian, Python packages from uv.lock,
-# the Kafka broker jars from Maven Central (infra/kafka/pom.xml).
+# the Kafka broker and HDFS jars from Maven Central (infra/kafka/pom.xml, infra/hdfs/pom.xml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +31,5 @@ fi
 UV_PYTHON_DOWNLOADS=never "$BOOTSTRAP/bin/uv" sync --frozen --quiet --python "$python"
 
 .venv/bin/python -c 'from infra.stack.local import LocalStack; LocalStack.from_env().kafka.ensure_jars()'
-echo "setup: ready (.venv, Kafka jars in .local/kafka/libs)"
+.venv/bin/python -c 'from infra.stack.hdfs import HdfsCluster; from traffic_core.settings import LOCAL_STATE_DIR; HdfsCluster.from_env(LOCAL_STATE_DIR).ensure_jars()'
+echo "setup: ready (.venv, Kafka jars in .local/kafka/libs, HDFS jars in .local/hdfs/libs)"

@@ -9,6 +9,7 @@ from dagster import ConfigurableResource
 
 from traffic_core.datasets import SensorGraph, default_data_dir
 from traffic_core.ingestion.config import sensor_catalogue
+from traffic_core.lake_storage import LakePath
 from traffic_core.networks import load_network_graph
 from traffic_core.reference import known_sensor_ids
 
@@ -27,10 +28,10 @@ class NetworkResource(ConfigurableResource):
     def graph(self) -> SensorGraph:
         return load_network_graph(self.dataset, self.data_dir)
 
-    def known_sensor_ids(self, lake_root: Path) -> frozenset[str] | None:
+    def known_sensor_ids(self, lake_root: LakePath) -> frozenset[str] | None:
         """The lake's sensor table, or None before `sensor_graph` is materialized."""
         return known_sensor_ids(lake_root, self.dataset)
 
-    def sensor_catalogue(self, lake_root: Path) -> frozenset[str]:
+    def sensor_catalogue(self, lake_root: LakePath) -> frozenset[str]:
         """The lake's sensor table, else the network's own graph; never nothing."""
         return sensor_catalogue(lake_root, self.dataset, Path(self.data_dir))

@@ -68,7 +68,7 @@ def retrain_on_new_data(
     instance = context.instance
     if instance.get_run_records(RunsFilter(job_name=retrain_job.name, statuses=BUSY), limit=1):
         return SkipReason("a retrain is queued or running")
-    days = complete_days(instance, lake.path())
+    days = complete_days(instance, lake.local_path())
     new = sorted(set(days) - trained_days(context))
     if len(days) < MIN_TRAINING_DAYS:
         return SkipReason(f"{len(days)} complete day(s); training needs {MIN_TRAINING_DAYS}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from infra.stack.hdfs import HdfsCluster
 from infra.stack.kafka import KafkaBroker
 from infra.stack.postgres import PostgresServer
 from infra.stack.web import WebService, registry_service
 from traffic_core.events.registry_client import register_event_schemas
+from traffic_core.lake_storage import LakePath, lake_path
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT
 
 pytest_plugins = ["api_fixtures"]
@@ -53,6 +56,7 @@ def _stop_leftovers() -> None:
     _postgres(TEST_STATE).stop()
     _registry(TEST_STATE).stop()
     _tls_postgres(TEST_STATE).stop()
+    _hdfs(TEST_STATE).stop()
 
 
 def _broker(state: Path) -> KafkaBroker:
@@ -85,6 +89,32 @@ def _cluster(state: Path) -> KafkaBroker:
         controller_port=19097 + PORT_SHIFT,
         brokers=3,
     )
+
+
+def _hdfs(state: Path) -> HdfsCluster:
+    """NameNode and two DataNodes on ports (160xx) no other test service uses modulo 100."""
+    return HdfsCluster(
+        state_dir=state / "hdfs",
+        libs_dir=LOCAL_STATE_DIR / "hdfs" / "libs",
+        port=16020 + PORT_SHIFT,
+        http_port=16070 + PORT_SHIFT,
+        datanode_port=16040 + PORT_SHIFT,
+    )
+
+
+@pytest.fixture(scope="session")
+def hdfs_cluster(test_state_dir: Path) -> Iterator[HdfsCluster]:
+    yield from _running(_hdfs(test_state_dir))
+
+
+@pytest.fixture(params=["local", "hdfs"])
+def lake_root(request: pytest.FixtureRequest, tmp_path: Path) -> LakePath:
+    """An empty lake root, once a local folder and once a folder on the test HDFS cluster
+    (started only when a test asks for this root)."""
+    if request.param == "local":
+        return tmp_path / "lake"
+    cluster: HdfsCluster = request.getfixturevalue("hdfs_cluster")
+    return lake_path(f"{cluster.url}/tests/{uuid.uuid4().hex[:12]}/lake")
 
 
 def _postgres(state: Path) -> PostgresServer:
@@ -173,6 +203,8 @@ SERVICE_FIXTURES = frozenset(
         "postgres_server",
         "postgres_tls_server",
         "schema_registry",
+        "hdfs_cluster",
+        "lake_root",
     }
 )
 """Session fixtures that start a real service: a test using one, even through another fixture,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 from confluent_kafka import Message
 from dagster import (
     DagsterInstance,
@@ -22,9 +21,10 @@ from sensors.kafka_offsets import kafka_offsets_sensor
 from traffic_assets.ingestion.assets import raw_traffic_events
 from traffic_assets.reference.sensor_graph import sensor_graph
 from traffic_core.lake import raw_files, read_raw_day
+from traffic_core.lake_storage import LakePath, read_parquet
 
 
-def lake_frame(lake: Path) -> pd.DataFrame:
+def lake_frame(lake: LakePath) -> pd.DataFrame:
     days = sorted({p.parent.parent.parent.name.removeprefix("date=") for p in raw_files(lake)})
     return pd.concat(
         [read_raw_day(lake, datetime.fromisoformat(d).date()) for d in days], ignore_index=True
@@ -62,11 +62,19 @@ def run_sensor_tick(
     return result.cursor
 
 
-def lake_offsets(lake: Path) -> list[tuple[int, int]]:
+def file_digests(lake: LakePath) -> dict[str, str]:
+    """SHA-256 of every raw file, by its path under the lake root."""
+    return {
+        str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in raw_files(lake)
+    }
+
+
+def lake_offsets(lake: LakePath) -> list[tuple[int, int]]:
     """(partition, offset) of every stored row, duplicates included."""
     out: list[tuple[int, int]] = []
     for path in raw_files(lake):
-        table = pq.read_table(path, columns=["kafka_partition", "kafka_offset"])
+        table = read_parquet(path, columns=["kafka_partition", "kafka_offset"])
         out += zip(
             table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist(), strict=True
         )

@@ -4,8 +4,9 @@ Spark computes (one folder per day).
 
 A file is named by (event date, topic, partition, first offset, last offset) of the Kafka range it
 came from, so writing the same range again replaces the same file: ingestion can fail and rerun
-without losing or duplicating a reading. Files are written to a temporary name, fsynced and then
-renamed, so a reader never sees half a file.
+without losing or duplicating a reading. Files are written to a temporary name, made durable and
+then renamed in one step, so a reader never sees half a file. The root is a local folder or an
+HDFS URL (`traffic_core.lake_storage`); the layout is the same on both.
 
 Event dates are the calendar dates of the readings' timestamps. METR-LA's index is a regular
 5-minute grid with no daylight-saving jumps, so its wall-clock times are carried as UTC.
@@ -15,20 +16,19 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from traffic_core.durable import replace_durably
+from traffic_core.lake_storage import LakePath, parquet_file, publish, read_parquet, write_parquet
 
 RAW_ZONE = "raw/traffic_events"
 AGGREGATES_ZONE = ("aggregates", "traffic_5min")
@@ -87,7 +87,7 @@ class OffsetRange:
         return self.last - self.first + 1
 
 
-def raw_file_path(lake_root: Path, day: date, offsets: OffsetRange) -> Path:
+def raw_file_path(lake_root: LakePath, day: date, offsets: OffsetRange) -> LakePath:
     return (
         lake_root
         / RAW_ZONE
@@ -98,7 +98,7 @@ def raw_file_path(lake_root: Path, day: date, offsets: OffsetRange) -> Path:
     )
 
 
-def raw_day_dir(lake_root: Path, day: date) -> Path:
+def raw_day_dir(lake_root: LakePath, day: date) -> LakePath:
     return lake_root / RAW_ZONE / day_folder(day)
 
 
@@ -107,7 +107,7 @@ def day_folder(day: date | str) -> str:
     return f"date={day.isoformat() if isinstance(day, date) else date.fromisoformat(day)}"
 
 
-def folder_day(folder: Path) -> date | None:
+def folder_day(folder: LakePath) -> date | None:
     """The date a `date=YYYY-MM-DD` folder stands for; None for any other (stray) folder."""
     try:
         return date.fromisoformat(folder.name.removeprefix("date="))
@@ -115,22 +115,26 @@ def folder_day(folder: Path) -> date | None:
         return None
 
 
-def aggregates_file(lake_root: Path, day: date | str) -> Path:
+def aggregates_file(lake_root: LakePath, day: date | str) -> LakePath:
     return lake_root.joinpath(*AGGREGATES_ZONE, day_folder(day), AGGREGATES_FILE)
 
 
-def aggregates_files(lake_root: Path, days: Iterable[str] | None = None) -> dict[date, Path]:
+def aggregates_files(
+    lake_root: LakePath, days: Iterable[str] | None = None
+) -> dict[date, LakePath]:
     """The aggregated days in the lake (optionally only those of `days`), oldest first."""
     wanted = None if days is None else {date.fromisoformat(d) for d in days}
-    files = {}
-    for path in sorted(lake_root.joinpath(*AGGREGATES_ZONE).glob(f"date=*/{AGGREGATES_FILE}")):
+    files: dict[date, LakePath] = {}
+    zone: LakePath = lake_root.joinpath(*AGGREGATES_ZONE)
+    found: list[LakePath] = list(zone.glob(f"date=*/{AGGREGATES_FILE}"))
+    for path in sorted(found, key=str):
         day = folder_day(path.parent)
         if day is not None and (wanted is None or day in wanted):
             files[day] = path
     return files
 
 
-def raw_day_dirs(lake_root: Path) -> dict[date, Path]:
+def raw_day_dirs(lake_root: LakePath) -> dict[date, LakePath]:
     """The event dates with a raw folder (files or not), by date."""
     return {
         day: folder
@@ -139,29 +143,31 @@ def raw_day_dirs(lake_root: Path) -> dict[date, Path]:
     }
 
 
-def features_dir(lake_root: Path) -> Path:
+def features_dir(lake_root: LakePath) -> LakePath:
     return lake_root.joinpath(*FEATURES_ZONE)
 
 
-def spark_features_dir(lake_root: Path) -> Path:
+def spark_features_dir(lake_root: LakePath) -> LakePath:
     return lake_root.joinpath(*SPARK_FEATURES_ZONE)
 
 
-def spark_features_day_dir(lake_root: Path, day: date | str) -> Path:
+def spark_features_day_dir(lake_root: LakePath, day: date | str) -> LakePath:
     return spark_features_dir(lake_root) / day_folder(day)
 
 
-def write_atomically(table: pa.Table, path: Path) -> None:
+def write_atomically(table: pa.Table, path: LakePath) -> None:
     """Write to a temporary name, then replace any previous version of the same file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    replace_durably(tmp, path)
+    # Unique per attempt: on HDFS a failed attempt's file stays open under its writer's
+    # lease for a while, and recreating that very name would be refused.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    write_parquet(table, tmp, compression="zstd")
+    publish(tmp, path)
 
 
 def write_raw_range(
-    lake_root: Path, offsets: OffsetRange, rows: pa.Table | pd.DataFrame
-) -> dict[date, Path]:
+    lake_root: LakePath, offsets: OffsetRange, rows: pa.Table | pd.DataFrame
+) -> dict[date, LakePath]:
     """Write the rows of one offset range, split by event date; returns the files per date.
 
     The files of a range are written and fsynced concurrently (Parquet encoding and fsync
@@ -196,29 +202,29 @@ def _raw_table(rows: pa.Table | pd.DataFrame) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
-def raw_files(lake_root: Path, day: date | None = None) -> list[Path]:
+def raw_files(lake_root: LakePath, day: date | None = None) -> list[LakePath]:
     base = raw_day_dir(lake_root, day) if day else lake_root / RAW_ZONE
     return sorted(p for p in base.rglob("offsets=*.parquet") if _FILE_RE.search(p.name))
 
 
-def read_raw_day(lake_root: Path, day: date) -> pd.DataFrame:
+def read_raw_day(lake_root: LakePath, day: date) -> pd.DataFrame:
     """Every reading stored for one event date (empty frame with the schema if none)."""
     files = raw_files(lake_root, day)
     if not files:
         return RAW_SCHEMA.empty_table().to_pandas()
-    return pa.concat_tables(pq.read_table(f, schema=RAW_SCHEMA) for f in files).to_pandas()
+    return pa.concat_tables(read_parquet(f, schema=RAW_SCHEMA) for f in files).to_pandas()
 
 
-def ingest_id_counts(files: Iterable[Path]) -> Counter[str | None]:
+def ingest_id_counts(files: Iterable[LakePath]) -> Counter[str | None]:
     """Readings per ingest id (None: readings without one) in raw files, reading only that
     column (dictionary-encoded, so a file of one replay decodes one string)."""
     counts: Counter[str | None] = Counter()
     for path in files:
-        parquet = pq.ParquetFile(path)
+        parquet = parquet_file(path)
         if "ingest_id" not in parquet.schema_arrow.names:
             counts[None] += parquet.metadata.num_rows
             continue
-        column = pq.read_table(path, columns=["ingest_id"], read_dictionary=["ingest_id"])
+        column = read_parquet(path, columns=["ingest_id"], read_dictionary=["ingest_id"])
         counts.update(count_values(column["ingest_id"]))
     return counts
 
@@ -241,7 +247,7 @@ def ordered_ids(names: Iterable[str | None]) -> list[str | None]:
 
 
 def stored_offset_ranges(
-    lake_root: Path, topic: str | None = None, partition: int | None = None
+    lake_root: LakePath, topic: str | None = None, partition: int | None = None
 ) -> list[OffsetRange]:
     """Offset ranges that have files in the lake (the ingestion ledger), optionally of one
     topic and partition only."""

@@ -11,10 +11,13 @@ import sys
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from upath import UPath
+
+from traffic_core.lake_storage import lake_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The checkout this package runs from (the project is installed editable)."""
@@ -29,7 +32,10 @@ class PlatformSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRAFFIC_", extra="ignore")
 
     data_dir: Path = Field(default=REPO_ROOT.parent / "shared" / "data")
-    lake_dir: Path = Field(default=LOCAL_STATE_DIR / "lake")
+    lake_dir: Annotated[UPath, BeforeValidator(lake_path)] = Field(
+        default=UPath(LOCAL_STATE_DIR / "lake"),
+        description="The lake: a local folder (default), file:// URL or hdfs://host:port/path.",
+    )
     model_dir: Path = Field(default=LOCAL_STATE_DIR / "models")
     log_dir: Path = Field(default=LOCAL_STATE_DIR / "logs")
     dataset: str = "metr-la"

@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from infra.stack.certs import CertificateAuthority
+from infra.stack.hdfs import HdfsCluster
 from infra.stack.kafka import KafkaBroker
 from infra.stack.local import LocalStack, running_cluster_size
 from infra.stack.process import ServiceError
@@ -30,12 +31,16 @@ from traffic_core.settings import (
 from traffic_core.simulation import Simulator, incidents_path
 
 SERVICES = ("kafka", "postgres", "registry", "streams", "dagster", "api", "dashboard")
-OPTIONAL_SERVICES = ("spark",)
+OPTIONAL_SERVICES = ("spark", "hdfs")
 """Started only when named; `stop` and `status` with no names cover them too."""
 
 
 def service(stack: LocalStack, name: str) -> Any:
-    return SparkCluster.from_env(LOCAL_STATE_DIR) if name == "spark" else getattr(stack, name)
+    if name == "spark":
+        return SparkCluster.from_env(LOCAL_STATE_DIR)
+    if name == "hdfs":
+        return HdfsCluster.from_env(LOCAL_STATE_DIR)
+    return getattr(stack, name)
 
 
 def create_topics(broker: KafkaBroker) -> dict[str, str]:
@@ -96,6 +101,10 @@ def start(stack: LocalStack, names: list[str]) -> None:
         cluster = SparkCluster.from_env(LOCAL_STATE_DIR)
         cluster.start()
         print(f"spark     {cluster.status()}  (use it: SPARK_MASTER={cluster.master_url})")
+    if "hdfs" in names:
+        hdfs = HdfsCluster.from_env(LOCAL_STATE_DIR)
+        hdfs.start()
+        print(f"hdfs      {hdfs.status()}  (use it: TRAFFIC_LAKE_DIR={hdfs.url}/metr/lake)")
 
 
 def stop(stack: LocalStack, names: list[str]) -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PRIVATE_UMASK = 0o077
 """Files the stack and its services create are their owner's alone: logs can hold request
@@ -218,3 +222,38 @@ def run_checked(
             output = output.replace(secret, "***")
         raise ServiceError(f"{what} failed ({proc.returncode}): {output}")
     return proc
+
+
+def wait_for_service(
+    service: str,
+    processes: Sequence[ManagedProcess],
+    ready: Callable[[], bool],
+    what: str,
+    timeout: float,
+    logs: Path,
+) -> None:
+    """Poll ready() until timeout, failing fast with its log when one of a service's processes
+    (one that has a pid file, so was started) has exited."""
+
+    def check() -> bool:
+        for process in processes:
+            if process.pid_file.exists() and not process.running():
+                raise ServiceError(
+                    f"{service}: {process.name} exited; last log lines:\n"
+                    f"{process.log_tail()}\n(full log: {process.log_file})"
+                )
+        return ready()
+
+    if not wait_until(check, timeout, interval=0.5):
+        raise ServiceError(
+            f"{service}: timed out after {timeout:.0f}s waiting for {what}; see {logs}"
+        )
+
+
+def get_json(url: str) -> dict[str, Any] | None:
+    """A status endpoint's JSON, or None when the service does not answer (yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None

@@ -7,12 +7,9 @@ scratch space and logs stay under the cluster's state folder.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +17,13 @@ from typing import Any
 
 import pyspark
 
-from infra.stack.process import ManagedProcess, ServiceError, require_free_port, wait_until
+from infra.stack.process import (
+    ManagedProcess,
+    ServiceError,
+    get_json,
+    require_free_port,
+    wait_for_service,
+)
 from traffic_core.settings import SparkSettings
 
 PYSPARK_HOME = Path(pyspark.__file__).resolve().parent
@@ -204,30 +207,15 @@ class SparkCluster:
         )
 
     def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
-        """Poll ready(), failing fast with its log when a process of the cluster has exited."""
-
-        def check() -> bool:
-            for process in self._processes():
-                if process.pid_file.exists() and not process.running():
-                    raise ServiceError(
-                        f"spark: {process.name} exited; last log lines:\n"
-                        f"{process.log_tail()}\n(full log: {process.log_file})"
-                    )
-            return ready()
-
-        if not wait_until(check, timeout, interval=0.5):
-            raise ServiceError(
-                f"spark: timed out after {timeout:.0f}s waiting for {what}; "
-                f"see {self.state_dir / 'logs'}"
-            )
+        wait_for_service("spark", self._processes(), ready, what, timeout, self.state_dir / "logs")
 
     def master_state(self) -> dict[str, Any] | None:
         """The master's JSON status (workers, active and completed applications), or None."""
-        return _get_json(f"{self.webui_url}/json/")
+        return get_json(f"{self.webui_url}/json/")
 
     def worker_state(self, index: int) -> dict[str, Any] | None:
         """A worker's JSON status (its executors, running and finished), or None."""
-        return _get_json(f"{self.worker_webui_url(index)}/json/")
+        return get_json(f"{self.worker_webui_url(index)}/json/")
 
     def alive_workers(self) -> int:
         """Workers of this cluster (by web UI address) the master lists as ALIVE."""
@@ -263,11 +251,3 @@ def scala_version(spark_home: Path) -> str:
     if not cores:
         raise ServiceError(f"spark: no spark-core jar in {spark_home / 'jars'}; reinstall pyspark")
     return cores[0].name.removeprefix("spark-core_").split("-")[0]
-
-
-def _get_json(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None

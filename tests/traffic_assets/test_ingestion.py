@@ -3,7 +3,6 @@ identical files, and every kind of bad input in the dead-letter topic with its r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from dagster import (
     DagsterInstance,
     materialize,
 )
-from ingest_helpers import lake_frame, run_sensor_tick, sensor_context
+from ingest_helpers import file_digests, lake_frame, run_sensor_tick, sensor_context
 from kafka_helpers import ONE_AND_THREE_BROKERS, fresh_topics, read_all, topic_message_count
 
 from infra.stack.kafka import KafkaBroker
@@ -37,7 +36,8 @@ from traffic_core.ingestion.ranges import (
     coordinator_not_ready,
     ingest_ranges,
 )
-from traffic_core.lake import OffsetRange, raw_files, read_raw_day
+from traffic_core.lake import OffsetRange, read_raw_day
+from traffic_core.lake_storage import LakePath, lake_url
 from traffic_core.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -49,13 +49,13 @@ def six_days(shared_data: Path) -> pd.DataFrame:
 
 
 def test_every_event_lands_exactly_once_across_two_ticks(
-    kafka_broker: KafkaBroker, six_days: pd.DataFrame, tmp_path: Path
+    kafka_broker: KafkaBroker, six_days: pd.DataFrame, lake_root: LakePath
 ) -> None:
     events, dlq = fresh_topics(kafka_broker)
     kafka = KafkaResource(
         bootstrap_servers=kafka_broker.bootstrap_servers, events_topic=events, dlq_topic=dlq
     )
-    lake = LakeResource(root=str(tmp_path / "lake"))
+    lake = LakeResource(root=lake_url(lake_root))
     sink = ReadingProducer(kafka_broker.bootstrap_servers, topic=events, dlq_topic=dlq)
     halfway = six_days.index[len(six_days) // 2]
 
@@ -64,7 +64,7 @@ def test_every_event_lands_exactly_once_across_two_ticks(
             six_days.loc[six_days.index < halfway], sink, source="metr-la", is_synthetic=False
         )
         cursor = run_sensor_tick(instance, kafka, lake, None)
-        assert len(lake_frame(tmp_path / "lake")) == first.events
+        assert len(lake_frame(lake_root)) == first.events
         second = replay_speeds(
             six_days, sink, source="metr-la", is_synthetic=False, start_from=halfway
         )
@@ -72,7 +72,7 @@ def test_every_event_lands_exactly_once_across_two_ticks(
         quiet = kafka_offsets_sensor.evaluate_tick(sensor_context(instance, kafka, lake, cursor))
         assert not quiet.run_requests and quiet.skip_message
 
-    stored = lake_frame(tmp_path / "lake")
+    stored = lake_frame(lake_root)
     produced = first.events + second.events
     assert produced == six_days.size == 1728 * 207
     assert len(stored) == produced
@@ -88,15 +88,8 @@ def test_every_event_lands_exactly_once_across_two_ticks(
     assert topic_message_count(kafka_broker, dlq) == 0
 
 
-def file_digests(lake: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in raw_files(lake)
-    }
-
-
 def test_failed_run_rerun_produces_identical_files(
-    kafka_broker: KafkaBroker, six_days: pd.DataFrame, tmp_path: Path
+    kafka_broker: KafkaBroker, six_days: pd.DataFrame, lake_root: LakePath
 ) -> None:
     events, dlq = fresh_topics(kafka_broker, partitions=3)
     sink = ReadingProducer(kafka_broker.bootstrap_servers, topic=events, dlq_topic=dlq)
@@ -111,14 +104,14 @@ def test_failed_run_rerun_produces_identical_files(
     def crash_after_first(outcome: RangeOutcome) -> None:
         raise IngestError(f"simulated crash after {outcome.offsets}")
 
-    failed_lake = tmp_path / "failed-then-rerun"
+    failed_lake = lake_root / "failed-then-rerun"
     with pytest.raises(IngestError, match="simulated crash"):
         ingest_ranges(consumer, dlq_producer, failed_lake, ranges, after_range=crash_after_first)
     partial = file_digests(failed_lake)
     assert partial, "the first range was written before the crash"
     ingest_ranges(consumer, dlq_producer, failed_lake, ranges)
 
-    clean_lake = tmp_path / "clean"
+    clean_lake = lake_root / "clean"
     ingest_ranges(consumer, dlq_producer, clean_lake, ranges)
     consumer.close()
 

@@ -22,11 +22,12 @@ from spark_helpers import standalone_cluster
 from infra.stack.process import ServiceError, wait_until
 from infra.stack.serving import REAL_SIX_DAYS
 from infra.stack.spark import SparkCluster
-from resources.lake import LakeResource, local_lake_path
+from resources.lake import LakeResource
 from resources.spark import build_spark_resource
 from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_core.datasets import load_speed_csv
 from traffic_core.ingestion.raw_import import write_speeds_as_raw
+from traffic_core.lake_storage import lake_path
 from traffic_core.settings import SparkSettings
 from traffic_core.windows import WINDOWS_PER_DAY
 
@@ -138,10 +139,10 @@ def test_missing_java_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
     ],
 )
 def test_lake_root_is_a_path_or_a_file_url(root: str, expected: str) -> None:
-    assert local_lake_path(root) == Path(expected)
+    assert lake_path(root) == Path(expected)
 
 
 @pytest.mark.parametrize("root", ["s3a://bucket/lake", "file://otherhost/lake"])
 def test_lake_root_elsewhere_is_refused(root: str) -> None:
     with pytest.raises(ValueError, match="lake root"):
-        local_lake_path(root)
+        lake_path(root)

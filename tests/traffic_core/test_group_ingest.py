@@ -26,7 +26,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from ingest_helpers import dlq_sources, lake_frame, lake_offsets
 from kafka_helpers import (
-    ONE_AND_THREE_BROKERS,
     end_offsets,
     fresh_topics,
     read_all,
@@ -43,6 +42,7 @@ from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.ingestion.ranges import classify_range, read_range, store_classified
 from traffic_core.kafka.topics import TopicSpec, ensure_topics
 from traffic_core.lake import OffsetRange, raw_files, stored_offset_ranges
+from traffic_core.lake_storage import LakePath, lake_url
 from traffic_core.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -291,12 +291,17 @@ def stream_readings(
 
 
 @pytest.mark.slow
-@ONE_AND_THREE_BROKERS
+@pytest.mark.parametrize(
+    ("kafka_service", "lake_root"),
+    [("kafka_broker", "local"), ("kafka_cluster", "local"), ("kafka_broker", "hdfs")],
+    ids=["1-broker-local", "3-brokers-local", "1-broker-hdfs"],
+    indirect=True,
+)
 def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
-    kafka_service: KafkaBroker, shared_data: Path, tmp_path: Path
+    kafka_service: KafkaBroker, shared_data: Path, tmp_path: Path, lake_root: LakePath
 ) -> None:
     events, dlq = fresh_topics(kafka_service, partitions=6)
-    lake = tmp_path / "lake"
+    lake = lake_root
     speeds = load_speed_csv(shared_data / "metr-la" / "los_loop_speed_2012-03-01_to_03-06.csv")
     speeds = speeds.iloc[:40]  # 40 steps x 207 sensors = 8,280 readings
     invalid = [invalid_value(i) for i in range(40)]
@@ -310,7 +315,7 @@ def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
         "--group-id",
         f"writers-{uuid.uuid4().hex[:6]}",
         "--lake-dir",
-        str(lake),
+        lake_url(lake),
         "--flush-seconds",
         "0.3",
         "--flush-messages",

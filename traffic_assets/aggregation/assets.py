@@ -41,6 +41,7 @@ from traffic_core.lake import (
     raw_day_dir,
     raw_files,
 )
+from traffic_core.lake_storage import LakePath, lake_url
 
 
 @asset(
@@ -59,9 +60,9 @@ def traffic_5min_aggregates(
     context: AssetExecutionContext, pyspark: LazyPySparkResource, lake: LakeResource
 ) -> MaterializeResult:
     day = context.partition_key
-    files = raw_files(lake.path(), date.fromisoformat(day))
+    files = raw_files(lake.local_path(), date.fromisoformat(day))
     if not files:
-        folder = raw_day_dir(lake.path(), date.fromisoformat(day))
+        folder = raw_day_dir(lake.local_path(), date.fromisoformat(day))
         raise Failure(
             description=(
                 f"no raw readings for {day}: no offsets=*.parquet files under {folder}; "
@@ -85,11 +86,10 @@ def traffic_5min_aggregates(
     return MaterializeResult(metadata={**metadata, "ingest_ids": MetadataValue.json(ingest_ids)})
 
 
-def spark_url(path: Path) -> str:
-    """A `file://` URL: on a cluster, a bare path could mean the executors' default file
-    system rather than this machine's disk. Not percent-encoded (unlike `Path.as_uri`): Hadoop
-    takes a path string literally, so `date%3D...` would name another folder."""
-    return f"file://{path.absolute()}"
+def spark_url(path: LakePath) -> str:
+    """A full URL (`file://` or `hdfs://host:port`): on a cluster, a bare path could mean the
+    executors' default file system rather than the lake's."""
+    return lake_url(path)
 
 
 def write_single_parquet(frame: DataFrame, path: Path) -> None:

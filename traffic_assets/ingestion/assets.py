@@ -1,7 +1,6 @@
 """`raw_traffic_events`: readings of exact Kafka offset ranges, stored by event date."""
 
 from datetime import date
-from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -26,6 +25,7 @@ from traffic_core.lake import (
     raw_day_dir,
     stored_offset_ranges,
 )
+from traffic_core.lake_storage import LakePath
 from traffic_core.settings import ingestion_settings
 
 INGEST_GROUP = "traffic-lake-ingest"
@@ -130,11 +130,11 @@ def raw_traffic_events(
     return MaterializeResult(metadata=_metadata(report, root, day))
 
 
-def _stored_for(root: Path, day: date, offsets: OffsetRange) -> bool:
+def _stored_for(root: LakePath, day: date, offsets: OffsetRange) -> bool:
     return any(raw_day_dir(root, day).rglob(f"offsets={offsets.first:020d}-{offsets.last:020d}*"))
 
 
-def _metadata(report: IngestReport, root: Path, day: date) -> dict:
+def _metadata(report: IngestReport, root: LakePath, day: date) -> dict:
     rejected = report.rejected
     messages = report.messages
     return {

@@ -18,7 +18,7 @@ KEYS = ["timestamp", "sensor_id"]
 
 
 def baselines_path(lake: LakeResource) -> Path:
-    return lake.path("models", "baselines", "cv_scores.json")
+    return lake.local_path("models", "baselines", "cv_scores.json")
 
 
 def load_baselines(lake: LakeResource) -> CvBaselines:

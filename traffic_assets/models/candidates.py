@@ -42,7 +42,7 @@ class TrainingConfig(Config):
 
 
 def candidates_dir(lake: LakeResource, family: str) -> Path:
-    return lake.path("models", "candidates", family)
+    return lake.local_path("models", "candidates", family)
 
 
 def load_candidate(lake: LakeResource, family: str, minutes: int) -> TrainedModel:

@@ -28,6 +28,7 @@ from traffic_assets.aggregation.assets import spark_url
 from traffic_core import features as f
 from traffic_core import lake
 from traffic_core.datasets import SensorGraph
+from traffic_core.lake_storage import local_only
 from traffic_core.windows import WINDOW, WINDOWS_PER_DAY
 
 DAY_COLUMN = "date"
@@ -290,5 +291,5 @@ def build_feature_days(
     sensors = graph.subgraph([s for s in graph.sensor_ids if s in present])
     train = read_speeds(spark, [spark_url(p) for p in train_files.values()])
     frame = feature_frame(speeds, sensors, fit_profile(train, sensors.sensor_ids))
-    write_feature_days(frame, lake.spark_features_dir(lake_root), days)
+    write_feature_days(frame, local_only(lake.spark_features_dir(lake_root)), days)
     return frame

@@ -46,17 +46,17 @@ def spark_training_features(
 ) -> MaterializeResult:
     days = sorted(config.days or [day.isoformat() for day in lake.aggregates_files()])
     train_days = sorted(config.train_days or days)
-    build_feature_days(pyspark.spark_session, lake.path(), network.graph(), days, train_days)
+    build_feature_days(pyspark.spark_session, lake.local_path(), network.graph(), days, train_days)
     rows = sum(
         pq.ParquetFile(part).metadata.num_rows
         for day in days
-        for part in spark_features_day_dir(lake.path(), day).glob("*.parquet")
+        for part in spark_features_day_dir(lake.local_path(), day).glob("*.parquet")
     )
     context.log.info("%d feature rows over %d days, profile of %s", rows, len(days), train_days)
     return MaterializeResult(
         metadata={
             "dagster/row_count": rows,
-            "dagster/uri": MetadataValue.path(str(spark_features_dir(lake.path()))),
+            "dagster/uri": MetadataValue.path(str(spark_features_dir(lake.local_path()))),
             "days": MetadataValue.json(days),
             "train_days": MetadataValue.json(train_days),
             "feature_version": f.FEATURE_VERSION,

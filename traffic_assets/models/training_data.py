@@ -51,7 +51,7 @@ def speed_grid(lake: LakeResource, days: list[str] | None = None) -> tuple[pd.Da
 
 def days_ingest_ids(lake: LakeResource, days: list[str]) -> list[dict]:
     """Producer replays (ingest ids) behind the raw readings of the given days, with counts."""
-    files = [f for day in days for f in raw_files(lake.path(), date.fromisoformat(day))]
+    files = [f for day in days for f in raw_files(lake.local_path(), date.fromisoformat(day))]
     return ingest_id_list(ingest_id_counts(files))
 
 
@@ -76,7 +76,7 @@ def training_features(
     lake: LakeResource,
     network: NetworkResource,
 ) -> MaterializeResult:
-    chosen = sorted(config.days or complete_days(context.instance, lake.path()))
+    chosen = sorted(config.days or complete_days(context.instance, lake.local_path()))
     if len(chosen) < MIN_TRAINING_DAYS:
         raise ValueError(f"training needs {MIN_TRAINING_DAYS} complete days; complete: {chosen}")
     grid, days = speed_grid(lake, chosen)

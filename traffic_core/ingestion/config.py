@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from traffic_core.events import ValidationConfig
+from traffic_core.lake_storage import LakePath
 from traffic_core.networks import load_network_graph
 from traffic_core.reference import known_sensor_ids
 from traffic_core.settings import IngestionSettings, ingestion_settings, platform_settings
@@ -22,7 +23,7 @@ class SensorCatalogueMissing(RuntimeError):
     """Neither the lake's sensor table nor the dataset's sensor graph could be read."""
 
 
-def sensor_catalogue(lake_root: Path, dataset: str, data_dir: Path) -> frozenset[str]:
+def sensor_catalogue(lake_root: LakePath, dataset: str, data_dir: Path) -> frozenset[str]:
     """Known sensor ids of network `dataset`: the lake's `sensor_graph` table, else the
     dataset's own graph files under `data_dir` (the table is made from them), else
     SensorCatalogueMissing."""
@@ -75,7 +76,7 @@ def add_sensor_catalogue_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def command_line_rules(
-    no_sensor_catalogue: bool, lake_root: Path, settings: IngestionSettings
+    no_sensor_catalogue: bool, lake_root: LakePath, settings: IngestionSettings
 ) -> ValidationConfig:
     """`validation_config` for a command-line reader: the catalogue of the configured dataset
     (lake table, else graph files) unless `--no-sensor-catalogue` turned the check off."""

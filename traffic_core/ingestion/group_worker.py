@@ -36,7 +36,6 @@ from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -56,6 +55,7 @@ from traffic_core.kafka.client_config import kafka_client_config
 from traffic_core.kafka.messages import offset_of, partition_of
 from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import OffsetRange, ordered_ids, stored_offset_ranges
+from traffic_core.lake_storage import LakePath, lake_path
 from traffic_core.settings import ingestion_settings, kafka_settings, platform_settings
 
 DEFAULT_GROUP = "traffic-lake-writers"
@@ -69,7 +69,7 @@ def default_worker_id() -> str:
 @dataclass(frozen=True)
 class WorkerSettings:
     bootstrap_servers: str
-    lake_root: Path
+    lake_root: LakePath
     topic: str = TRAFFIC_EVENTS
     dlq_topic: str = TRAFFIC_EVENTS_DLQ
     group_id: str = DEFAULT_GROUP
@@ -418,7 +418,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dlq-topic", default=TRAFFIC_EVENTS_DLQ)
     parser.add_argument("--group-id", default=DEFAULT_GROUP)
     parser.add_argument("--worker-id", default=default_worker_id())
-    parser.add_argument("--lake-dir", type=Path, default=platform.lake_dir)
+    parser.add_argument("--lake-dir", type=lake_path, default=platform.lake_dir)
     parser.add_argument("--flush-messages", type=int, default=WorkerSettings.flush_messages)
     parser.add_argument("--flush-seconds", type=float, default=WorkerSettings.flush_seconds)
     parser.add_argument("--session-timeout-ms", type=int, default=WorkerSettings.session_timeout_ms)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +41,7 @@ from traffic_core.events.bulk import ColumnarReadings, decode_readings_columnar,
 from traffic_core.kafka.messages import offset_of
 from traffic_core.kafka.topics import TRAFFIC_EVENTS_DLQ
 from traffic_core.lake import RAW_SCHEMA, OffsetRange, write_raw_range
+from traffic_core.lake_storage import LakePath
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class RangeOutcome:
     offsets: OffsetRange
     accepted: int
     rejected: Counter[str]
-    files: dict[date, Path]
+    files: dict[date, LakePath]
     ingest_ids: dict[date, Counter[str | None]] = field(default_factory=dict)
     """Stored readings per event date and ingest id (None: sent without one)."""
     unknown_fields: Counter[str] = field(default_factory=Counter)
@@ -99,8 +99,8 @@ class IngestReport:
         """Readings stored for one event date per ingest id, over every range."""
         return sum((r.ingest_ids.get(day, Counter()) for r in self.ranges), Counter())
 
-    def rows_by_date(self) -> dict[date, list[Path]]:
-        out: dict[date, list[Path]] = {}
+    def rows_by_date(self) -> dict[date, list[LakePath]]:
+        out: dict[date, list[LakePath]] = {}
         for outcome in self.ranges:
             for day, path in outcome.files.items():
                 out.setdefault(day, []).append(path)
@@ -352,7 +352,7 @@ def dlq_record_budget(admin: AdminClient, dlq_topic: str, configured: int) -> in
 
 
 def store_classified(
-    lake_root: Path, offsets: OffsetRange, classified: ClassifiedRange
+    lake_root: LakePath, offsets: OffsetRange, classified: ClassifiedRange
 ) -> RangeOutcome:
     """Write the valid rows of one classified range durably (one immutable file per date)."""
     files = write_raw_range(lake_root, offsets, classified.table)
@@ -388,7 +388,7 @@ def ingest_ids_by_date(table: pa.Table) -> dict[date, Counter[str | None]]:
 def ingest_ranges(
     consumer: Consumer,
     dlq: Producer,
-    lake_root: Path,
+    lake_root: LakePath,
     ranges: Iterable[OffsetRange],
     config: ValidationConfig | None = None,
     *,

@@ -4,17 +4,17 @@ it, for benches and tests that need a lake of real or simulated days without a K
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from traffic_core.ingestion.ingest_ids import new_ingest_id
 from traffic_core.lake import OffsetRange, write_raw_range
+from traffic_core.lake_storage import LakePath
 
 
 def write_speeds_as_raw(
-    lake_root: Path,
+    lake_root: LakePath,
     speeds: pd.DataFrame,
     *,
     source: str,
