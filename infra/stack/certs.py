@@ -24,6 +24,7 @@ SERVICE_NAMES: dict[str, tuple[str, ...]] = {
     "postgres": ("postgres",),
     "api": ("api",),
     "dashboard": ("dashboard",),
+    "schema-registry": ("schema-registry",),
 }
 """Each service's certificate and the docker-compose host names it answers to (besides
 localhost and 127.0.0.1, where the local stack runs)."""

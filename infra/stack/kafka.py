@@ -12,7 +12,12 @@ from confluent_kafka.admin import AdminClient
 
 from infra.stack.certs import CertificateAuthority
 from infra.stack.kafka_acls import apply_acls
-from infra.stack.kafka_users import BROKER_USER, ensure_passwords, scram_format_args
+from infra.stack.kafka_users import (
+    BROKER_USER,
+    add_missing_users,
+    ensure_passwords,
+    scram_argument_file,
+)
 from infra.stack.process import (
     ManagedProcess,
     ServiceError,
@@ -127,24 +132,30 @@ class KafkaBroker:
             .stdout.strip()
             .splitlines()[-1]
         )
-        run_checked(
-            self._java(
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                "-t",
-                cluster_id,
-                "-c",
-                str(config),
-                *self._scram_users(),
-            ),
-            "kafka: formatting KRaft storage",
-        )
+        users = self.state_dir / "scram-users.args"
+        try:
+            run_checked(
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                    *self._scram_users(users),
+                ),
+                "kafka: formatting KRaft storage",
+            )
+        finally:
+            users.unlink(missing_ok=True)
 
-    def _scram_users(self) -> list[str]:
+    def _scram_users(self, argument_file: Path) -> list[str]:
+        """The users' `--add-scram` arguments as a 0600 `@file` (no password on the command
+        line, where any local user could read it)."""
         if self.security_dir is None:
             return []
-        return scram_format_args(ensure_passwords(self.security))
+        return [f"@{scram_argument_file(argument_file, ensure_passwords(self.security))}"]
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the broker unless it runs already, and wait until it answers metadata."""
@@ -182,7 +193,9 @@ class KafkaBroker:
         )
         self.wait_ready(timeout)
         if self.security_dir is not None:
-            apply_acls(AdminClient(self.client_config(BROKER_USER)))
+            admin = AdminClient(self.client_config(BROKER_USER))
+            add_missing_users(admin, ensure_passwords(self.security))
+            apply_acls(admin)
 
     def answers(self, timeout: float = 2.0) -> bool:
         """True when the broker returns cluster metadata."""
