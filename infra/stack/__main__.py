@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -203,11 +204,23 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
 RESTART_ORDER = "postgres, kafka, then dagster, api, dashboard (servers before their clients)"
 
 
-def certs(action: str, with_ca: bool) -> None:
-    """Create the stack's CA and service certificates, or issue new ones (`rotate`)."""
-    ca = CertificateAuthority(SecuritySettings().security_dir)
+def certs(action: str, with_ca: bool, kafka_host: str | None = None) -> None:
+    """Create the stack's CA and service certificates, or issue new ones (`rotate`); with
+    `kafka_host`, also the configuration of a TLS broker run elsewhere under that name."""
+    security = SecuritySettings()
+    ca = CertificateAuthority(security.security_dir)
     issued = ca.rotate(with_ca) if action == "rotate" else ca.ensure()
     print(f"certificates in {ca.root}: {', '.join(issued) or 'all present, none issued'}")
+    if kafka_host is not None:
+        broker = KafkaBroker(
+            state_dir=security.security_dir / "kafka",
+            libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
+            host=kafka_host,
+            security_dir=security.security_dir,
+            data_dir=Path("/var/lib/kafka/data"),
+        )
+        config, users = broker.write_deployment_files()
+        print(f"kafka broker {kafka_host}: {config}; format its storage with @{users}")
     if action == "rotate":
         print(f"restart to load them: {RESTART_ORDER}")
         if with_ca:
@@ -234,11 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--days", type=int, default=90, help="demo: days of simulated data")
     parser.add_argument("--with-ca", action="store_true", help="certs rotate: issue a new CA too")
+    parser.add_argument(
+        "--kafka-host",
+        help="certs: also write the server.properties and SCRAM format arguments of a TLS "
+        "broker that answers to this name (docker-compose: kafka)",
+    )
     args = parser.parse_args(argv)
     if args.command == "certs":
         if args.services not in ([], ["rotate"]):
             parser.error("certs takes no argument (create what is missing) or `rotate`")
-        certs("rotate" if args.services else "ensure", args.with_ca)
+        certs("rotate" if args.services else "ensure", args.with_ca, args.kafka_host)
         return 0
     unknown = set(args.services) - {*SERVICES, *OPTIONAL_SERVICES, "all"}
     if unknown:
@@ -257,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "kill":
             print(f"kafka     {'killed' if stack.kafka.kill() else 'was not running'}")
         elif args.command == "topics":
+            stack.kafka.set_up_principals()
             for topic, action in create_topics(stack.kafka).items():
                 print(f"topic {topic}: {action}")
         elif args.command == "schemas":

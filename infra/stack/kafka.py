@@ -49,6 +49,12 @@ class KafkaBroker:
     controller_port: int = 9093
     heap: str = "512m"
     security_dir: Path | None = None
+    data_dir: Path | None = None
+    """Where the log segments live (default `state_dir/data`)."""
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir or self.state_dir / "data"
 
     @property
     def security(self) -> SecuritySettings:
@@ -103,7 +109,7 @@ class KafkaBroker:
             "KAFKA_HOST": self.host,
             "KAFKA_PORT": self.port,
             "KAFKA_CONTROLLER_PORT": self.controller_port,
-            "KAFKA_DATA_DIR": self.state_dir / "data",
+            "KAFKA_DATA_DIR": self.storage_dir,
         }
         if self.security_dir is not None:
             ca = CertificateAuthority(self.security_dir)
@@ -121,11 +127,22 @@ class KafkaBroker:
         write_private(config, template.substitute(values))  # it holds the broker's password
         return config
 
+    def write_deployment_files(self) -> tuple[Path, Path]:
+        """For a TLS broker that another host runs (docker-compose): its `server.properties` and
+        the 0600 `--add-scram` argument file to format its storage with (`@file`), both in
+        `state_dir`, with the CA, certificates and passwords they name."""
+        if self.security_dir is None:
+            raise ServiceError("kafka: deployment files are for a TLS broker (security_dir)")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        CertificateAuthority(self.security_dir).ensure()
+        users = ensure_passwords(self.security)
+        return self._render_config(), scram_argument_file(self.state_dir / "format.args", users)
+
     def _java(self, main: str, *args: str) -> list[str]:
         return ["java", "-cp", f"{self.libs_dir}/*", main, *args]
 
     def _format_storage(self, config: Path) -> None:
-        if (self.state_dir / "data" / "meta.properties").exists():
+        if (self.storage_dir / "meta.properties").exists():
             return
         cluster_id = (
             run_checked(self._java("kafka.tools.StorageTool", "random-uuid"), "kafka: cluster id")
@@ -192,10 +209,17 @@ class KafkaBroker:
             ]
         )
         self.wait_ready(timeout)
-        if self.security_dir is not None:
-            admin = AdminClient(self.client_config(BROKER_USER))
-            add_missing_users(admin, ensure_passwords(self.security))
-            apply_acls(admin)
+        self.set_up_principals()
+
+    def set_up_principals(self) -> None:
+        """Under TLS: create the SCRAM users the broker lacks and every principal's ACLs (both
+        idempotent), as the broker's super user. Also how a broker started elsewhere (compose)
+        gets them."""
+        if self.security_dir is None:
+            return
+        admin = AdminClient(self.client_config(BROKER_USER))
+        add_missing_users(admin, ensure_passwords(self.security))
+        apply_acls(admin)
 
     def answers(self, timeout: float = 2.0) -> bool:
         """True when the broker returns cluster metadata."""

@@ -6,8 +6,9 @@ import importlib
 import importlib.util
 import itertools
 import re
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -17,16 +18,22 @@ from serving.security import SecuritySettings
 from serving.settings import ApiSettings
 from traffic_core.settings import (
     REPO_ROOT,
+    KafkaPrincipal,
     KafkaSettings,
     PlatformSettings,
     PostgresSettings,
     SparkSettings,
 )
+from traffic_core.settings import SecuritySettings as TransitSecuritySettings
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 APP_SERVICES = [
     name for name, spec in COMPOSE["services"].items() if spec.get("image") == "metr-traffic:latest"
 ]
+
+
+LIBPQ_NAMES = {"PGSSLMODE", "PGSSLROOTCERT"}
+"""Read by libpq itself (Dagster's storage and the audit log connect through it)."""
 
 
 def settings_env_names(*classes: type[BaseSettings]) -> set[str]:
@@ -81,10 +88,12 @@ def test_env_names_are_ones_the_project_reads(service: str) -> None:
             PostgresSettings,
             ApiSettings,
             SecuritySettings,
+            TransitSecuritySettings,
         )
         | env_names_read_by_source()
         | env_names_read_by_dagster_config()
         | {"DAGSTER_HOME"}
+        | LIBPQ_NAMES
     )
     env: dict[str, Any] = COMPOSE["services"][service].get("environment", {})
     unknown = sorted(set(env) - known)
@@ -110,7 +119,7 @@ def test_commands_name_real_modules_and_files(
 
 def test_ports_match_local_defaults() -> None:
     services = COMPOSE["services"]
-    assert "3000:3000" in services["dagster-webserver"]["ports"]
+    assert "127.0.0.1:3000:3000" in services["dagster-webserver"]["ports"]
     assert f"{ApiSettings().port}:{ApiSettings().port}" in services["api"]["ports"]
     assert "--port" in services["api"]["command"]
     kafka_port = KafkaSettings().bootstrap_servers.rsplit(":", 1)[1]
@@ -122,8 +131,9 @@ def test_the_schema_registry_serves_the_apps_and_registers_first() -> None:
     registry = services["schema-registry"]
     port = registry["command"][registry["command"].index("--port") + 1]
     assert f"{port}:{port}" in registry["ports"]
-    assert PlatformSettings.model_fields["schema_registry_url"].default.endswith(f":{port}")
-    assert COMPOSE["x-app-env"]["TRAFFIC_SCHEMA_REGISTRY_URL"] == f"http://schema-registry:{port}"
+    default = PlatformSettings.model_fields["schema_registry_url"].default_factory
+    assert default is not None and default().endswith(f":{port}")  # type: ignore[call-arg]
+    assert COMPOSE["x-app-env"]["TRAFFIC_SCHEMA_REGISTRY_URL"] == f"https://schema-registry:{port}"
     assert services["schemas"]["command"][-2:] == ["infra.stack", "schemas"]
     for app in ("dagster-code-server", "api", "ingest-worker"):
         assert services[app]["depends_on"]["schemas"] == {
@@ -140,3 +150,98 @@ def test_grpc_workspace_points_at_the_code_server() -> None:
     assert str(server["port"]) == code_server[code_server.index("--port") + 1]
     assert server["location_name"] == code_server[code_server.index("--location-name") + 1]
     assert Path(REPO_ROOT / "infra" / "docker" / "Dockerfile").is_file()
+
+
+# -- TRAFFIC_SECURITY=tls, the compose default -------------------------------------------------
+
+SECURITY_MOUNT = "/etc/traffic/security"
+
+
+def depends_on(service: str) -> set[str]:
+    """Every service `service` waits for, directly or through others."""
+    direct = COMPOSE["services"][service].get("depends_on", {})
+    names = set(direct)
+    for name in direct:
+        names |= depends_on(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def security_volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the compose `certs` service writes to the security volume, made by the same
+    command here (its folder standing for the mount point)."""
+    from infra.stack.__main__ import main
+
+    root = tmp_path_factory.mktemp("security")
+    certs = COMPOSE["services"]["certs"]["command"][-1].split(" && ")[0].split()
+    assert certs[:4] == ["python", "-m", "infra.stack", "certs"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TRAFFIC_SECURITY_DIR", str(root))
+        assert main(certs[3:]) == 0
+    return root
+
+
+def test_tls_is_the_default_for_every_app_and_waits_for_the_certificates() -> None:
+    env = COMPOSE["x-app-env"]
+    assert env["TRAFFIC_SECURITY"] == "tls"
+    assert env["TRAFFIC_SECURITY_DIR"] == SECURITY_MOUNT
+    assert env["PGSSLMODE"] == "verify-full"
+    for service in [*APP_SERVICES, "kafka", "postgres"]:
+        if service != "certs":
+            assert "certs" in depends_on(service), service
+    for service in APP_SERVICES:
+        mounts = COMPOSE["services"][service]["volumes"]
+        expected = "security:" + SECURITY_MOUNT + ("" if service == "certs" else ":ro")
+        assert expected in mounts, service
+
+
+def test_every_file_a_service_names_is_one_the_certs_service_writes(
+    security_volume: Path,
+) -> None:
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    named = set(re.findall(rf"{SECURITY_MOUNT}/([\w./-]+\.(?:crt|key))", text))
+    assert {"api.key", "dashboard.crt", "schema-registry.key", "postgres.key", "ca.crt"} <= named
+    missing = [name for name in named if not (security_volume / name).is_file()]
+    assert not missing
+
+
+def test_the_broker_is_sasl_ssl_with_acls_and_formats_from_an_argument_file(
+    security_volume: Path,
+) -> None:
+    kafka = COMPOSE["services"]["kafka"]
+    script = REPO_ROOT / "infra" / "docker" / "kafka-start.sh"
+    assert f"./{script.relative_to(REPO_ROOT)}:{kafka['command'][-1]}:ro" in kafka["volumes"]
+    start = script.read_text()
+    assert '"@$SECURITY/format.args"' in start and "kafka-server-start.sh" in start
+    config = (security_volume / "kafka" / "server.properties").read_text().splitlines()
+    assert "listeners=SASL_SSL://kafka:9092,CONTROLLER://kafka:9093" in config
+    assert "listener.security.protocol.map=CONTROLLER:SSL,SASL_SSL:SASL_SSL" in config
+    assert "allow.everyone.if.no.acl.found=false" in config
+    data = next(v for v in kafka["volumes"] if v.startswith("kafka-data:")).split(":")[1]
+    assert f"log.dirs={data}" in config
+    users = (security_volume / "kafka" / "format.args").read_text()
+    assert users.count("--add-scram") == len(get_args(KafkaPrincipal))
+    assert stat.S_IMODE((security_volume / "kafka" / "format.args").stat().st_mode) == 0o600
+
+
+def test_http_services_speak_https_and_clients_verify_by_the_ca() -> None:
+    services = COMPOSE["services"]
+    assert services["dashboard"]["environment"]["TRAFFIC_API_URL"].startswith("https://")
+    assert services["dashboard"]["environment"]["SSL_CERT_FILE"] == f"{SECURITY_MOUNT}/ca.crt"
+    for name in ("api", "schema-registry"):
+        assert "--ssl-certfile" in services[name]["command"], name
+    assert "--server.sslCertFile" in services["dashboard"]["command"]
+    assert "https://" in " ".join(services["schema-registry"]["healthcheck"]["test"])
+    prometheus = yaml.safe_load((REPO_ROOT / "infra/prometheus/prometheus.yml").read_text())
+    api_job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "api")
+    assert api_job["scheme"] == "https"
+    assert api_job["tls_config"]["ca_file"].startswith("/etc/traffic/ca/")
+
+
+def test_postgres_takes_tls_logins_only() -> None:
+    postgres = COMPOSE["services"]["postgres"]
+    assert "-c ssl=on" in postgres["command"][-1]
+    hba = REPO_ROOT / "infra" / "docker" / "pg_hba.conf"
+    assert f"./{hba.relative_to(REPO_ROOT)}:/etc/postgresql/pg_hba.conf:ro" in postgres["volumes"]
+    rules = [line.split() for line in hba.read_text().splitlines() if not line.startswith("#")]
+    assert {rule[0] for rule in rules if rule} == {"local", "hostssl"}
