@@ -1,5 +1,5 @@
 """`python -m infra.stack start|stop|status|kill|topics|schemas|demo [service]`,
-`... certs [rotate]`."""
+`... certs [rotate]`, `... rotate-passwords [principal]`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from confluent_kafka.admin import AdminClient
 
 from infra.stack.certs import CertificateAuthority
 from infra.stack.kafka import KafkaBroker
+from infra.stack.kafka_rotation import RESTART_ORDER as PASSWORD_RESTART_ORDER
+from infra.stack.kafka_rotation import rotate_kafka_passwords
+from infra.stack.kafka_users import PRINCIPALS
 from infra.stack.local import LocalStack
 from infra.stack.process import ServiceError
 from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token_file
@@ -227,11 +230,38 @@ def certs(action: str, with_ca: bool, kafka_host: str | None = None) -> None:
             print(f"new CA: every client must be given the new {ca.ca_cert}")
 
 
+def rotate_passwords(parser: argparse.ArgumentParser, principals: list[str]) -> int:
+    """New SCRAM passwords for the named Kafka principals (all by default) on the running TLS
+    broker and in their files."""
+    unknown = set(principals) - set(PRINCIPALS)
+    if unknown:
+        parser.error(f"unknown principal(s) {sorted(unknown)}; choose from {list(PRINCIPALS)}")
+    broker = LocalStack.from_env().kafka
+    try:
+        rotated = rotate_kafka_passwords(broker, principals or PRINCIPALS)  # type: ignore[arg-type]
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"new passwords for {', '.join(rotated)} in {broker.security.security_dir}")
+    print(f"restart to use them: {PASSWORD_RESTART_ORDER}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__)
     parser.add_argument(
         "command",
-        choices=["start", "stop", "status", "kill", "topics", "schemas", "demo", "certs"],
+        choices=[
+            "start",
+            "stop",
+            "status",
+            "kill",
+            "topics",
+            "schemas",
+            "demo",
+            "certs",
+            "rotate-passwords",
+        ],
     )
     parser.add_argument(
         "services",
@@ -258,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("certs takes no argument (create what is missing) or `rotate`")
         certs("rotate" if args.services else "ensure", args.with_ca, args.kafka_host)
         return 0
+    if args.command == "rotate-passwords":
+        return rotate_passwords(parser, args.services)
     unknown = set(args.services) - {*SERVICES, *OPTIONAL_SERVICES, "all"}
     if unknown:
         choices = [*SERVICES, *OPTIONAL_SERVICES, "all"]

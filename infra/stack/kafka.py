@@ -104,6 +104,10 @@ class KafkaBroker:
         )
         stamp.write_text(digest)
 
+    def write_config(self) -> Path:
+        """Render `server.properties` (0600: under TLS it holds the broker's own password)."""
+        return self._render_config()
+
     def _render_config(self) -> Path:
         values: dict[str, object] = {
             "KAFKA_HOST": self.host,

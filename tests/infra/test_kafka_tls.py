@@ -24,6 +24,7 @@ from confluent_kafka.admin import (
 from infra.stack.__main__ import create_topics
 from infra.stack.certs import CertificateAuthority
 from infra.stack.kafka import KafkaBroker
+from infra.stack.kafka_rotation import rotate_kafka_passwords
 from infra.stack.kafka_users import PRINCIPALS
 from traffic_core.kafka.topics import (
     TRAFFIC_AGGREGATES,
@@ -319,3 +320,20 @@ def test_secrets_are_generated_private_and_distinct(broker: KafkaBroker) -> None
     passwords = {p.read_text().strip() for p in files}
     assert len(passwords) == len(PRINCIPALS) and min(map(len, passwords)) >= 40
     assert "allow.everyone.if.no.acl.found=false" in config.read_text().splitlines()
+    assert not (broker.state_dir / "scram-users.args").exists()  # used for format, then removed
+
+
+def test_a_rotated_password_replaces_the_old_one(broker: KafkaBroker) -> None:
+    """`rotate-passwords`: the broker refuses the old password and takes the new one, which is
+    in the principal's 0600 file (clients read it from there)."""
+    principal: KafkaPrincipal = "traffic-producer"
+    password_file = broker.security.kafka_password_file(principal)
+    old = broker.client_config(principal)
+    assert rotate_kafka_passwords(broker, [principal]) == [principal]
+    new = broker.client_config(principal)
+    assert new["sasl.password"] != old["sasl.password"]
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    assert not password_file.with_name(password_file.name + ".new").exists()
+    seen = _refused({**old, "client.id": "old-password"})
+    assert KafkaError._AUTHENTICATION in {e.code() for e in seen}
+    assert write(principal, TRAFFIC_EVENTS)(broker) is OK
