@@ -23,14 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
-    authority = CertificateAuthority(tmp_path_factory.mktemp("security"))
-    authority.ensure()
-    return authority
-
-
-@pytest.fixture(scope="module")
-def registry(
+def registry(  # `ca`: the stack CA of api_fixtures
     ca: CertificateAuthority, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebService]:
     service = registry_service(tmp_path_factory.mktemp("registry"), port=free_port(), tls=ca)
