@@ -16,7 +16,13 @@ missing): open loop, so a slow answer delays no later request and queueing shows
 percentiles. Any answer other than 200 counts as an error. Prints one JSON object on stdout,
 progress on stderr.
 
+`--security both` measures the cost of TLS on the same run: the three figures against a
+plaintext broker and HTTP API, then under TRAFFIC_SECURITY=tls (a broker of its own on port
+39196 with SASL_SSL, SCRAM users and ACLs; the API over HTTPS; every client verifying the
+stack's CA), and the differences.
+
     .venv/bin/python bench/api_latency.py
+    .venv/bin/python bench/api_latency.py --model ridge --security both --seconds 10 --windows 20
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ import resource
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +56,9 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from bench.ingest_throughput import machine
+from bench.ingest_throughput import machine, use_security
+from infra.stack.__main__ import create_topics
+from infra.stack.certs import CertificateAuthority
 from infra.stack.kafka import KafkaBroker
 from infra.stack.process import descendants
 from infra.stack.web import WebService, api_service
@@ -56,7 +66,7 @@ from serving.security import SecuritySettings, issue_token
 from traffic_core import features
 from traffic_core.datasets import SensorGraph, load_metr_la_graph, load_speed_csv
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
-from traffic_core.kafka.topics import TopicSpec, ensure_topics
+from traffic_core.kafka.topics import TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ, TopicSpec, ensure_topics
 from traffic_core.models.quick import train_and_publish
 from traffic_core.registry import ModelRegistry, frame_fingerprint, git_commit
 from traffic_core.settings import LOCAL_STATE_DIR, REPO_ROOT, PlatformSettings
@@ -69,13 +79,20 @@ TRAIN_UNTIL = pd.Timestamp("2012-03-05 23:55")
 LIVE_FROM = pd.Timestamp("2012-03-06 06:00")
 PUSH_FROM = LIVE_FROM + pd.Timedelta("2h")
 """Two hours of readings warm the live state; each push window after that is timed."""
-EVENTS, DLQ = "bench-api-events", "bench-api-dlq"
+EVENTS, DLQ = TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
+"""The platform's input topic names, so the TLS broker's ACLs let the producer write them."""
 BROKER = KafkaBroker(
     state_dir=STATE / "kafka",
     libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
     port=39192,
     controller_port=39193,
 )
+TLS_BROKER = KafkaBroker(
+    state_dir=STATE / "tls" / "kafka",
+    libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
+    security_dir=STATE / "tls" / "security",
+)
+"""Its ports: the plaintext broker's + 4 (39196, 39197 by default)."""
 MODEL_PARAMS = {
     "xgboost": {"max_depth": 6, "n_estimators": 200},
     "ridge": {"alpha": 10.0},
@@ -161,8 +178,12 @@ def api_topics(events: str = EVENTS) -> list[TopicSpec]:
 
 
 def start_broker(broker: KafkaBroker) -> None:
+    """Start `broker` and create the API's topics as the admin principal (under TLS the API
+    may not); the ACLs follow the API's topic settings of this process's environment."""
+    os.environ.update(api_topic_env(EVENTS))
     broker.start()
-    ensure_topics(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), api_topics())
+    ensure_topics(AdminClient(broker.client_config("traffic-admin")), api_topics())
+    create_topics(broker)  # the publisher election topic
 
 
 def server_options() -> list[str]:
@@ -174,6 +195,15 @@ def server_options() -> list[str]:
     if importlib.util.find_spec("uvloop"):
         options += ["--loop", "uvloop"]
     return options
+
+
+def api_topic_env(events: str) -> dict[str, str]:
+    """The topics the API reads and writes: `events` and the `api_topics(events)` outputs."""
+    return {
+        "TRAFFIC_API_EVENTS_TOPIC": events,
+        "TRAFFIC_API_PREDICTIONS_TOPIC": f"{events}-predictions",
+        "TRAFFIC_API_ALERTS_TOPIC": f"{events}-alerts",
+    }
 
 
 def api_env(
@@ -189,13 +219,16 @@ def api_env(
     return {
         "TRAFFIC_API_MODEL_DIR": str(registry),
         "TRAFFIC_API_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "TRAFFIC_API_EVENTS_TOPIC": events,
-        "TRAFFIC_API_PREDICTIONS_TOPIC": f"{events}-predictions",
-        "TRAFFIC_API_ALERTS_TOPIC": f"{events}-alerts",
+        **api_topic_env(events),
         "TRAFFIC_API_JWT_SECRET": jwt_secret,
         "TRAFFIC_API_RATE_LIMIT": "1000000/second",  # the bench is one principal
         "TRAFFIC_API_AUDIT_URL": f"sqlite:///{state / 'api' / 'audit.sqlite3'}",
     } | ({"TRAFFIC_API_DATASET": dataset} if dataset else {})
+
+
+def verify(api: WebService) -> ssl.SSLContext | bool:
+    """How a client checks the API: by the stack's CA when it serves HTTPS."""
+    return True if api.ca_file is None else ssl.create_default_context(cafile=api.ca_file)
 
 
 def wait_ready(api: WebService, timeout: float = 180.0, workers: int = 1) -> dict[str, Any]:
@@ -206,7 +239,7 @@ def wait_ready(api: WebService, timeout: float = 180.0, workers: int = 1) -> dic
     in_a_row = 0
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            answer = httpx.get(f"{api.url}/v1/ready", timeout=5)
+            answer = httpx.get(f"{api.url}/v1/ready", timeout=5, verify=verify(api))
             in_a_row = in_a_row + 1 if answer.status_code == 200 else 0
             if in_a_row >= (1 if workers == 1 else 10 * workers):
                 return answer.json()
@@ -243,7 +276,7 @@ class ServerSide:
     def _histogram(self) -> dict[float, float]:
         if self.workers > 1:  # a scrape reaches one worker of several: not the phase's whole
             return {}
-        text = httpx.get(f"{self.api.url}/metrics", timeout=10).text
+        text = httpx.get(f"{self.api.url}/metrics", timeout=10, verify=verify(self.api)).text
         buckets: dict[float, float] = {}
         for family in text_string_to_metric_families(text):
             if family.name != "api_request_duration_seconds":
@@ -303,9 +336,11 @@ def attack(
     seconds: float,
     results: Path,
     max_body: int = -1,
+    ca_file: Path | None = None,
 ) -> dict[str, Any]:
     """vegeta at `rate` requests/s for `seconds`, cycling over `urls`; its JSON report.
-    `max_body` caps the bytes of each body kept in the results file (-1: all)."""
+    `max_body` caps the bytes of each body kept in the results file (-1: all); `ca_file`
+    is the only root it trusts for HTTPS."""
     targets = results.with_suffix(".targets")
     targets.write_text("".join(f"GET {url}\n" for url in urls))
     started = children_cpu_seconds()
@@ -320,6 +355,7 @@ def attack(
             f"-targets={targets}",
             f"-output={results}",
             f"-max-body={max_body}",
+            *([f"-root-certs={ca_file}"] if ca_file else []),
         ],
         check=True,
         timeout=seconds + 120,
@@ -352,9 +388,10 @@ def http_phase(
     files go to `out`."""
     name = "one_sensor" if route == ONE_ROUTE else "all_sensors"
     say(f"{name}: warm-up {warmup:g} s, then {rate}/s for {seconds:g} s")
-    attack(vegeta, urls, token, rate, warmup, out / f"{name}-warmup.bin", max_body)
+    ca = api.ca_file
+    attack(vegeta, urls, token, rate, warmup, out / f"{name}-warmup.bin", max_body, ca)
     server = ServerSide(api, route, workers)
-    report = attack(vegeta, urls, token, rate, seconds, out / f"{name}.bin", max_body)
+    report = attack(vegeta, urls, token, rate, seconds, out / f"{name}.bin", max_body, ca)
     codes = {str(k): int(v) for k, v in report.get("status_codes", {}).items()}
     errors = int(report["requests"]) - codes.get("200", 0)
     latency = report["latencies"]
@@ -403,11 +440,18 @@ async def push_latency(
     Readings of a `source` other than metr-la are flagged synthetic; a window whose forecasts
     take longer than `wait` seconds counts as missed.
     """
-    url = api.url.replace("http://", "ws://", 1) + f"/v1/stream/ws?access_token={token}"
+    url = api.url.replace("http", "ws", 1) + f"/v1/stream/ws?access_token={token}"
+    tls = verify(api)
     loop = asyncio.get_running_loop()
     waiting: dict[pd.Timestamp, asyncio.Future[float]] = {}
     latencies, acked, after_acked, missed, failures = [], [], [], [], 0
-    async with connect(url, max_size=None, open_timeout=10, ping_interval=None) as socket:
+    async with connect(
+        url,
+        max_size=None,
+        open_timeout=10,
+        ping_interval=None,
+        ssl=tls if isinstance(tls, ssl.SSLContext) else None,
+    ) as socket:
 
         async def receive() -> None:
             async for raw in socket:
@@ -499,19 +543,121 @@ def stopped_on_exit(*services: KafkaBroker | WebService) -> Iterator[Callable[[]
         signal.signal(signal.SIGTERM, previous)
 
 
+def run(
+    broker: KafkaBroker,
+    api: WebService,
+    vegeta: Path,
+    speeds: pd.DataFrame,
+    registry: Path,
+    args: Any,
+) -> dict[str, Any]:
+    """The three figures against `broker` and `api` (fresh state), under the security switch
+    `broker` implies for every client of this process and the API."""
+    use_security(broker.security_dir)
+    for leftover in (api, broker):  # a previous run killed mid-way
+        leftover.stop()
+    shutil.rmtree(broker.state_dir, ignore_errors=True)
+    shutil.rmtree(api.state_dir, ignore_errors=True)
+    load = [round(x, 2) for x in os.getloadavg()]
+    with stopped_on_exit(api, broker) as remember:
+        say(f"starting the broker ({broker.security.security})")
+        start_broker(broker)
+        sink = ReadingProducer(broker.bootstrap_servers, topic=EVENTS, dlq_topic=DLQ)
+        warm = speeds.loc[LIVE_FROM : PUSH_FROM - pd.Timedelta("5min")]
+        say(f"replaying {warm.index[0]} .. {warm.index[-1]} ({warm.size} readings)")
+        replayed = replay_speeds(warm, sink, source="metr-la", is_synthetic=False)
+        if replayed.delivery_failures:
+            raise SystemExit(f"{replayed.delivery_failures} readings not delivered")
+        jwt_secret = secrets.token_urlsafe(48)
+        say(f"starting the API on {api.url}")
+        api.start(api_env(registry, broker, jwt_secret, state=api.state_dir.parent))
+        ready = wait_ready(api, workers=args.workers)
+        remember()
+        security = SecuritySettings(jwt_secret=jwt_secret)
+        token = issue_token("bench", ["planner"], security, ttl=4 * 3600)
+        sensors = [str(s) for s in speeds.columns]
+
+        phases = {
+            "one_sensor": (ONE_ROUTE, [f"{api.url}/v1/forecasts/{s}" for s in sensors]),
+            "all_sensors": (ALL_ROUTE, [f"{api.url}/v1/forecasts"]),
+        }
+        rates = {"one_sensor": args.one_rate, "all_sensors": args.all_rate}
+        http = {
+            name: http_phase(
+                vegeta,
+                api,
+                route,
+                urls,
+                token,
+                rates[name],
+                args.seconds,
+                args.warmup,
+                TARGET_MS[f"{name}_p99"],
+                out=api.state_dir,
+                workers=args.workers,
+            )
+            if rates[name]
+            else None
+            for name, (route, urls) in phases.items()
+        }
+        windows = speeds.loc[PUSH_FROM:].iloc[: args.windows]
+        say(f"push: {len(windows)} windows from {windows.index[0]}, one at a time")
+        push = asyncio.run(push_latency(api, token, sink, windows, args.pause))
+        del sink  # its delivery callback makes a cycle: collect it so it disconnects now,
+        gc.collect()  # not after the broker has stopped (librdkafka would log the refusals)
+    return {
+        "security": broker.security.security,
+        "api_url": api.url,
+        "served": ready.get("model"),
+        "load_average_at_start": load,
+        **http,
+        "push": push,
+        "targets_met": all(p is None or p["met"] for p in [*http.values(), push]),
+    }
+
+
+def tls_cost(plain: dict[str, Any], tls: dict[str, Any]) -> dict[str, Any]:
+    """TLS minus plaintext, in ms, for each figure's p50 and p99."""
+    cost: dict[str, Any] = {}
+    for phase in ("one_sensor", "all_sensors", "push"):
+        if plain[phase] is None or tls[phase] is None:
+            continue
+        before, after = plain[phase]["latency_ms"], tls[phase]["latency_ms"]
+        cost[f"{phase}_ms"] = {
+            q: round(after[q] - before[q], 2) if None not in (after[q], before[q]) else None
+            for q in ("p50", "p99")
+        }
+    return cost
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODEL_PARAMS), default="xgboost")
     parser.add_argument("--retrain", action="store_true", help="ignore the cached model")
     parser.add_argument("--one-rate", type=int, default=1000, help="one-sensor requests/s")
-    parser.add_argument("--all-rate", type=int, default=100, help="all-sensor requests/s")
+    parser.add_argument(
+        "--all-rate", type=int, default=100, help="all-sensor requests/s (0: not measured)"
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="per HTTP phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds, discarded")
     parser.add_argument("--windows", type=int, default=40, help="push windows timed")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between windows")
     parser.add_argument("--port", type=int, default=39180, help="API port")
     parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=BROKER.port,
+        help="plaintext broker (controller on the next port; the TLS broker 4 above)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes (each a whole replica)"
+    )
+    parser.add_argument(
+        "--security",
+        choices=["plaintext", "tls", "both"],
+        default="plaintext",
+        help="broker, API and clients in plaintext, under TRAFFIC_SECURITY=tls, or both on "
+        "the same run, one after the other",
     )
     args = parser.parse_args()
     if not 1 <= args.windows <= 150:  # 6 March has 192 windows after PUSH_FROM
@@ -528,66 +674,25 @@ def main() -> None:
         args.retrain,
     )
     options = server_options() + (["--workers", str(args.workers)] if args.workers > 1 else [])
-    api = api_service(STATE / "api", port=args.port, extra_args=options)
-    for leftover in (api, BROKER):  # a previous run killed mid-way
-        leftover.stop()
-    for folder in ("kafka", "api"):
-        shutil.rmtree(STATE / folder, ignore_errors=True)
-
-    with stopped_on_exit(api, BROKER) as remember:
-        say("starting the broker")
-        start_broker(BROKER)
-        sink = ReadingProducer(BROKER.bootstrap_servers, topic=EVENTS, dlq_topic=DLQ)
-        warm = speeds.loc[LIVE_FROM : PUSH_FROM - pd.Timedelta("5min")]
-        say(f"replaying {warm.index[0]} .. {warm.index[-1]} ({warm.size} readings)")
-        replayed = replay_speeds(warm, sink, source="metr-la", is_synthetic=False)
-        if replayed.delivery_failures:
-            raise SystemExit(f"{replayed.delivery_failures} readings not delivered")
-        jwt_secret = secrets.token_urlsafe(48)
-        say(f"starting the API ({' '.join(options) or 'uvicorn defaults'}) on {api.url}")
-        api.start(api_env(registry, BROKER, jwt_secret))
-        ready = wait_ready(api, workers=args.workers)
-        remember()
-        security = SecuritySettings(jwt_secret=jwt_secret)
-        token = issue_token("bench", ["planner"], security, ttl=4 * 3600)
-        sensors = [str(s) for s in speeds.columns]
-
-        one = http_phase(
-            vegeta,
-            api,
-            ONE_ROUTE,
-            [f"{api.url}/v1/forecasts/{s}" for s in sensors],
-            token,
-            args.one_rate,
-            args.seconds,
-            args.warmup,
-            TARGET_MS["one_sensor_p99"],
-            workers=args.workers,
-        )
-        every = http_phase(
-            vegeta,
-            api,
-            ALL_ROUTE,
-            [f"{api.url}/v1/forecasts"],
-            token,
-            args.all_rate,
-            args.seconds,
-            args.warmup,
-            TARGET_MS["all_sensors_p99"],
-            workers=args.workers,
-        )
-        windows = speeds.loc[PUSH_FROM:].iloc[: args.windows]
-        say(f"push: {len(windows)} windows from {windows.index[0]}, one at a time")
-        push = asyncio.run(push_latency(api, token, sink, windows, args.pause))
-        del sink  # its delivery callback makes a cycle: collect it so it disconnects now,
-        gc.collect()  # not after the broker has stopped (librdkafka would log the refusals)
+    os.environ["TRAFFIC_SCHEMA_REGISTRY_URL"] = ""  # built-in ids: the bench measures serving
+    results = {}
+    if args.security in ("plaintext", "both"):
+        api = api_service(STATE / "api", port=args.port, extra_args=options)
+        broker = replace(BROKER, port=args.kafka_port, controller_port=args.kafka_port + 1)
+        results["plaintext"] = run(broker, api, vegeta, speeds, registry, args)
+    if args.security in ("tls", "both"):
+        ca = CertificateAuthority(STATE / "tls" / "security")
+        api = api_service(STATE / "tls" / "api", port=args.port, extra_args=options, tls=ca)
+        port = args.kafka_port + 4
+        broker = replace(TLS_BROKER, port=port, controller_port=port + 1)
+        results["tls"] = run(broker, api, vegeta, speeds, registry, args)
 
     print(
         json.dumps(
             {
                 "bench": "api_latency",
                 "model": {"family": args.model, "params": MODEL_PARAMS[args.model]}
-                | {"version": version, "served": ready.get("model")},
+                | {"version": version},
                 "server": {
                     "command": " ".join(["uvicorn", *api.command[1:]]),
                     "workers": args.workers,
@@ -596,11 +701,14 @@ def main() -> None:
                 "code": code_version(),
                 "generator": f"vegeta {VEGETA_MODULE.rsplit('@', 1)[1]}, open loop",
                 "warmup_seconds": args.warmup,
-                "sensors": len(sensors),
-                "one_sensor": one,
-                "all_sensors": every,
-                "push": push,
-                "targets_met": one["met"] and every["met"] and push["met"],
+                "sensors": speeds.shape[1],
+                "security": args.security,
+                **(results if args.security == "both" else next(iter(results.values()))),
+                **(
+                    {"tls_cost": tls_cost(results["plaintext"], results["tls"])}
+                    if args.security == "both"
+                    else {}
+                ),
                 "machine": {
                     **machine(),
                     "load_average_at_start": load_at_start,

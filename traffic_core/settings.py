@@ -26,6 +26,11 @@ LOCAL_STATE_DIR = Path(os.environ.get("TRAFFIC_STATE_DIR", REPO_ROOT / ".local")
 """Ignored folder for everything a local run writes: broker data, lake, models, logs."""
 
 
+def _web_scheme() -> str:
+    """The local services' scheme under the security switch (HTTPS when TRAFFIC_SECURITY=tls)."""
+    return "https" if os.environ.get("TRAFFIC_SECURITY") == "tls" else "http"
+
+
 class PlatformSettings(BaseSettings):
     """Paths and endpoints shared by all components."""
 
@@ -40,7 +45,7 @@ class PlatformSettings(BaseSettings):
     log_dir: Path = Field(default=LOCAL_STATE_DIR / "logs")
     dataset: str = "metr-la"
     schema_registry_url: str = Field(
-        default="http://127.0.0.1:8081",
+        default_factory=lambda: f"{_web_scheme()}://127.0.0.1:8081",
         description="Schema registry (Confluent REST API) that assigns the events' wire ids; "
         "empty = no registry: the built-in ids (offline tools and unit tests).",
     )
@@ -64,7 +69,12 @@ class KafkaSettings(BaseSettings):
 
 
 KafkaPrincipal = Literal[
-    "traffic-broker", "traffic-admin", "traffic-producer", "traffic-lake-writer", "traffic-api"
+    "traffic-broker",
+    "traffic-admin",
+    "traffic-producer",
+    "traffic-lake-writer",
+    "traffic-api",
+    "traffic-stream",
 ]
 """Who a Kafka client speaks for under TLS: each has its own SCRAM user and ACLs (the broker's
 own user is the super user for inter-broker traffic and for setting the ACLs at start)."""

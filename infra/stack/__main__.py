@@ -1,5 +1,5 @@
 """`python -m infra.stack start|stop|status|kill|topics|schemas|demo [service]`,
-`... certs [rotate]`."""
+`... certs [rotate]`, `... rotate-passwords [principal]`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -15,6 +16,9 @@ from confluent_kafka.admin import AdminClient
 from infra.stack.certs import CertificateAuthority
 from infra.stack.hdfs import HdfsCluster
 from infra.stack.kafka import KafkaBroker
+from infra.stack.kafka_rotation import RESTART_ORDER as PASSWORD_RESTART_ORDER
+from infra.stack.kafka_rotation import rotate_kafka_passwords
+from infra.stack.kafka_users import PRINCIPALS
 from infra.stack.local import LocalStack, running_cluster_size
 from infra.stack.process import ServiceError
 from infra.stack.serving import REAL_SIX_DAYS, api_env, dashboard_env, seed_model, token_file
@@ -217,22 +221,69 @@ def demo(stack: LocalStack, data: str, days: int) -> None:
 RESTART_ORDER = "postgres, kafka, then dagster, api, dashboard (servers before their clients)"
 
 
-def certs(action: str, with_ca: bool) -> None:
-    """Create the stack's CA and service certificates, or issue new ones (`rotate`)."""
-    ca = CertificateAuthority(SecuritySettings().security_dir)
+def deployed_kafka_hosts(name: str, brokers: int) -> tuple[str, ...]:
+    """The brokers' host names in a deployment: `name` alone, or `name-1` ... `name-N`."""
+    return (name,) if brokers == 1 else tuple(f"{name}-{i}" for i in range(1, brokers + 1))
+
+
+def certs(action: str, with_ca: bool, kafka_host: str | None = None) -> None:
+    """Create the stack's CA and service certificates, or issue new ones (`rotate`); with
+    `kafka_host`, also the configuration of a TLS broker run elsewhere under that name."""
+    security = SecuritySettings()
+    ca = CertificateAuthority(security.security_dir)
     issued = ca.rotate(with_ca) if action == "rotate" else ca.ensure()
     print(f"certificates in {ca.root}: {', '.join(issued) or 'all present, none issued'}")
+    if kafka_host is not None:
+        brokers = KafkaSettings().brokers
+        broker = KafkaBroker(
+            state_dir=security.security_dir / "kafka",
+            libs_dir=LOCAL_STATE_DIR / "kafka" / "libs",
+            host=kafka_host,
+            security_dir=security.security_dir,
+            brokers=brokers,
+            data_dir=Path("/var/lib/kafka/data"),
+            node_hosts=deployed_kafka_hosts(kafka_host, brokers),
+        )
+        for config, arguments in broker.write_deployment_files():
+            print(f"kafka broker: {config}; format its storage with @{arguments}")
     if action == "rotate":
         print(f"restart to load them: {RESTART_ORDER}")
         if with_ca:
             print(f"new CA: every client must be given the new {ca.ca_cert}")
 
 
+def rotate_passwords(parser: argparse.ArgumentParser, principals: list[str]) -> int:
+    """New SCRAM passwords for the named Kafka principals (all by default) on the running TLS
+    broker and in their files."""
+    unknown = set(principals) - set(PRINCIPALS)
+    if unknown:
+        parser.error(f"unknown principal(s) {sorted(unknown)}; choose from {list(PRINCIPALS)}")
+    broker = LocalStack.from_env().kafka
+    try:
+        rotated = rotate_kafka_passwords(broker, principals or PRINCIPALS)  # type: ignore[arg-type]
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"new passwords for {', '.join(rotated)} in {broker.security.security_dir}")
+    print(f"restart to use them: {PASSWORD_RESTART_ORDER}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__)
     parser.add_argument(
         "command",
-        choices=["start", "stop", "status", "kill", "topics", "schemas", "demo", "certs"],
+        choices=[
+            "start",
+            "stop",
+            "status",
+            "kill",
+            "topics",
+            "schemas",
+            "demo",
+            "certs",
+            "rotate-passwords",
+        ],
     )
     parser.add_argument(
         "services",
@@ -255,12 +306,19 @@ def main(argv: list[str] | None = None) -> int:
         "replication 3, 2 in sync; stop/status/kill/topics find a running cluster themselves",
     )
     parser.add_argument("--with-ca", action="store_true", help="certs rotate: issue a new CA too")
+    parser.add_argument(
+        "--kafka-host",
+        help="certs: also write the server.properties and SCRAM format arguments of a TLS "
+        "broker that answers to this name (docker-compose: kafka)",
+    )
     args = parser.parse_args(argv)
     if args.command == "certs":
         if args.services not in ([], ["rotate"]):
             parser.error("certs takes no argument (create what is missing) or `rotate`")
-        certs("rotate" if args.services else "ensure", args.with_ca)
+        certs("rotate" if args.services else "ensure", args.with_ca, args.kafka_host)
         return 0
+    if args.command == "rotate-passwords":
+        return rotate_passwords(parser, args.services)
     unknown = set(args.services) - {*SERVICES, *OPTIONAL_SERVICES, "all"}
     if unknown:
         choices = [*SERVICES, *OPTIONAL_SERVICES, "all"]
@@ -281,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "kill":
             print(f"kafka     {'killed' if stack.kafka.kill() else 'was not running'}")
         elif args.command == "topics":
+            stack.kafka.set_up_principals()
             for topic, action in create_topics(stack.kafka).items():
                 print(f"topic {topic}: {action}")
         elif args.command == "schemas":

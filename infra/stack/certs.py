@@ -19,11 +19,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from infra.stack.process import write_private
 
 SERVICE_NAMES: dict[str, tuple[str, ...]] = {
-    "kafka-broker": ("kafka",),
-    "kafka-controller": ("kafka",),
+    "kafka-broker": ("kafka", "kafka-1", "kafka-2", "kafka-3"),
+    "kafka-controller": ("kafka", "kafka-1", "kafka-2", "kafka-3"),
     "postgres": ("postgres",),
     "api": ("api",),
     "dashboard": ("dashboard",),
+    "schema-registry": ("schema-registry",),
 }
 """Each service's certificate and the docker-compose host names it answers to (besides
 localhost and 127.0.0.1, where the local stack runs)."""

@@ -17,7 +17,12 @@ from confluent_kafka.admin import AdminClient
 
 from infra.stack.certs import CertificateAuthority
 from infra.stack.kafka_acls import apply_acls
-from infra.stack.kafka_users import BROKER_USER, ensure_passwords, scram_format_args
+from infra.stack.kafka_users import (
+    BROKER_USER,
+    add_missing_users,
+    ensure_passwords,
+    scram_argument_file,
+)
 from infra.stack.process import (
     ManagedProcess,
     ServiceError,
@@ -51,6 +56,13 @@ class KafkaNode:
     state_dir: Path
     port: int
     controller_port: int
+    host: str = "127.0.0.1"
+    data_dir: Path | None = None
+    """Where its log segments live (default `state_dir/data`)."""
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir or self.state_dir / "data"
 
     @property
     def process(self) -> ManagedProcess:
@@ -63,7 +75,7 @@ class KafkaNode:
 
     @property
     def formatted(self) -> bool:
-        return (self.state_dir / "data" / "meta.properties").exists()
+        return (self.storage_dir / "meta.properties").exists()
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,12 @@ class KafkaBroker:
     heap: str = "512m"
     security_dir: Path | None = None
     brokers: int = 1
+    data_dir: Path | None = None
+    """Where each node's log segments live (default `<node state>/data`): a deployment's
+    volume, for configurations written here for brokers that run elsewhere."""
+    node_hosts: tuple[str, ...] = ()
+    """One host name per node when the nodes run on hosts of their own (docker-compose);
+    empty: every node on `host`."""
 
     def __post_init__(self) -> None:
         ports = [p for node in self.nodes for p in (node.port, node.controller_port)]
@@ -97,14 +115,15 @@ class KafkaBroker:
 
     @property
     def nodes(self) -> tuple[KafkaNode, ...]:
-        if self.brokers == 1:
-            return (KafkaNode(1, self.state_dir, self.port, self.controller_port),)
+        hosts = self.node_hosts or (self.host,) * self.brokers
         return tuple(
             KafkaNode(
                 i + 1,
-                self.state_dir / f"node-{i + 1}",
+                self.state_dir if self.brokers == 1 else self.state_dir / f"node-{i + 1}",
                 self.port + 2 * i,
                 self.controller_port + 2 * i,
+                hosts[i],
+                self.data_dir,
             )
             for i in range(self.brokers)
         )
@@ -129,7 +148,7 @@ class KafkaBroker:
 
     @property
     def bootstrap_servers(self) -> str:
-        return ",".join(f"{self.host}:{node.port}" for node in self.nodes)
+        return ",".join(f"{node.host}:{node.port}" for node in self.nodes)
 
     def ensure_jars(self) -> None:
         """Copy kafka_2.13 and its runtime dependencies from Maven Central, once per pom."""
@@ -159,12 +178,12 @@ class KafkaBroker:
     def _render_config(self, node: KafkaNode) -> Path:
         replication = self.replication
         values: dict[str, object] = {
-            "KAFKA_HOST": self.host,
+            "KAFKA_HOST": node.host,
             "KAFKA_NODE_ID": node.node_id,
             "KAFKA_PORT": node.port,
             "KAFKA_CONTROLLER_PORT": node.controller_port,
-            "KAFKA_QUORUM": ",".join(f"{self.host}:{n.controller_port}" for n in self.nodes),
-            "KAFKA_DATA_DIR": node.state_dir / "data",
+            "KAFKA_QUORUM": ",".join(f"{n.host}:{n.controller_port}" for n in self.nodes),
+            "KAFKA_DATA_DIR": node.storage_dir,
             "KAFKA_REPLICATION_FACTOR": replication.factor,
             "KAFKA_MIN_INSYNC": replication.min_insync,
         }
@@ -184,8 +203,41 @@ class KafkaBroker:
         write_private(config, template.substitute(values))  # it holds the broker's password
         return config
 
+    def write_deployment_files(self) -> list[tuple[Path, Path]]:
+        """For TLS brokers that other hosts run (docker-compose): per node, its
+        `server.properties` and the 0600 argument file to format its storage with (`@file`:
+        one cluster id, the controllers' quorum, the SCRAM users), with the CA, certificates
+        and passwords they name."""
+        if self.security_dir is None:
+            raise ServiceError("kafka: deployment files are for TLS brokers (security_dir)")
+        CertificateAuthority(self.security_dir).ensure()
+        files = []
+        for node, arguments in self._format_arguments().items():
+            node.state_dir.mkdir(parents=True, exist_ok=True)
+            files.append((self._render_config(node), arguments))
+        return files
+
     def _java(self, main: str, *args: str) -> list[str]:
         return ["java", "-cp", f"{self.libs_dir}/*", main, *args]
+
+    def _format_arguments(self) -> dict[KafkaNode, Path]:
+        """Per node, a 0600 `@file` of StorageTool's format arguments: one cluster id, the
+        quorum of all controllers and the SCRAM users (no password on a command line, where
+        any local user could read it)."""
+        cluster_id = kafka_uuid()
+        controllers = ",".join(
+            f"{node.node_id}@{node.host}:{node.controller_port}:{kafka_uuid()}"
+            for node in self.nodes
+        )
+        users = ensure_passwords(self.security) if self.security_dir is not None else {}
+        return {
+            node: scram_argument_file(
+                node.state_dir / "format.args",
+                users,
+                ["-t", cluster_id, "--initial-controllers", controllers],
+            )
+            for node in self.nodes
+        }
 
     def _format_storage(self, configs: dict[int, Path]) -> None:
         """Format every node once, with one cluster id and the quorum of all controllers."""
@@ -197,31 +249,20 @@ class KafkaBroker:
                 f"kafka: only some nodes of {self.state_dir} are formatted; a node that lost its "
                 "data must rejoin by hand, or remove the folder to start a fresh cluster"
             )
-        cluster_id = kafka_uuid()
-        controllers = ",".join(
-            f"{node.node_id}@{self.host}:{node.controller_port}:{kafka_uuid()}"
-            for node in self.nodes
-        )
-        for node in self.nodes:
-            run_checked(
-                self._java(
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(configs[node.node_id]),
-                    "--initial-controllers",
-                    controllers,
-                    *self._scram_users(),
-                ),
-                f"kafka: formatting KRaft storage of node {node.node_id}",
-            )
-
-    def _scram_users(self) -> list[str]:
-        if self.security_dir is None:
-            return []
-        return scram_format_args(ensure_passwords(self.security))
+        for node, arguments in self._format_arguments().items():
+            try:
+                run_checked(
+                    self._java(
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "-c",
+                        str(configs[node.node_id]),
+                        f"@{arguments}",
+                    ),
+                    f"kafka: formatting KRaft storage of node {node.node_id}",
+                )
+            finally:
+                arguments.unlink(missing_ok=True)
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the nodes that do not run (all, or one restarting after a crash), and wait
@@ -248,8 +289,17 @@ class KafkaBroker:
         for node in down:
             self._spawn(node, configs[node.node_id])
         self.wait_ready(timeout)
-        if self.security_dir is not None:
-            apply_acls(AdminClient(self.client_config(BROKER_USER)))
+        self.set_up_principals()
+
+    def set_up_principals(self) -> None:
+        """Under TLS: create the SCRAM users the brokers lack and every principal's ACLs (both
+        idempotent), as the brokers' super user. Also how brokers started elsewhere (compose)
+        get them."""
+        if self.security_dir is None:
+            return
+        admin = AdminClient(self.client_config(BROKER_USER))
+        add_missing_users(admin, ensure_passwords(self.security))
+        apply_acls(admin)
 
     def _spawn(self, node: KafkaNode, config: Path) -> None:
         logs = node.state_dir / "logs"
@@ -285,7 +335,7 @@ class KafkaBroker:
     def node_answers(self, node: KafkaNode, timeout: float = 2.0) -> bool:
         """True when this node itself returns metadata."""
         try:
-            admin = self._admin(f"{self.host}:{node.port}")
+            admin = self._admin(f"{node.host}:{node.port}")
             return bool(admin.list_topics(timeout=timeout).brokers)
         except Exception:
             return False
@@ -330,7 +380,7 @@ class KafkaBroker:
                 states.append("stopped")
                 continue
             answering = "" if self.node_answers(node) else ", not answering yet"
-            states.append(f"running (pid {pid}) on {self.host}:{node.port}{answering}")
+            states.append(f"running (pid {pid}) on {node.host}:{node.port}{answering}")
         if len(states) == 1:
             return states[0]
         return "; ".join(f"node {n.node_id} {s}" for n, s in zip(self.nodes, states, strict=True))

@@ -3,7 +3,9 @@
 Nothing is allowed without an ACL (`allow.everyone.if.no.acl.found=false`), so each principal
 can do exactly what its role needs: the producer writes the input topics, the lake writers read
 them and write the DLQ under their own groups and transactional ids, the API reads the readings
-and writes its forecasts and alerts, and the admin manages topics but reads and writes no data.
+and writes its forecasts and alerts, the stream processor reads the readings and writes its
+aggregates, its rejects and its own state topics, and the admin manages topics but reads and
+writes no data.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from confluent_kafka.admin import (
 
 from serving.settings import ApiSettings
 from traffic_core.kafka.topics import (
+    TRAFFIC_AGGREGATES,
     TRAFFIC_EVENTS,
     TRAFFIC_EVENTS_DLQ,
     TRAFFIC_INCIDENTS,
@@ -35,7 +38,14 @@ LAKE_PREFIX = "traffic-lake-"
 the sensor's traffic-lake-sensor, the workers' traffic-lake-writers and their
 traffic-lake-writers.<worker> transactional ids."""
 API_LIVE_PREFIX = "traffic-api-live-"
+STREAM_PREFIX = "traffic-stream-"
+"""Consumer groups of the stream processor (traffic-stream-aggregates by default) and their
+transactional ids (<group>.<instance>)."""
+STREAM_INTERNAL_TOPICS = (f"changelog__{STREAM_PREFIX}", f"repartition__{STREAM_PREFIX}")
+"""The state changelog and repartition topics Quix Streams creates, named
+<kind>__<group>--<topic>--<store>: only the processor's own groups' topics."""
 CLUSTER = "kafka-cluster"
+STATE_TOPIC_OPS = (Op.CREATE, Op.READ, Op.WRITE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,20 @@ def role_grants() -> dict[KafkaPrincipal, list[Grant]]:
             _topics(api.predictions_topic, api.alerts_topic, ops=(Op.WRITE, Op.DESCRIBE)),
             _prefixed(ResourceType.GROUP, API_LIVE_PREFIX, Op.READ, Op.DESCRIBE),
             Grant(ResourceType.GROUP, (api.publisher_group(),), (Op.READ, Op.DESCRIBE)),
+        ],
+        "traffic-stream": [
+            _topics(TRAFFIC_EVENTS, ops=(Op.READ, Op.DESCRIBE, Op.DESCRIBE_CONFIGS)),
+            _topics(
+                TRAFFIC_AGGREGATES,
+                TRAFFIC_EVENTS_DLQ,
+                ops=(Op.WRITE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS),
+            ),
+            *(
+                _prefixed(ResourceType.TOPIC, prefix, *STATE_TOPIC_OPS)
+                for prefix in STREAM_INTERNAL_TOPICS
+            ),
+            _prefixed(ResourceType.GROUP, STREAM_PREFIX, Op.READ, Op.DESCRIBE),
+            _prefixed(ResourceType.TRANSACTIONAL_ID, STREAM_PREFIX, Op.WRITE, Op.DESCRIBE),
         ],
         "traffic-admin": [
             Grant(ResourceType.BROKER, (CLUSTER,), (Op.CREATE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS)),

@@ -97,7 +97,10 @@ class LocalStack:
                 security_dir=security_dir,
             ),
             registry=registry_service(
-                state_root / "registry", registry.hostname or "127.0.0.1", registry.port or 8081
+                state_root / "registry",
+                registry.hostname or "127.0.0.1",
+                registry.port or 8081,
+                tls=ca,
             ),
             dagster=DagsterUI(
                 state_dir=state_root / "dagster",

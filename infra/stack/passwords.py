@@ -13,5 +13,6 @@ def ensure_password(path: Path) -> str:
     connection URL or a `kafka-storage --add-scram` argument)."""
     if not path.exists() or not path.read_text().strip():
         write_private(path, secrets.token_urlsafe(32))
-    private_file(path)  # an older, wider file is narrowed
+    elif path.stat().st_mode & 0o077:
+        private_file(path)  # an older, wider file is narrowed (a private one is only read)
     return path.read_text().strip()

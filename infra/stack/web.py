@@ -84,6 +84,14 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def _uvicorn_https(tls: CertificateAuthority | None, service: str) -> tuple[str, ...]:
+    """uvicorn's HTTPS arguments with `service`'s certificate from the stack's CA (none: HTTP)."""
+    if tls is None:
+        return ()
+    tls.ensure()
+    return ("--ssl-keyfile", str(tls.key(service)), "--ssl-certfile", str(tls.cert(service)))
+
+
 def api_service(
     state_dir: Path,
     host: str = "127.0.0.1",
@@ -97,15 +105,6 @@ def api_service(
     The API writes its own access lines; clients connect directly, so uvicorn's
     X-Forwarded-For handling (an address parse per request) is off.
     """
-    if tls is not None:
-        tls.ensure()
-        extra_args = [
-            *extra_args,
-            "--ssl-keyfile",
-            str(tls.key("api")),
-            "--ssl-certfile",
-            str(tls.cert("api")),
-        ]
     command = (
         _bin("uvicorn"),
         "serving.app:app",
@@ -116,6 +115,7 @@ def api_service(
         "--no-access-log",
         "--no-proxy-headers",
         *extra_args,
+        *_uvicorn_https(tls, "api"),
     )
     ca_file = None if tls is None else tls.ca_cert
     marker = f"--port {port}"
@@ -160,9 +160,14 @@ def dashboard_service(
     )
 
 
-def registry_service(state_dir: Path, host: str = "127.0.0.1", port: int = 8081) -> WebService:
+def registry_service(
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8081,
+    tls: CertificateAuthority | None = None,
+) -> WebService:
     """`python -m schema_registry`: the Confluent-API schema registry, its schemas kept in
-    `state_dir`; healthy once it lists subjects."""
+    `state_dir`; healthy once it lists subjects; with `tls` over HTTPS only."""
     command = (
         sys.executable,
         "-m",
@@ -173,8 +178,11 @@ def registry_service(state_dir: Path, host: str = "127.0.0.1", port: int = 8081)
         host,
         "--port",
         str(port),
+        *_uvicorn_https(tls, "schema-registry"),
     )
-    return WebService("registry", state_dir, command, "/subjects", f"--port {port}", host, port)
+    ca_file = None if tls is None else tls.ca_cert
+    marker = f"--port {port}"
+    return WebService("registry", state_dir, command, "/subjects", marker, host, port, ca_file)
 
 
 def streams_service(state_dir: Path, host: str = "127.0.0.1", port: int = 9110) -> WebService:

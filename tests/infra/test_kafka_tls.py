@@ -24,8 +24,10 @@ from confluent_kafka.admin import (
 from infra.stack.__main__ import create_topics
 from infra.stack.certs import CertificateAuthority
 from infra.stack.kafka import KafkaBroker
+from infra.stack.kafka_rotation import rotate_kafka_passwords
 from infra.stack.kafka_users import PRINCIPALS
 from traffic_core.kafka.topics import (
+    TRAFFIC_AGGREGATES,
     TRAFFIC_ALERTS,
     TRAFFIC_EVENTS,
     TRAFFIC_EVENTS_DLQ,
@@ -183,15 +185,18 @@ def in_transaction(
     return act
 
 
-def manage_topic(principal: KafkaPrincipal) -> Callable[[KafkaBroker], Code]:
-    """Create a topic and delete it again."""
+def manage_topic(
+    principal: KafkaPrincipal, prefix: str = "scratch-", delete: bool = True
+) -> Callable[[KafkaBroker], Code]:
+    """Create a topic named `prefix` + something new, and delete it again if asked."""
 
     def act(broker: KafkaBroker) -> Code:
         admin = AdminClient(broker.client_config(principal))
-        name = f"scratch-{uuid.uuid4().hex[:8]}"
+        name = f"{prefix}{uuid.uuid4().hex[:8]}"
         try:
             admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
-            admin.delete_topics([name])[name].result(30)
+            if delete:
+                admin.delete_topics([name])[name].result(30)
             return None
         except KafkaException as exc:
             return exc.args[0].code()
@@ -227,12 +232,16 @@ GROUP_DENIED = KafkaError.GROUP_AUTHORIZATION_FAILED
 CLUSTER_DENIED = KafkaError.CLUSTER_AUTHORIZATION_FAILED
 TXN_DENIED = KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 
-PRODUCER, LAKE, API, ADMIN = (
+PRODUCER, LAKE, API, STREAM, ADMIN = (
     "traffic-producer",
     "traffic-lake-writer",
     "traffic-api",
+    "traffic-stream",
     "traffic-admin",
 )
+STREAM_GROUP = "traffic-stream-aggregates"
+STREAM_CHANGELOG = f"changelog__{STREAM_GROUP}--{TRAFFIC_EVENTS}--"
+"""Quix Streams' name for a state store's changelog of the processor's group."""
 EVENTS, DLQ = TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 
 CASES: list[tuple[str, Callable[[KafkaBroker], Code], Code]] = [
@@ -259,6 +268,31 @@ CASES: list[tuple[str, Callable[[KafkaBroker], Code], Code]] = [
     ("api may not write readings", write(API, EVENTS), TOPIC_DENIED),
     ("api may not read the DLQ", read(API, DLQ, "traffic-api-live-test"), TOPIC_DENIED),
     ("api may not join the lake's group", read(API, EVENTS, "traffic-lake-ingest"), GROUP_DENIED),
+    # stream processor: reads readings in its group, writes aggregates, rejects and its own
+    # state changelogs in its transactions
+    ("stream reads readings", read(STREAM, EVENTS, STREAM_GROUP), OK),
+    ("stream writes aggregates", write(STREAM, TRAFFIC_AGGREGATES), OK),
+    ("stream writes the DLQ in a transaction", in_transaction(STREAM, f"{STREAM_GROUP}.i1"), OK),
+    ("stream creates its changelog", manage_topic(STREAM, STREAM_CHANGELOG, delete=False), OK),
+    ("stream may not write readings", write(STREAM, EVENTS), TOPIC_DENIED),
+    ("stream may not forge forecasts", write(STREAM, TRAFFIC_PREDICTIONS), TOPIC_DENIED),
+    ("stream may not read the DLQ", read(STREAM, DLQ, STREAM_GROUP), TOPIC_DENIED),
+    (
+        "stream may not join the lake's group",
+        read(STREAM, EVENTS, "traffic-lake-ingest"),
+        GROUP_DENIED,
+    ),
+    (
+        "stream may not take the lake's txn id",
+        in_transaction(STREAM, "traffic-lake-writers.w1"),
+        TXN_DENIED,
+    ),
+    ("stream may not create other topics", manage_topic(STREAM, delete=False), TOPIC_DENIED),
+    (
+        "stream may not create another group's changelog",
+        manage_topic(STREAM, "changelog__traffic-lake-ingest--", delete=False),
+        TOPIC_DENIED,
+    ),
     # admin: manages topics, touches no data and no ACLs
     ("admin creates and deletes topics", manage_topic(ADMIN), OK),
     ("admin may not write readings", write(ADMIN, EVENTS), TOPIC_DENIED),
@@ -286,3 +320,20 @@ def test_secrets_are_generated_private_and_distinct(broker: KafkaBroker) -> None
     passwords = {p.read_text().strip() for p in files}
     assert len(passwords) == len(PRINCIPALS) and min(map(len, passwords)) >= 40
     assert "allow.everyone.if.no.acl.found=false" in config.read_text().splitlines()
+    assert not (broker.state_dir / "scram-users.args").exists()  # used for format, then removed
+
+
+def test_a_rotated_password_replaces_the_old_one(broker: KafkaBroker) -> None:
+    """`rotate-passwords`: the broker refuses the old password and takes the new one, which is
+    in the principal's 0600 file (clients read it from there)."""
+    principal: KafkaPrincipal = "traffic-producer"
+    password_file = broker.security.kafka_password_file(principal)
+    old = broker.client_config(principal)
+    assert rotate_kafka_passwords(broker, [principal]) == [principal]
+    new = broker.client_config(principal)
+    assert new["sasl.password"] != old["sasl.password"]
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    assert not password_file.with_name(password_file.name + ".new").exists()
+    seen = _refused({**old, "client.id": "old-password"})
+    assert KafkaError._AUTHENTICATION in {e.code() for e in seen}
+    assert write(principal, TRAFFIC_EVENTS)(broker) is OK

@@ -1,19 +1,22 @@
 """The platform's own components under TRAFFIC_SECURITY=tls, against the TLS broker: the
-producer, the Dagster Kafka resource's ingestion, a group worker and the API's publisher each
-connect as their principal through the one client configuration, with nothing configured of
-their own."""
+producer, the Dagster Kafka resource's ingestion, a group worker, the stream processor and the
+API's publisher each connect as their principal through the one client configuration, with
+nothing configured of their own."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from ingest_helpers import lake_frame
 from kafka_helpers import _watermarks
+from stream_helpers import StreamTopics, eventually, start_processor, stop
 
 from infra.stack.__main__ import create_topics
 from infra.stack.kafka import KafkaBroker
@@ -22,7 +25,13 @@ from serving.streams import KafkaPublisher
 from traffic_core.ingestion.group_worker import GroupIngestWorker, WorkerSettings
 from traffic_core.ingestion.producer import ReadingProducer, replay_speeds
 from traffic_core.ingestion.ranges import ingest_ranges
-from traffic_core.kafka.topics import TRAFFIC_ALERTS, TRAFFIC_EVENTS, TRAFFIC_PREDICTIONS
+from traffic_core.kafka.topics import (
+    TRAFFIC_AGGREGATES,
+    TRAFFIC_ALERTS,
+    TRAFFIC_EVENTS,
+    TRAFFIC_EVENTS_DLQ,
+    TRAFFIC_PREDICTIONS,
+)
 from traffic_core.lake import OffsetRange
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -135,3 +144,38 @@ def test_the_api_publishes_forecasts_and_alerts_as_itself(broker: KafkaBroker) -
     publisher.send(TRAFFIC_ALERTS, [("tls-1", b'{"level": "none"}')])
     publisher.close(30)
     assert publisher.errors == 0
+
+
+def test_the_stream_processor_aggregates_as_itself(
+    broker: KafkaBroker, replayed: tuple[list[OffsetRange], int], tmp_path: Path
+) -> None:
+    """Its consumer group, transactional id, state changelog (created by Quix) and outputs all
+    under the stream principal's ACLs; the closed windows of the replayed sensors arrive."""
+    group = f"traffic-stream-tls-{uuid.uuid4().hex[:6]}"
+    topics = StreamTopics(TRAFFIC_EVENTS, TRAFFIC_AGGREGATES, TRAFFIC_EVENTS_DLQ, group)
+    # The last --group-id wins: one of the processor principal's groups.
+    process = start_processor(broker, topics, "tls", tmp_path, "--group-id", group)
+    reader = Consumer(
+        {
+            **broker.client_config("traffic-broker"),
+            "group.id": f"tls-read-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    reader.subscribe([TRAFFIC_AGGREGATES])
+
+    def window_of_ours() -> bytes | None:
+        assert process.poll() is None, (tmp_path / "tls.log").read_text()[-3000:]
+        message = reader.poll(1.0)
+        ok = message is not None and message.error() is None
+        return message.key() if ok and message.key() in {s.encode() for s in SENSORS} else None
+
+    try:
+        assert eventually(window_of_ours, 240, "an aggregate of the replayed sensors", every=0)
+    finally:
+        reader.close()
+        stop(process)
+    admin = AdminClient(broker.client_config("traffic-broker"))
+    changelogs = [t for t in admin.list_topics(timeout=10).topics if t.startswith("changelog__")]
+    assert any(group in t for t in changelogs)

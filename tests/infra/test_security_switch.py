@@ -23,7 +23,12 @@ def test_the_local_stack_switches_to_its_own_tls_broker_and_cluster(
     env = stack.dagster_pg_env()
     assert env["PGSSLMODE"] == "verify-full" and env["DAGSTER_PG_PASSWORD"] != "dagster"
     assert "sslmode=verify-full" in stack.postgres.audit_url
+    assert stack.registry.url.startswith("https://") and stack.api.url.startswith("https://")
+    assert "--ssl-certfile" in stack.registry.command
     monkeypatch.setenv("TRAFFIC_SECURITY", "plaintext")
     plain = LocalStack.from_env(tmp_path / "state")
     assert plain.kafka.security_dir is None and plain.postgres.security_dir is None
     assert "PGSSLMODE" not in plain.dagster_pg_env()
+    assert (
+        plain.registry.url.startswith("http://") and "--ssl-certfile" not in plain.registry.command
+    )

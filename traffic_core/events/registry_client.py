@@ -16,6 +16,7 @@ built-in ids of `SCHEMA_IDS`, which equal those a fresh registry assigns when
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Mapping
 from functools import cache
@@ -42,7 +43,7 @@ from traffic_core.kafka.topics import (
     TRAFFIC_INCIDENTS,
     WEATHER_OBSERVATIONS,
 )
-from traffic_core.settings import PlatformSettings
+from traffic_core.settings import PlatformSettings, SecuritySettings
 
 TOPIC_SCHEMAS: Mapping[str, str] = {
     TRAFFIC_EVENTS: READING,
@@ -72,10 +73,18 @@ def schema_text(name: str, version: int) -> str:
 class RegistryHttp:
     """The few Confluent REST calls the platform makes."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 10.0, security: SecuritySettings | None = None
+    ) -> None:
         self.url = url.rstrip("/")
+        security = security or SecuritySettings()
+        # Under TRAFFIC_SECURITY=tls the registry's certificate is checked against the stack's
+        # CA only (not the system store), as every other client does.
+        verify: ssl.SSLContext | bool = True
+        if security.tls and self.url.startswith("https"):
+            verify = ssl.create_default_context(cafile=security.ca_file)
         self._client = httpx.Client(
-            base_url=self.url, timeout=timeout, headers={"Accept": MEDIA_TYPE}
+            base_url=self.url, timeout=timeout, headers={"Accept": MEDIA_TYPE}, verify=verify
         )
 
     def call(self, method: str, path: str, body: Any = None) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -93,7 +94,7 @@ class GroupPoller(threading.Thread):
     def __init__(
         self,
         metrics: StreamMetrics,
-        bootstrap_servers: str,
+        connection: dict[str, Any],
         group_id: str,
         topic: str,
         state_dir: Path,
@@ -101,7 +102,7 @@ class GroupPoller(threading.Thread):
     ) -> None:
         super().__init__(name="stream-metrics-poller", daemon=True)
         self.metrics = metrics
-        self.bootstrap_servers = bootstrap_servers
+        self.connection = connection
         self.group_id = group_id
         self.topic = topic
         self.state_dir = state_dir
@@ -111,7 +112,7 @@ class GroupPoller(threading.Thread):
     def run(self) -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": self.bootstrap_servers,
+                **self.connection,
                 "group.id": self.group_id,
                 "enable.auto.commit": False,
                 "client.id": f"{self.group_id}-lag",

@@ -22,6 +22,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 from quixstreams import Application, message_context
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models.serializers import SerializationContext, Serializer
 
 from traffic_core.events import (
@@ -35,6 +36,7 @@ from traffic_core.events import (
     ValidationConfig,
 )
 from traffic_core.ingestion.ranges import dlq_record_budget
+from traffic_core.kafka.client_config import kafka_client_config
 from traffic_core.kafka.topics import TRAFFIC_AGGREGATES, TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
 from traffic_core.streams.classify import Reading, ReadingClassifier
 from traffic_core.streams.metrics import GroupPoller, StreamMetrics
@@ -102,8 +104,10 @@ class StreamProcessor:
         self.metrics = metrics or StreamMetrics()
         self.state_dir = settings.state_dir / settings.instance_id
         self.classifier = ReadingClassifier(validation)
+        # As the stream principal, like every Kafka client: plaintext or SASL_SSL by the switch.
+        self.connection = kafka_client_config(settings.bootstrap_servers, "traffic-stream")
         self.app = Application(
-            broker_address=settings.bootstrap_servers,
+            broker_address=ConnectionConfig.from_librdkafka_dict(self.connection),
             consumer_group=settings.group_id,
             processing_guarantee="exactly-once",
             auto_offset_reset="earliest",
@@ -124,7 +128,7 @@ class StreamProcessor:
             },
         )
         self._dlq_budget = dlq_record_budget(
-            AdminClient({"bootstrap.servers": settings.bootstrap_servers}),
+            AdminClient(self.connection),
             settings.dlq_topic,
             settings.dlq_max_record_bytes,
         )
@@ -219,7 +223,7 @@ class StreamProcessor:
     def run(self) -> None:
         poller = GroupPoller(
             self.metrics,
-            self.settings.bootstrap_servers,
+            self.connection,
             self.settings.group_id,
             self.settings.events_topic,
             self.state_dir,
