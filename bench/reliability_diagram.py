@@ -45,7 +45,10 @@ def draw(table: pd.DataFrame, title: str, path: Path) -> Path:
             for (x, y), n in zip(points, part["forecasts"], strict=True):
                 r = 2 + 8 * (n / largest) ** 0.5
                 pen.ellipse([x - r, y - r, x + r, y + r], fill=RGB[name])
-            pen.text(at(0.35, -0.03), "forecast probability", fill="black")
+            for tick in (0.0, 0.5, 1.0):
+                pen.text(at(tick, 0), f"{tick:g}", fill="black", anchor="mt")
+                pen.text(at(0, tick), f"{tick:g} ", fill="black", anchor="rm")
+            pen.text(at(0.35, -0.06), "forecast probability", fill="black")
             pen.text(at(0.01, 0.97), "observed rate", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)

@@ -1,5 +1,6 @@
 """A published model version as the API serves it: one ONNX graph per horizon, the conformal
-interval half-widths and the feature context, checked against the manifest's sha256.
+interval half-widths (and, from versions that have them, the per-regime Mondrian calibration
+of `traffic_core.predictive`) and the feature context, checked against the manifest's sha256.
 
 Reading a bundle needs only numpy, pandas and onnxruntime: the request path never imports
 scikit-learn or XGBoost (the write side lives in traffic_core.models.publish).
@@ -88,9 +89,11 @@ class ModelBundle:
             half_widths={m: float(intervals[str(m)]["half_width_mph"]) for m in HORIZONS},
             coverage=coverages.pop(),
             regimes={
-                m: RegimeDistribution.from_json(v["half_width_mph"], v["regimes"])
-                for m, v in ((m, intervals[str(m)]) for m in HORIZONS)
-                if "regimes" in v
+                m: RegimeDistribution.from_json(
+                    intervals[str(m)]["half_width_mph"], intervals[str(m)]["regimes"]
+                )
+                for m in HORIZONS
+                if "regimes" in intervals[str(m)]
             },
         )
 
