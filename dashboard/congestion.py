@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from serving.schemas import CongestionChances
+
 CLASSES = ("free_flow", "congested", "severe", "unknown")
 
 LABELS = {
@@ -28,3 +30,13 @@ def rgb_hex(rgb: Sequence[int]) -> str:
 
 def hex_colour(congestion: str) -> str:
     return rgb_hex(RGB.get(congestion, RGB["unknown"]))
+
+
+def chance_text(minutes: int, chances: CongestionChances | None) -> str | None:
+    """ "70% chance of congestion in 30 minutes" (congested or severe), with the severe share
+    when it is 5% or more; None without probabilities (withheld, or an older model)."""
+    if chances is None:
+        return None
+    slow = chances.congested + chances.severe
+    text = f"{slow:.0%} chance of congestion in {minutes} minutes"
+    return f"{text} ({chances.severe:.0%} severe)" if chances.severe >= 0.05 else text

@@ -10,7 +10,7 @@ input is below the minimum, clipped to a plausible speed elsewhere; every place 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ import pandas as pd
 from serving.plausibility import Bounded, bounded, input_gaps
 from traffic_core.features import FEATURE_NAMES, HORIZONS, LOOKBACK, make_features, on_grid
 from traffic_core.model_bundle import ModelBundle
+from traffic_core.predictive import PROBABILITY_CLASSES
 from traffic_core.windows import DEFAULT_THRESHOLDS, WINDOW, CongestionThresholds
 
 
@@ -33,6 +34,18 @@ def mph(value: float) -> float | None:
 def utc(stamp: pd.Timestamp) -> datetime:
     zoned = stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")
     return zoned.to_pydatetime()
+
+
+def chances(probabilities: np.ndarray | None, sensors: int) -> list[dict[str, float] | None]:
+    """Per sensor, its class probabilities for JSON (three decimals), None where unknown."""
+    if probabilities is None:
+        return [None] * sensors
+    return [
+        None
+        if np.isnan(row).any()
+        else dict(zip(PROBABILITY_CLASSES, row.round(3).tolist(), strict=True))
+        for row in probabilities
+    ]
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +63,9 @@ class ForecastSnapshot:
     thresholds: CongestionThresholds = DEFAULT_THRESHOLDS
     sources: Sequence[dict[str, Any] | None] | None = None
     """Per sensor, the origin of its newest reading used (OneForecast.source); None: unknown."""
+    probabilities: Mapping[int, np.ndarray] | None = None
+    """Per horizon, P(severe, congested, free flow) of every sensor (NaN rows where withheld);
+    None for a model without a per-regime calibration."""
     _index: dict[str, int] = field(init=False, repr=False)
     _rows: list[dict[str, Any]] = field(init=False, repr=False)
     _one: list[bytes] = field(init=False, repr=False)
@@ -88,6 +104,10 @@ class ForecastSnapshot:
                 utc(self.issued_for + steps * WINDOW),
                 self.forecasts[minutes],
                 classify(self.forecasts[minutes].speed),
+                chances(
+                    self.probabilities.get(minutes) if self.probabilities else None,
+                    len(self.sensor_ids),
+                ),
             )
             for minutes, steps in HORIZONS.items()
         ]
@@ -107,8 +127,9 @@ class ForecastSnapshot:
                         "coverage": self.coverage,
                         "congestion": classes[i],
                         "reason": f.reasons[i],
+                        "probabilities": probabilities[i],
                     }
-                    for minutes, target, f, classes in per_horizon
+                    for minutes, target, f, classes, probabilities in per_horizon
                 ],
             }
             for i, sensor in enumerate(self.sensor_ids)
@@ -166,16 +187,30 @@ def forecast_all(
         if at in speeds.index
         else np.full(len(bundle.context.sensor_ids), np.nan)
     )
+    observed = np.where(observed == 0.0, np.nan, observed)
+    regimes = bundle.regimes
+    forecasts = {
+        m: bounded(
+            points[m],
+            regimes[m].half_widths(observed) if m in regimes else bundle.half_widths[m],
+            gaps,
+        )
+        for m in HORIZONS
+    }
     return ForecastSnapshot(
         issued_for=at,
         model_version=bundle.version,
         synthetic=synthetic,
         sensor_ids=tuple(bundle.context.sensor_ids),
-        observed=np.where(observed == 0.0, np.nan, observed),
-        forecasts={m: bounded(points[m], bundle.half_widths[m], gaps) for m in HORIZONS},
+        observed=observed,
+        forecasts=forecasts,
         coverage=bundle.coverage,
         thresholds=thresholds,
         sources=sources,
+        probabilities={
+            m: r.probabilities(forecasts[m].speed, observed, thresholds) for m, r in regimes.items()
+        }
+        or None,
     )
 
 

@@ -71,15 +71,17 @@ class Bounded:
     reasons: np.ndarray
 
 
-def bounded(point: np.ndarray, half_width: float, gaps: np.ndarray) -> Bounded:
+def bounded(point: np.ndarray, half_width: float | np.ndarray, gaps: np.ndarray) -> Bounded:
     """The model's point forecasts made servable: withheld where the input is short
-    (`gaps` from `input_gaps`) or the output is not finite, clipped elsewhere."""
+    (`gaps` from `input_gaps`) or the output is not finite, clipped elsewhere. `half_width`
+    is one for all sensors or one per sensor (a Mondrian interval)."""
     raw = np.asarray(point, dtype="float64")
     reasons = gaps.copy()
     reasons[(reasons == None) & ~np.isfinite(raw)] = "model_output_invalid"  # noqa: E711
     withheld = reasons != None  # noqa: E711
     speed = np.where(withheld, np.nan, np.clip(raw, 0.0, MAX_FORECAST_MPH))
-    q = abs(half_width) if np.isfinite(half_width) else MAX_FORECAST_MPH
+    widths = np.asarray(half_width, dtype="float64")
+    q = np.where(np.isfinite(widths), np.abs(widths), MAX_FORECAST_MPH)
     lower = np.minimum(np.clip(speed - q, 0.0, MAX_FORECAST_MPH), speed)
     upper = np.maximum(np.clip(speed + q, 0.0, MAX_FORECAST_MPH), speed)
     return Bounded(speed, lower, upper, reasons)

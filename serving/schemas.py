@@ -28,6 +28,15 @@ def in_service_years(value: datetime | None) -> datetime | None:
 SensorId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
+class CongestionChances(BaseModel):
+    """The probability of each congestion class at the target time (they sum to 1, up to
+    rounding to 0.001), from the model's out-of-fold errors in the sensor's current class."""
+
+    severe: float = Field(ge=0.0, le=1.0)
+    congested: float = Field(ge=0.0, le=1.0)
+    free_flow: float = Field(ge=0.0, le=1.0)
+
+
 class HorizonForecast(BaseModel):
     minutes: Literal[15, 30, 60]
     target_time: datetime = Field(description="Start of the 5-minute window forecast (UTC).")
@@ -46,6 +55,11 @@ class HorizonForecast(BaseModel):
         "is issued for "
         "(no_current_reading), fewer than 6 of the hour's 12 windows (insufficient_history), "
         "or the model answered no number (model_output_invalid). Null when served.",
+    )
+    probabilities: CongestionChances | None = Field(
+        default=None,
+        description="Chance of each congestion class; null when withheld or when the model "
+        "version has no per-regime calibration.",
     )
 
 

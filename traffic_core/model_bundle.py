@@ -1,5 +1,6 @@
 """A published model version as the API serves it: one ONNX graph per horizon, the conformal
-interval half-widths and the feature context, checked against the manifest's sha256.
+interval half-widths (and, from versions that have them, the per-regime Mondrian calibration
+of `traffic_core.predictive`) and the feature context, checked against the manifest's sha256.
 
 Reading a bundle needs only numpy, pandas and onnxruntime: the request path never imports
 scikit-learn or XGBoost (the write side lives in traffic_core.models.publish).
@@ -8,7 +9,7 @@ scikit-learn or XGBoost (the write side lives in traffic_core.models.publish).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from traffic_core.features import FEATURE_NAMES, FEATURE_VERSION, HORIZONS, FeatureContext
+from traffic_core.predictive import RegimeDistribution
 from traffic_core.registry import ModelRegistry
 
 CONTEXT_FILE = "feature_context.npz"
@@ -59,6 +61,9 @@ class ModelBundle:
     sessions: dict[int, ort.InferenceSession]
     half_widths: dict[int, float]
     coverage: float
+    regimes: dict[int, RegimeDistribution] = field(default_factory=dict)
+    """Per horizon, the Mondrian calibration; empty for versions published before it, which
+    serve their split-conformal `half_widths` and no class probabilities."""
 
     @classmethod
     def load(cls, registry: ModelRegistry, version: str) -> ModelBundle:
@@ -83,6 +88,13 @@ class ModelBundle:
             sessions={m: inference_session(folder / onnx_file(m)) for m in HORIZONS},
             half_widths={m: float(intervals[str(m)]["half_width_mph"]) for m in HORIZONS},
             coverage=coverages.pop(),
+            regimes={
+                m: RegimeDistribution.from_json(
+                    intervals[str(m)]["half_width_mph"], intervals[str(m)]["regimes"]
+                )
+                for m in HORIZONS
+                if "regimes" in intervals[str(m)]
+            },
         )
 
     def predict(self, features: np.ndarray) -> dict[int, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.charts import sensor_speed_chart
+from dashboard.congestion import chance_text
 from dashboard.context import api
 from dashboard.frames import HORIZONS, alerts_frame, sensor_forecast_frame, sensor_observed_frame
 from dashboard.navigation import page
@@ -66,6 +67,9 @@ def _figures(history: SensorHistory, current: OneForecast | None) -> None:
         if h.lower_mph is not None and h.upper_mph is not None:
             interval = f"{h.coverage:.0%} interval {h.lower_mph:.0f} to {h.upper_mph:.0f} mph"
         col.metric(f"In {h.minutes} min", value, help=interval or None)
+    chances = [chance_text(h.minutes, h.probabilities) for h in current.horizons] if current else []
+    if any(chances):
+        st.caption(" · ".join(c for c in chances if c))
     if history.model_version:
         st.caption(f"Forecasts by model {history.model_version}.")
 

@@ -230,6 +230,7 @@ def test_sensor_detail_draws_speeds_against_forecasts(
     page = visit(browser, live_dashboard, "sensor", '[data-testid="stVegaLiteChart"]')
     expect(page.get_by_text("Solid: observed.")).to_be_visible()
     expect(page.locator('[data-testid="stMetric"]:has-text("In 60 min")')).to_be_visible()
+    expect(page.get_by_text("chance of congestion in 60 minutes")).to_be_visible()
     expect(page.get_by_text("Recent alerts")).to_be_visible()
     done(page, "sensor-detail")
 

@@ -13,6 +13,7 @@ import pytest
 from dashboard_helpers import batch_for, real_network, sensor
 
 from dashboard.charts import sensor_speed_chart
+from dashboard.congestion import chance_text
 from dashboard.corridors import corridors, worst_corridors
 from dashboard.frames import live_sensor_frame, sensor_forecast_frame, sensor_observed_frame
 from dashboard.lake import (
@@ -24,7 +25,7 @@ from dashboard.lake import (
 )
 from dashboard.map_layers import NOW, basemap_style, map_points, network_deck
 from dashboard.metrics_tables import metrics_tables
-from serving.schemas import SensorHistory
+from serving.schemas import CongestionChances, SensorHistory
 from traffic_core.lake import OffsetRange, write_raw_range
 
 
@@ -225,3 +226,11 @@ def test_withheld_and_missing_forecasts_are_gaps_in_the_sensor_chart() -> None:
     chart = sensor_speed_chart(sensor_observed_frame(history), frame, 15).to_dict()
     marks = {layer["mark"]["type"]: layer["mark"] for layer in chart["layer"]}
     assert marks["area"]["invalid"] == marks["line"]["invalid"] == "break-paths-show-domains"
+
+
+def test_planners_read_the_chance_of_congestion() -> None:
+    chances = CongestionChances(severe=0.2, congested=0.5, free_flow=0.3)
+    assert chance_text(30, chances) == "70% chance of congestion in 30 minutes (20% severe)"
+    calm = CongestionChances(severe=0.01, congested=0.1, free_flow=0.89)
+    assert chance_text(15, calm) == "11% chance of congestion in 15 minutes"
+    assert chance_text(60, None) is None

@@ -59,6 +59,7 @@ def test_one_sensor_forecast_has_every_horizon_interval_and_version(api_server: 
         assert h["lower_mph"] < h["speed_mph"] < h["upper_mph"]
         assert h["coverage"] == 0.9
         assert h["congestion"] in {"free_flow", "congested", "severe"}
+        assert sum(h["probabilities"].values()) == pytest.approx(1.0, abs=2e-3), h
     observed = real_speeds_cache(api_server).loc[LAST_WINDOW, SENSOR]
     assert body["observed_speed_mph"] == pytest.approx(observed, abs=0.01)
 
@@ -199,6 +200,7 @@ def test_new_events_update_forecasts_and_reach_websocket_and_kafka(api_server: A
         for h in orjson.loads(record)["horizons"]:
             assert plausible(h["speed_mph"], h["lower_mph"], h["upper_mph"]), h
             assert (h["speed_mph"] is None) == (h["reason"] is not None), h
+            assert (h["probabilities"] is None) == (h["speed_mph"] is None), h
 
 
 def consume_all(bootstrap_servers: str, topic: str) -> list[bytes]:

@@ -297,14 +297,16 @@ def test_the_rule_counts_missing_windows_and_readings() -> None:
 @settings(max_examples=300, derandomize=True, database=None, deadline=None)
 @given(
     points=hnp.arrays(np.float64, 50, elements=st.floats(allow_nan=True, allow_infinity=True)),
-    half_width=st.floats(allow_nan=True, allow_infinity=True),
+    half_width=st.floats(allow_nan=True, allow_infinity=True)
+    | hnp.arrays(np.float64, 50, elements=st.floats(allow_nan=True, allow_infinity=True)),
     withheld=hnp.arrays(bool, 50),
 )
 def test_any_model_output_is_clipped_or_withheld(
-    points: np.ndarray, half_width: float, withheld: np.ndarray
+    points: np.ndarray, half_width: float | np.ndarray, withheld: np.ndarray
 ) -> None:
     """Whatever a model answers (negative, beyond any road, NaN, infinite; any interval
-    width), what is served keeps 0 <= lower <= speed <= upper <= MAX_FORECAST_MPH."""
+    width, one for all sensors or one each), what is served keeps
+    0 <= lower <= speed <= upper <= MAX_FORECAST_MPH."""
     gaps = np.where(withheld, "insufficient_history", None).astype(object)
     served = bounded(points, half_width, gaps)
     for i, raw in enumerate(points):

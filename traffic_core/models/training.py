@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator
 
 from traffic_core.cv import forward_chaining_splits
 from traffic_core.features import (
+    FEATURE_NAMES,
     HORIZONS,
     LOOKBACK,
     FeatureContext,
@@ -34,13 +35,16 @@ from traffic_core.windows import WINDOW
 
 LOCAL = "local"
 SPARK = "spark"
+OBSERVED_COLUMN = FEATURE_NAMES.index("speed_lag0")
+"""The latest reading when a forecast is made: the feature its congestion regime comes from."""
 
 
 @dataclass(eq=False)
 class TrainedModel:
     """A refitted estimator and the evidence it was chosen on. `residuals` are the chosen
     configuration's out-of-fold errors (truth - forecast) on the validation blocks, the
-    calibration set for split-conformal intervals."""
+    calibration set for split-conformal intervals; `observed` the last speed known when each
+    of those forecasts was made (the Mondrian regime), None where the trainer did not say."""
 
     family: str
     params: dict[str, Any]
@@ -52,6 +56,7 @@ class TrainedModel:
     refit_seconds: float
     engine: str = LOCAL
     """Where it was trained: `LOCAL` (one process) or `SPARK` (the cluster)."""
+    observed: np.ndarray | None = field(default=None, repr=False)
 
     def predict(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Forecasts in mph (float64) from features cast to float32, as ONNX receives them."""
@@ -173,6 +178,7 @@ def train_horizon(
     results, index, oof = grid_search(points, out_of_fold, target[val_rows])
     mae = results[index]["cv_mae"]
 
+    product_layout = features.shape[1] == len(FEATURE_NAMES)
     started = time.perf_counter()
     estimator = fam.build(**points[index]).fit(features, target)
     return TrainedModel(
@@ -184,6 +190,7 @@ def train_horizon(
         residuals=target[val_rows] - oof,
         n_train_rows=len(target),
         refit_seconds=time.perf_counter() - started,
+        observed=features[val_rows, OBSERVED_COLUMN] if product_layout else None,
     )
 
 
