@@ -76,8 +76,8 @@ class SensorForecast(BaseModel):
     horizons: list[HorizonForecast]
     incidents: list[IncidentFlag] = Field(
         default_factory=list,
-        description="Active incidents near this sensor when the forecast was made, nearest "
-        "first; empty when none.",
+        description="Active incidents near this sensor when the forecast was made: the five "
+        "nearest, nearest first (GET /v1/incidents?sensor_id= lists all); empty when none.",
     )
 
 

@@ -14,6 +14,7 @@ window costs the active incidents times their reach, never incidents times senso
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from scipy.sparse.csgraph import dijkstra
 from traffic_core.datasets import SensorGraph
 
 IncidentStatus = Literal["upcoming", "active", "ended", "expired"]
+MAX_FLAGS = 5
+"""Incidents a forecast names at most (the nearest); GET /v1/incidents?sensor_id= lists all."""
 
 
 class IncidentReach:
@@ -181,21 +184,26 @@ class IncidentBook:
             incidents = list(self._by_id.values())
         return [i for i in incidents if i.status(at, self.open_for) == "active"]
 
-    def flags(self, at: datetime) -> dict[str, list[dict[str, Any]]]:
-        """Per reached sensor, the active incidents at `at` (nearest first): the work is the
-        active incidents times their precomputed reach."""
-        found: dict[str, list[dict[str, Any]]] = {}
+    def flags(self, at: datetime, per_sensor: int = MAX_FLAGS) -> dict[str, list[dict[str, Any]]]:
+        """Per reached sensor, the `per_sensor` nearest active incidents at `at` (nearest
+        first, then by id): the work is the active incidents times their precomputed reach,
+        and a forecast's size stays bounded however many incidents there are."""
+        near: dict[str, list[tuple[float, str, Incident]]] = {}
         for incident in self.active(at):
-            for sensor in incident.reach:
-                found.setdefault(sensor, []).append(incident.flag(sensor))
-        for flags in found.values():
-            flags.sort(key=_nearest_first)
-        return found
+            for sensor, hops in incident.reach.items():
+                distance = float("inf") if hops is None else abs(hops)
+                near.setdefault(sensor, []).append((distance, incident.incident_id, incident))
+        return {
+            sensor: [
+                incident.flag(sensor)
+                for *_, incident in heapq.nsmallest(per_sensor, found, key=_by_distance)
+            ]
+            for sensor, found in near.items()
+        }
 
 
-def _nearest_first(flag: Mapping[str, Any]) -> tuple[float, str]:
-    hops = flag["hops"]
-    return (float("inf") if hops is None else abs(hops), flag["incident_id"])
+def _by_distance(candidate: tuple[float, str, Incident]) -> tuple[float, str]:
+    return candidate[0], candidate[1]
 
 
 class WeatherBoard:

@@ -31,7 +31,7 @@ def test_an_incident_is_listed_flags_upstream_forecasts_and_ends(
     upstream = graph.upstream(at)[0]
     topic = api_server.env["TRAFFIC_API_INCIDENTS_TOPIC"]
     headers = api_server.headers()
-    produce(api_server, topic, [b"\x00garbage", incident_report(at, None)])
+    produce(api_server, topic, [b"not an incident", incident_report(at, None)])
 
     def listing(**params: str) -> dict:
         answer = httpx.get(f"{api_server.url}/v1/incidents", params=params, headers=headers)

@@ -266,3 +266,11 @@ def test_weather_outside_physics_is_refused_and_null_measurements_kept() -> None
     assert consumer.rejected() == {"OUT_OF_RANGE": 2}
     (kept,) = board.latest()
     assert kept["temperature_c"] == 18.5 and kept["visibility_km"] is None
+
+
+def test_a_forecast_names_at_most_the_five_nearest_incidents() -> None:
+    book = IncidentBook(REACH)
+    book.apply([report(f"far-{k}", "a") for k in range(7)] + [report("near", "b")])
+    flags = book.flags(T0)
+    assert [f["incident_id"] for f in flags["b"]] == ["near", *(f"far-{k}" for k in range(4))]
+    assert len(flags["a"]) == 5
