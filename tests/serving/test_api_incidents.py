@@ -69,7 +69,7 @@ def test_an_incident_is_listed_flags_upstream_forecasts_and_ends(
     assert until(flags, lambda f: not f) == []
 
     metrics = httpx.get(f"{api_server.url}/metrics").text
-    assert f'api_context_rejected_total{{topic="{topic}",reason="UNDECODABLE"}} 1.0' in metrics
+    assert f'api_context_rejected_total{{reason="UNDECODABLE",topic="{topic}"}} 1.0' in metrics
 
 
 def test_weather_is_served_with_its_age_and_labelled_synthetic(api_server: ApiServer) -> None:
