@@ -219,18 +219,22 @@ class WeatherBoard:
         return len(self._latest)
 
     def apply(self, records: Iterable[Mapping[str, Any]]) -> int:
-        applied = 0
+        """Keep each observation newer than its station's; returns how many were kept."""
         with self._lock:
-            for record in records:
-                held = self._latest.get(record["station_id"])
-                if held is None or record["observed_at"] >= held["observed_at"]:
-                    self._latest[record["station_id"]] = dict(record)
-                    applied += 1
-            if len(self._latest) > self.max_stations:
+            kept = sum(map(self._keep, records))
+            surplus = len(self._latest) - self.max_stations
+            if surplus > 0:
                 order = sorted(self._latest.values(), key=lambda r: r["observed_at"])
-                for record in order[: len(self._latest) - self.max_stations]:
+                for record in order[:surplus]:
                     del self._latest[record["station_id"]]
-        return applied
+        return kept
+
+    def _keep(self, record: Mapping[str, Any]) -> bool:
+        held = self._latest.get(record["station_id"])
+        if held is not None and record["observed_at"] < held["observed_at"]:
+            return False
+        self._latest[record["station_id"]] = dict(record)
+        return True
 
     def latest(self) -> list[dict[str, Any]]:
         """Each station's newest observation, stations in name order."""
