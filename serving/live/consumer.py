@@ -10,6 +10,9 @@ start, closes
 the windows that are due and only then reports ready.
 Decoding and validation are ingestion's (columnar fast path, message by message for odd
 batches), so the API sees what the lake stores; a bad record is counted and skipped.
+
+`TopicFollower` is that machinery without the readings: the incident and weather feeds
+(`serving.live.context_consumer`) are followed the same way.
 """
 
 from __future__ import annotations
