@@ -89,7 +89,7 @@ def _incidents_near(current: OneForecast | None) -> None:
         st.warning(
             f"Incident {flag.incident_id}{synthetic}: {flag.severity.lower()}, {where} "
             f"(sensor {flag.sensor_id}), since {flag.start_time:%H:%M} UTC.",
-            icon=":material/car_crash:",
+            icon=":material/warning:",
         )
 
 
