@@ -21,6 +21,7 @@ from dashboard.config import DashboardConfig
 from serving.schemas import (
     AlertList,
     ForecastBatch,
+    IncidentList,
     Lineage,
     ModelList,
     ModelSummary,
@@ -29,6 +30,7 @@ from serving.schemas import (
     OneForecast,
     SensorHistory,
     SensorInfo,
+    WeatherNow,
 )
 
 T = TypeVar("T")
@@ -209,6 +211,13 @@ class TrafficApi:
         return self._get(
             "/v1/alerts", AlertList, tuple((k, v) for k, v in params.items() if v is not None)
         )
+
+    def incidents(self, statuses: Sequence[str] = ()) -> IncidentList:
+        """Incidents of those statuses ('active', 'recent'; none: both)."""
+        return self._get("/v1/incidents", IncidentList, tuple(("status", s) for s in statuses))
+
+    def weather(self) -> WeatherNow:
+        return self._get("/v1/weather", WeatherNow)
 
     def models(self) -> ModelList:
         return self._get("/v1/models", ModelList, live=False)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from urllib.parse import quote
 
 import pandas as pd
 import pydeck as pdk
 
 from dashboard.congestion import LABELS, RGB
+from serving.schemas import IncidentOut
 
 NOW = 0
 """The view `minutes` of the current observation; 15/30/60 show forecasts that far ahead."""
@@ -94,12 +96,64 @@ def _known(classes: pd.Series) -> pd.Series:
     return classes.where(classes.isin(list(RGB)), "unknown")
 
 
+INCIDENT_RGB = [185, 28, 28]
+
+
+def incident_layers(frame: pd.DataFrame, incidents: Sequence[IncidentOut]) -> list[pdk.Layer]:
+    """Each incident's affected stretch (its reached sensors ringed in red) and its marker."""
+    if not incidents:
+        return []
+    place = dict(
+        zip(
+            frame["sensor_id"], zip(frame["longitude"], frame["latitude"], strict=True), strict=True
+        )
+    )
+    reached = [{"position": place[s]} for i in incidents for s in i.reach if s in place]
+    markers = [
+        {"position": place[i.sensor_id], "label": i.incident_id}
+        for i in incidents
+        if i.sensor_id in place
+    ]
+    return [
+        pdk.Layer(
+            "ScatterplotLayer",
+            data=reached,
+            id="incident-stretch",
+            get_position="position",
+            filled=False,
+            stroked=True,
+            get_line_color=[*INCIDENT_RGB, 140],
+            line_width_min_pixels=3,
+            radius_min_pixels=9,
+            get_radius=400,
+        ),
+        pdk.Layer(
+            "ScatterplotLayer",
+            data=markers,
+            id="incidents",
+            get_position="position",
+            get_fill_color=[*INCIDENT_RGB, 240],
+            get_line_color=[255, 255, 255],
+            stroked=True,
+            line_width_min_pixels=2,
+            radius_min_pixels=8,
+            get_radius=500,
+        ),
+    ]
+
+
 def network_deck(
-    frame: pd.DataFrame, minutes: int, tiles: str | None, heat: bool = True
+    frame: pd.DataFrame,
+    minutes: int,
+    tiles: str | None,
+    heat: bool = True,
+    incidents: Sequence[IncidentOut] = (),
 ) -> pdk.Deck:
-    """Sensors filled by the chosen view's congestion and ringed by the current one."""
+    """Sensors filled by the chosen view's congestion and ringed by the current one, with
+    active incidents and their stretches."""
     points = map_points(frame, minutes)
-    layers = []
+    stretch_and_markers = incident_layers(frame, incidents)
+    layers = stretch_and_markers[:1]
     if heat:
         layers.append(
             pdk.Layer(
@@ -129,6 +183,7 @@ def network_deck(
             pickable=True,
         )
     )
+    layers += stretch_and_markers[1:]  # markers on top of the sensors
     return pdk.Deck(
         layers=layers,
         initial_view_state=view_of(frame),

@@ -30,13 +30,17 @@ function showTip(root, circle, event) {
   const tip = root.querySelector(".tip");
   const d = circle.dataset;
   const title = root.querySelector("svg").dataset.viewTitle;
-  tip.replaceChildren();
   const lines = [
     ["b", `Sensor ${d.id}`],
     ["span", `Now: ${d.now}`],
     ["span", `${title}: ${d.view}`],
     ["span", `Interval: ${d.interval}`],
   ];
+  place(root, tip, lines, event);
+}
+
+function place(root, tip, lines, event) {
+  tip.replaceChildren();
   lines.forEach(([tag, text], i) => {
     if (i) tip.appendChild(document.createElement("br"));
     const node = document.createElement(tag);
@@ -64,8 +68,12 @@ function wire(root) {
       return;
     }
     const circle = event.target.closest("circle");
+    const incident = event.target.closest(".incident");
     if (circle) showTip(root, circle, event);
-    else root.querySelector(".tip").style.display = "none";
+    else if (incident) {
+      const text = incident.querySelector("title").textContent;
+      place(root, root.querySelector(".tip"), [["b", text]], event);
+    } else root.querySelector(".tip").style.display = "none";
   });
   root.addEventListener("pointerleave", () => {
     root.querySelector(".tip").style.display = "none";

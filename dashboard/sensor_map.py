@@ -26,7 +26,7 @@ from streamlit.components.v2.types import ComponentRenderer
 
 from dashboard.congestion import rgb_hex
 from dashboard.map_layers import map_points
-from serving.schemas import SensorInfo
+from serving.schemas import IncidentOut, SensorInfo
 
 WIDTH = 1000.0
 """viewBox width in map units; the height follows the network's shape."""
@@ -104,13 +104,51 @@ def right_of_travel(sensors: Sequence[SensorInfo], where: Positions) -> Position
     return sides
 
 
-def network_svg(frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int) -> str:
-    """The map as SVG markup: the strongest road-graph links, then one circle per sensor
-    (fill: the view's congestion, ring: congestion now, shifted to the right of travel) with
-    its tooltip texts as data attributes."""
+def incident_label(incident: IncidentOut) -> str:
+    """What a planner reads on an incident's marker."""
+    text = (
+        f"Incident {incident.incident_id}: {incident.severity.lower()} at sensor "
+        f"{incident.sensor_id}, since {incident.start_time:%H:%M} UTC, "
+        f"{len(incident.reach)} sensors affected"
+    )
+    return f"{text} (SYNTHETIC)" if incident.is_synthetic else text
+
+
+def incident_svg(
+    incidents: Sequence[IncidentOut], sensors: Sequence[SensorInfo], where: Positions
+) -> tuple[str, str]:
+    """(affected stretches, markers) as SVG: each incident's reach along the road links, and
+    a triangle at its sensor, titled with what it is."""
+    stretches, markers = [], []
+    for incident in incidents:
+        if incident.sensor_id not in where:
+            continue
+        reached = {s: where[s] for s in incident.reach if s in where}
+        stretches.append(f'<path class="incident-stretch" d="{road_path(sensors, reached)}"/>')
+        x, y = where[incident.sensor_id]
+        markers.append(
+            f'<path class="incident {escape(incident.severity.lower())}" '
+            f'data-incident="{escape(incident.incident_id)}" '
+            f'd="M{x} {y - 15:.1f}L{x + 10:.1f} {y + 4:.1f}L{x - 10:.1f} {y + 4:.1f}Z">'
+            f"<title>{escape(incident_label(incident))}</title></path>"
+        )
+    return "".join(stretches), "".join(markers)
+
+
+def network_svg(
+    frame: pd.DataFrame,
+    sensors: Sequence[SensorInfo],
+    minutes: int,
+    incidents: Sequence[IncidentOut] = (),
+) -> str:
+    """The map as SVG markup: the strongest road-graph links, the stretches incidents affect,
+    then one circle per sensor (fill: the view's congestion, ring: congestion now, shifted to
+    the right of travel) with its tooltip texts as data attributes, and incident markers on
+    top."""
     points = map_points(frame, minutes)
     where, height = layout(frame)
     sides = right_of_travel(sensors, where)
+    stretches, markers = incident_svg(incidents, sensors, where)
     view_title = escape(str(points["view_title"].iat[0])) if len(points) else ""
     circles = "".join(
         f'<circle cx="{where[sid][0]}" cy="{where[sid][1]}" r="{RADIUS}" '
@@ -132,7 +170,8 @@ def network_svg(frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int
         f'<svg viewBox="0 0 {WIDTH} {height}" role="img" data-view-title="{view_title}" '
         f'aria-label="Map of {len(points)} sensors coloured by congestion" '
         f'preserveAspectRatio="xMidYMid meet"><path class="road" d="{road_path(sensors, where)}"/>'
-        f'<g class="sensors">{circles}</g></svg>'
+        f'<g class="stretches">{stretches}</g><g class="sensors">{circles}</g>'
+        f'<g class="incidents">{markers}</g></svg>'
     )
 
 
@@ -147,13 +186,17 @@ def _component() -> ComponentRenderer:
 
 
 def sensor_map(
-    frame: pd.DataFrame, sensors: Sequence[SensorInfo], minutes: int, key: str
+    frame: pd.DataFrame,
+    sensors: Sequence[SensorInfo],
+    minutes: int,
+    key: str,
+    incidents: Sequence[IncidentOut] = (),
 ) -> str | None:
     """Draw the map; returns the sensor the planner clicked last, if any."""
     result = _component()(
         key=key,
         data={
-            "svg": network_svg(frame, sensors, minutes),
+            "svg": network_svg(frame, sensors, minutes, incidents),
             "height": MAP_HEIGHT_PX,
             "radius": RADIUS,
         },

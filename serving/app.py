@@ -16,7 +16,17 @@ from serving.problems import install_problem_handlers
 from serving.prometheus import AuditCollector, RequestMetrics, ServiceCollector
 from serving.publisher_election import PublisherElection
 from serving.request_logging import configure_logging, flush_logs
-from serving.routes import alerts, forecasts, health, models, network, sensors, streams
+from serving.routes import (
+    alerts,
+    forecasts,
+    health,
+    incidents,
+    models,
+    network,
+    sensors,
+    streams,
+    weather,
+)
 from serving.security import SecuritySettings, install_security
 from serving.service import ForecastService
 from serving.settings import ApiSettings
@@ -25,7 +35,7 @@ from traffic_core import __version__
 from traffic_core.networks import load_network_graph
 from traffic_core.registry import ModelRegistry
 
-ROUTERS = (health, forecasts, sensors, network, alerts, models, streams)
+ROUTERS = (health, forecasts, sensors, network, alerts, incidents, weather, models, streams)
 
 
 def build_service(settings: ApiSettings) -> ForecastService:

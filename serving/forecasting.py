@@ -66,6 +66,8 @@ class ForecastSnapshot:
     probabilities: Mapping[int, np.ndarray] | None = None
     """Per horizon, P(severe, congested, free flow) of every sensor (NaN rows where withheld);
     None for a model without a per-regime calibration."""
+    incidents: Mapping[str, list[dict[str, Any]]] | None = None
+    """Per sensor, the active incidents near it (SensorForecast.incidents); None: none."""
     _index: dict[str, int] = field(init=False, repr=False)
     _rows: list[dict[str, Any]] = field(init=False, repr=False)
     _one: list[bytes] = field(init=False, repr=False)
@@ -98,6 +100,7 @@ class ForecastSnapshot:
         classify = self.thresholds.classify
         issued = utc(self.issued_for)
         observed_class = classify(self.observed)
+        flags = self.incidents or {}
         per_horizon = [
             (
                 minutes,
@@ -131,6 +134,7 @@ class ForecastSnapshot:
                     }
                     for minutes, target, f, classes, probabilities in per_horizon
                 ],
+                "incidents": flags.get(sensor, []),
             }
             for i, sensor in enumerate(self.sensor_ids)
         ]
@@ -171,12 +175,14 @@ def forecast_all(
     thresholds: CongestionThresholds = DEFAULT_THRESHOLDS,
     sources: Sequence[dict[str, Any] | None] | None = None,
     held_from: pd.Timestamp | None = None,
+    incidents: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> ForecastSnapshot:
     """Forecasts for every sensor of the model's context from the wide speed frame (the hour
     up to `at` is enough; missing readings stay NaN): a sensor below the minimum input of
     `serving.plausibility` gets none, with the reason. `sources` (in the context's sensor
     order) say where each sensor's newest reading came from; `held_from`: the oldest window
-    the caller holds readings for (None: all of `speeds` is what there is)."""
+    the caller holds readings for (None: all of `speeds` is what there is); `incidents`: the
+    active incidents near each sensor."""
     frame = make_features(speeds, bundle.context, at=at)
     points = bundle.predict(frame[list(FEATURE_NAMES)].to_numpy())
     hour_start = at - (LOOKBACK - 1) * WINDOW
@@ -211,6 +217,7 @@ def forecast_all(
             m: r.probabilities(forecasts[m].speed, observed, thresholds) for m, r in regimes.items()
         }
         or None,
+        incidents=incidents,
     )
 
 

@@ -86,6 +86,7 @@ class ServiceCollector(Collector):
                 "Events on Kafka not yet in the live state.",
                 value=float(svc.consumer.lag()),
             )
+        yield from _context_metrics(svc)
         latest = svc.live.latest_closed()
         yield GaugeMetricFamily(
             "api_live_latest_window_timestamp_seconds",
@@ -108,6 +109,30 @@ class ServiceCollector(Collector):
             "Messages dropped for slow subscribers.",
             value=svc.broadcaster.dropped,
         )
+
+
+def _context_metrics(svc: ForecastService) -> Iterator[Any]:
+    """The incident and weather feeds: records used, bad records skipped, what is held."""
+    applied = CounterMetricFamily(
+        "api_context_records", "Incident and weather records applied.", labels=["topic"]
+    )
+    rejected = CounterMetricFamily(
+        "api_context_rejected",
+        "Bad incident and weather records skipped, by reason.",
+        labels=["topic", "reason"],
+    )
+    for consumer in svc.context_consumers:
+        applied.add_metric([consumer.topic], consumer.applied)
+        for reason, count in consumer.rejected().items():
+            rejected.add_metric([consumer.topic, reason], count)
+    yield applied
+    yield rejected
+    yield GaugeMetricFamily(
+        "api_incidents_held", "Incidents in memory (any status).", value=len(svc.incidents)
+    )
+    yield GaugeMetricFamily(
+        "api_weather_stations", "Stations with a latest observation.", value=len(svc.weather)
+    )
 
 
 class AuditCollector(Collector):

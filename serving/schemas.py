@@ -63,12 +63,36 @@ class HorizonForecast(BaseModel):
     )
 
 
+Severity = Literal["UNKNOWN", "MINOR", "MODERATE", "MAJOR", "SEVERE"]
+
+
+class IncidentFlag(BaseModel):
+    """An incident active when the forecast was made, on the sensor's road within the API's
+    `incident_hops` road-graph links (or reported as affecting it)."""
+
+    incident_id: str
+    sensor_id: str = Field(description="Detector closest to the incident.")
+    hops: int | None = Field(
+        description="Signed road-graph links from the incident to this sensor: negative when "
+        "the incident is upstream of it, positive when downstream (this sensor is in its "
+        "queue), 0 at it; null when only the report names this sensor as affected."
+    )
+    severity: Severity
+    start_time: datetime
+    is_synthetic: bool = Field(description="The report came from the simulator.")
+
+
 class SensorForecast(BaseModel):
     sensor_id: str
     issued_for: datetime = Field(description="Window start the forecast was made at (UTC).")
     observed_speed_mph: float | None
     observed_congestion: Congestion
     horizons: list[HorizonForecast]
+    incidents: list[IncidentFlag] = Field(
+        default_factory=list,
+        description="Active incidents near this sensor when the forecast was made: the five "
+        "nearest, nearest first (GET /v1/incidents?sensor_id= lists all); empty when none.",
+    )
 
 
 class ForecastBatch(BaseModel):
@@ -266,4 +290,57 @@ class Problem(BaseModel):
     instance: str = Field(description="The request's path.")
     errors: list[ProblemField] | None = Field(
         default=None, description="422 only: each field that failed validation."
+    )
+
+
+class IncidentOut(BaseModel):
+    """An incident report as the API holds it (the latest report of its id)."""
+
+    incident_id: str
+    status: Literal["active", "ended", "expired"] = Field(
+        description="At `as_of`: active; ended (its end_time passed); expired (no end report "
+        "within the API's `incident_open_hours` of its start)."
+    )
+    sensor_id: str
+    latitude: float
+    longitude: float
+    start_time: datetime
+    end_time: datetime | None
+    severity: Severity
+    affected_sensors: list[str] = Field(description="As reported (sensors known to the API).")
+    reach: dict[str, int | None] = Field(
+        description="The affected stretch: every sensor whose forecasts it flags, with signed "
+        "hops (see IncidentFlag.hops)."
+    )
+    source: str
+    is_synthetic: bool
+
+
+class IncidentList(BaseModel):
+    as_of: datetime | None = Field(
+        description="The event time the statuses are for: the newest closed window's end "
+        "(before any reading: the newest incident start); null when nothing is known."
+    )
+    synthetic: bool = Field(description="Some listed incident came from the simulator.")
+    incidents: list[IncidentOut]
+
+
+class WeatherObservationOut(BaseModel):
+    station_id: str
+    observed_at: datetime
+    temperature_c: float | None
+    precipitation_mm: float | None
+    visibility_km: float | None
+    source: str
+    is_synthetic: bool
+    age_minutes: float | None = Field(
+        description="Minutes between the observation and `as_of`; null without a clock."
+    )
+
+
+class WeatherNow(BaseModel):
+    as_of: datetime | None = Field(description="Event time of the service's clock (as above).")
+    synthetic: bool = Field(description="Some observation came from the simulator.")
+    observations: list[WeatherObservationOut] = Field(
+        description="The newest observation of each station, stations by name."
     )

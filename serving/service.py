@@ -4,11 +4,13 @@ Kafka. Routes only read what this holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,8 @@ import pandas as pd
 from serving.alerts import AlertTracker
 from serving.forecasting import ForecastSnapshot, forecast_all, mph, utc
 from serving.live import LiveConsumer, LiveWindows
+from serving.live.context import Incident, IncidentBook, IncidentReach, WeatherBoard
+from serving.live.context_consumer import incident_consumer, weather_consumer
 from serving.model_runtime import ModelHolder
 from serving.settings import ApiSettings
 from serving.streams import Broadcaster, KafkaPublisher
@@ -62,6 +66,33 @@ class ForecastService:
             if settings.live
             else None
         )
+        self.incidents = IncidentBook(
+            IncidentReach(graph, settings.incident_hops),
+            open_for=timedelta(hours=settings.incident_open_hours),
+            recent_for=timedelta(hours=settings.incident_recent_hours),
+            max_incidents=settings.max_incidents,
+        )
+        self.weather = WeatherBoard()
+        self.context_consumers = (
+            [
+                incident_consumer(
+                    settings.kafka_bootstrap_servers,
+                    settings.incidents_topic,
+                    graph.sensor_ids,
+                    self.incidents.apply,
+                    self.on_incidents,
+                    group_id=f"{settings.consumer_group()}-incidents",
+                ),
+                weather_consumer(
+                    settings.kafka_bootstrap_servers,
+                    settings.weather_topic,
+                    self.weather.apply,
+                    group_id=f"{settings.consumer_group()}-weather",
+                ),
+            ]
+            if settings.live and settings.context
+            else []
+        )
         self.alerts = AlertTracker(
             thresholds,
             settings.alert_horizon_minutes,
@@ -78,12 +109,16 @@ class ForecastService:
         self.holder.start()
         if self.publisher is not None:
             self.publisher.start()
+        for context in self.context_consumers:
+            context.start()
         if self.consumer is not None:
             self.consumer.start()
 
     def stop(self) -> None:
         if self.consumer is not None:
             self.consumer.stop()
+        for context in self.context_consumers:
+            context.stop()
         self.holder.stop()
         if self.publisher is not None:
             self.publisher.close()
@@ -161,6 +196,7 @@ class ForecastService:
                 self.thresholds,
                 sources,
                 held_from=self.live.held_from(),
+                incidents=self.incidents.flags(utc(window + WINDOW)),
             )
             # history keeps what was made when the window closed; a model swap's forecast of
             # the same window only changes what is served from now on
@@ -170,6 +206,16 @@ class ForecastService:
             if self._latest is None or window >= self._latest.issued_for:
                 self._latest = snapshot
             return snapshot
+
+    def on_incidents(self) -> None:
+        """Incidents changed: the newest forecasts are served with the flags as they are now
+        (the history keeps the flags each window closed with). Re-encodes one snapshot; the
+        incidents' reach is precomputed, so this is cheap and incidents are rare."""
+        with self._lock:
+            latest = self._latest
+            if latest is not None:
+                flags = self.incidents.flags(utc(latest.issued_for + WINDOW))
+                self._latest = dataclasses.replace(latest, incidents=flags)
 
     def _push(self, snapshot: ForecastSnapshot) -> None:
         alerts = self.alerts.update(snapshot)
@@ -280,4 +326,74 @@ class ForecastService:
             "model_version": bundle.version if bundle else None,
             "synthetic": self.live.is_synthetic,
             "points": points,
+        }
+
+    # --- incidents and weather -----------------------------------------------------------
+
+    def clock(self) -> datetime | None:
+        """The service's event time: the newest closed window's end; before any reading, the
+        newest incident start or weather observation (a replay of 2012 runs on 2012 time)."""
+        closed = self.live.latest_closed()
+        if closed is not None:
+            return utc(closed + WINDOW)
+        known = [t for t in (self.incidents.newest_start, self.weather.newest()) if t]
+        return max(known, default=None)
+
+    def incident_listing(
+        self,
+        statuses: frozenset[str],
+        sensor_id: str | None = None,
+        synthetic: bool | None = None,
+    ) -> dict[str, Any]:
+        """IncidentList: incidents of those statuses at the clock, optionally only those
+        reaching `sensor_id` or of one origin."""
+        at = self.clock()
+        listed = self.incidents.listing(at) if at is not None else []
+        rows = [
+            self._incident_row(incident, status)
+            for incident, status in listed
+            if status in statuses
+            and (sensor_id is None or sensor_id in incident.reach)
+            and (synthetic is None or incident.is_synthetic == synthetic)
+        ]
+        return {
+            "as_of": at,
+            "synthetic": any(r["is_synthetic"] for r in rows),
+            "incidents": rows,
+        }
+
+    def _incident_row(self, incident: Incident, status: str) -> dict[str, Any]:
+        place = self.graph.locations.iloc[self.graph.index_of(incident.sensor_id)]
+        return {
+            "incident_id": incident.incident_id,
+            "status": status,
+            "sensor_id": incident.sensor_id,
+            "latitude": float(place["latitude"]),
+            "longitude": float(place["longitude"]),
+            "start_time": incident.start_time,
+            "end_time": incident.end_time,
+            "severity": incident.severity,
+            "affected_sensors": [s for s in incident.affected_sensors if s in incident.reach],
+            "reach": dict(incident.reach),
+            "source": incident.source,
+            "is_synthetic": incident.is_synthetic,
+        }
+
+    def weather_now(self, station_id: str | None = None) -> dict[str, Any]:
+        """WeatherNow: each station's newest observation and its age at the clock."""
+        at = self.clock()
+        rows = [
+            {
+                **record,
+                "age_minutes": None
+                if at is None
+                else round((at - record["observed_at"]) / timedelta(minutes=1), 1),
+            }
+            for record in self.weather.latest()
+            if station_id is None or record["station_id"] == station_id
+        ]
+        return {
+            "as_of": at,
+            "synthetic": any(r["is_synthetic"] for r in rows),
+            "observations": rows,
         }

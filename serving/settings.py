@@ -8,7 +8,13 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from traffic_core.kafka.topics import TRAFFIC_ALERTS, TRAFFIC_EVENTS, TRAFFIC_PREDICTIONS
+from traffic_core.kafka.topics import (
+    TRAFFIC_ALERTS,
+    TRAFFIC_EVENTS,
+    TRAFFIC_INCIDENTS,
+    TRAFFIC_PREDICTIONS,
+    WEATHER_OBSERVATIONS,
+)
 from traffic_core.settings import KafkaSettings, PlatformSettings
 
 
@@ -29,7 +35,25 @@ class ApiSettings(BaseSettings):
     events_topic: str = TRAFFIC_EVENTS
     predictions_topic: str = TRAFFIC_PREDICTIONS
     alerts_topic: str = TRAFFIC_ALERTS
+    incidents_topic: str = TRAFFIC_INCIDENTS
+    weather_topic: str = WEATHER_OBSERVATIONS
     live: bool = Field(default=True, description="Consume traffic-events for live forecasts.")
+    context: bool = Field(
+        default=True, description="Consume incidents and weather (with `live` only)."
+    )
+    incident_hops: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Road-graph links within which an incident flags a sensor's forecasts.",
+    )
+    incident_open_hours: float = Field(
+        default=6.0, gt=0.0, description="An incident without an end report expires after."
+    )
+    incident_recent_hours: float = Field(
+        default=6.0, gt=0.0, description="How long ended incidents are still listed."
+    )
+    max_incidents: int = Field(default=10_000, ge=1)
     publish: bool = Field(default=True, description="Publish forecasts and alerts to Kafka.")
     live_hours: float = Field(default=6.0, gt=1.0, le=48.0)
     rebuild_hours: float = Field(default=2.0, gt=1.0, le=48.0)

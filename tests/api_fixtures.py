@@ -84,6 +84,8 @@ def api_env(registry: Path, broker: KafkaBroker, topic: str, **extra: str) -> di
         "TRAFFIC_API_EVENTS_TOPIC": topic,
         "TRAFFIC_API_PREDICTIONS_TOPIC": f"{topic}-predictions",
         "TRAFFIC_API_ALERTS_TOPIC": f"{topic}-alerts",
+        "TRAFFIC_API_INCIDENTS_TOPIC": f"{topic}-incidents",
+        "TRAFFIC_API_WEATHER_TOPIC": f"{topic}-weather",
         "TRAFFIC_API_MODEL_POLL_SECONDS": "0.5",
         "TRAFFIC_API_JWT_SECRET": JWT_SECRET,
         "TRAFFIC_API_RATE_LIMIT": "100000/second",

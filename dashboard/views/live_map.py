@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.client import ApiError
 from dashboard.congestion import CLASSES, LABELS, hex_colour
 from dashboard.context import api, config
 from dashboard.frames import live_sensor_frame
@@ -11,7 +12,7 @@ from dashboard.map_layers import NOW, network_deck
 from dashboard.navigation import page
 from dashboard.sensor_map import MAP_HEIGHT_PX, sensor_map
 from dashboard.states import guarded, synthetic_banner, unless_not_ready
-from serving.schemas import ForecastBatch, NetworkStatus
+from serving.schemas import ForecastBatch, IncidentOut, NetworkStatus
 
 VIEWS = {NOW: "Now", 15: "In 15 min", 30: "In 30 min", 60: "In 60 min"}
 
@@ -56,13 +57,17 @@ def live_map(minutes: int, heat: bool) -> None:
         )
     if no_forecasts:
         st.warning(f"No forecasts yet ({no_forecasts}): colours show current congestion only.")
+    incidents = _active_incidents()
+    if incidents and any(i.is_synthetic for i in incidents):
+        synthetic_banner(True)
     frame = live_sensor_frame(sensors, status, batch)
     _figures(len(frame), status, batch)
+    _incident_caption(incidents)
     if batch is None and minutes != NOW:
         minutes = NOW
     if heat or config().tiles:
         event = st.pydeck_chart(
-            network_deck(frame, minutes, config().tiles, heat),
+            network_deck(frame, minutes, config().tiles, heat, incidents or ()),
             height=MAP_HEIGHT_PX,
             on_select="rerun",
             selection_mode="single-object",
@@ -71,7 +76,9 @@ def live_map(minutes: int, heat: bool) -> None:
         picked = event.selection.objects.get("sensors") if event else None
         sensor_id = picked[0]["sensor_id"] if picked else None
     else:
-        sensor_id = sensor_map(frame, sensors, minutes, key="network_svg")
+        sensor_id = sensor_map(
+            frame, sensors, minutes, key="network_svg", incidents=incidents or ()
+        )
     if sensor_id:
         st.page_link(
             page("sensor"),
@@ -81,6 +88,27 @@ def live_map(minutes: int, heat: bool) -> None:
         )
     else:
         st.caption("Hover a sensor for its speeds; click one to open its detail page.")
+
+
+def _active_incidents() -> list[IncidentOut] | None:
+    """The incidents active now; None (said on the page) when the API cannot tell."""
+    try:
+        return api().incidents(["active"]).incidents
+    except ApiError as error:
+        st.caption(f"Incidents unavailable: {error.detail}")
+        return None
+
+
+def _incident_caption(incidents: list[IncidentOut] | None) -> None:
+    if not incidents:
+        if incidents is not None:
+            st.caption("No active incidents.")
+        return
+    synthetic = " (SYNTHETIC)" if any(i.is_synthetic for i in incidents) else ""
+    st.caption(
+        f"{len(incidents)} active incident{'s' if len(incidents) > 1 else ''}{synthetic}: red "
+        "triangles, with the stretch each one affects in red. Hover a triangle for details."
+    )
 
 
 def _figures(sensor_count: int, status: NetworkStatus | None, batch: ForecastBatch | None) -> None:

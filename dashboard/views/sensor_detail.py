@@ -9,12 +9,14 @@ from dashboard.congestion import chance_text
 from dashboard.context import api
 from dashboard.frames import HORIZONS, alerts_frame, sensor_forecast_frame, sensor_observed_frame
 from dashboard.navigation import page
-from dashboard.states import synthetic_banner, unless_not_ready
+from dashboard.states import SYNTHETIC_LABEL, guarded, synthetic_banner, unless_not_ready
 from serving.schemas import OneForecast, SensorHistory, SensorInfo
 
 HOURS = (1, 3, 6, 12, 24)
 RECENT_ALERTS = 20
 PICK = "sensor_pick"
+WEATHER_STATIONS = 3
+"""Stations shown on the strip (by name); the API lists them all."""
 
 
 def _pick_to_url() -> None:
@@ -44,6 +46,8 @@ def render() -> None:
     if no_forecast:
         st.warning(f"No forecasts yet ({no_forecast}): showing observed speeds only.")
     _figures(history, current)
+    _incidents_near(current)
+    _weather_strip()
     _chart(history, current, horizon or 15)
     _alerts(sensor_id)
     _neighbours(sensors[sensor_id])
@@ -72,6 +76,49 @@ def _figures(history: SensorHistory, current: OneForecast | None) -> None:
         st.caption(" · ".join(c for c in chances if c))
     if history.model_version:
         st.caption(f"Forecasts by model {history.model_version}.")
+
+
+def _incidents_near(current: OneForecast | None) -> None:
+    """The active incidents the forecasts were flagged with, nearest first."""
+    for flag in current.incidents if current else ():
+        where = (
+            "reported as affecting this sensor"
+            if flag.hops is None
+            else "at this sensor"
+            if flag.hops == 0
+            else f"{abs(flag.hops)} link{'s' if abs(flag.hops) > 1 else ''} "
+            f"{'upstream' if flag.hops < 0 else 'downstream'}"
+        )
+        synthetic = " (SYNTHETIC)" if flag.is_synthetic else ""
+        st.warning(
+            f"Incident {flag.incident_id}{synthetic}: {flag.severity.lower()}, {where} "
+            f"(sensor {flag.sensor_id}), since {flag.start_time:%H:%M} UTC.",
+            icon=":material/warning:",
+        )
+
+
+@guarded
+def _weather_strip() -> None:
+    """The newest observation of each weather station, in one row per station."""
+    weather = api().weather()
+    label = f" ({SYNTHETIC_LABEL})" if weather.synthetic else ""
+    st.markdown(f"**Weather{label}**")
+    if not weather.observations:
+        st.caption("No weather observations yet (topic weather-observations).")
+        return
+    for seen in weather.observations[:WEATHER_STATIONS]:
+        cols = st.columns(4)
+        age = "" if seen.age_minutes is None else f", {seen.age_minutes:.0f} min old"
+        fake = f" {SYNTHETIC_LABEL}" if seen.is_synthetic else ""
+        cols[0].metric("Station", seen.station_id, help=f"{seen.observed_at:%H:%M} UTC{age}")
+        cols[0].caption(f"{seen.observed_at:%H:%M} UTC{age}{fake}")
+        cols[1].metric("Precipitation", _unit(seen.precipitation_mm, "mm"))
+        cols[2].metric("Visibility", _unit(seen.visibility_km, "km"))
+        cols[3].metric("Temperature", _unit(seen.temperature_c, "°C"))
+
+
+def _unit(value: float | None, unit: str) -> str:
+    return "n/a" if value is None else f"{value:.1f} {unit}"
 
 
 def _chart(history: SensorHistory, current: OneForecast | None, horizon: int) -> None:

@@ -10,12 +10,16 @@ start, closes
 the windows that are due and only then reports ready.
 Decoding and validation are ingestion's (columnar fast path, message by message for odd
 batches), so the API sees what the lake stores; a bad record is counted and skipped.
+
+`TopicFollower` is that machinery without the readings: the incident and weather feeds
+(`serving.live.context_consumer`) are followed the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 import uuid
@@ -50,31 +54,28 @@ _CONNECTION_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.dns")
 """Overrides the admin client shares with the consumer (how to reach and talk to brokers)."""
 
 
-class LiveConsumer:
-    """Background thread feeding `state` from `topic`; `ready` once the rebuild caught up."""
+class TopicFollower:
+    """Background thread reading every partition of `topic` from `rebuild_hours` back (inf:
+    from the earliest offset) and then live; `ready` once the rebuild caught up. Subclasses
+    say what a batch of messages does (`_apply`) and what happens once caught up."""
 
     def __init__(
         self,
         bootstrap_servers: str,
         topic: str,
-        state: LiveWindows,
-        on_close: OnClose | None = None,
         *,
+        rebuild_hours: float,
         client_config: Mapping[str, Any] | None = None,
-        rebuild_hours: float | None = None,
-        validation: ValidationConfig | None = None,
         batch_size: int = 10_000,
         poll_timeout: float = 0.1,
         retry_interval: float = 0.5,
         group_id: str | None = None,
+        client_id: str = "traffic-api-live",
     ) -> None:
         self.topic = topic
-        self.group_id = group_id or f"traffic-api-live-{uuid.uuid4().hex[:12]}"
-        self.state = state
-        self.on_close = on_close
-        self.rebuild_hours = state.hours if rebuild_hours is None else rebuild_hours
-        # Resends replace what they resend (last wins in the state), so no duplicate rejection.
-        self.validation = dataclasses.replace(validation or ValidationConfig(), dedup_window=0)
+        self.group_id = group_id or f"{client_id}-{uuid.uuid4().hex[:12]}"
+        self.client_id = client_id
+        self.rebuild_hours = rebuild_hours
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.retry_interval = retry_interval
@@ -83,7 +84,7 @@ class LiveConsumer:
         self._consumer_config = {
             **connection,
             "group.id": self.group_id,  # for committed positions only: assign(), never joined
-            "client.id": "traffic-api-live",
+            "client.id": client_id,
             "enable.auto.commit": True,  # what _step stored, every 5 s and at close
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
@@ -95,7 +96,6 @@ class LiveConsumer:
             **connection,
             **{k: v for k, v in overrides.items() if k.startswith(_CONNECTION_PREFIXES)},
         }
-        self._codec = EventCodec()
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,7 +124,7 @@ class LiveConsumer:
                 return
             self._stop.clear()
             self._ready.clear()
-            self._thread = threading.Thread(target=self._run, name="live-consumer", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.client_id, daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -220,12 +220,17 @@ class LiveConsumer:
         # Per partition, so a stray wall-clock timestamp or a stalled partition only moves its
         # own start. +1 ms: a reading stamped exactly rebuild_hours before the newest one starts
         # the window just outside the span (timestamps are window starts).
-        span_ms = round(self.rebuild_hours * 3_600_000)
-        wanted = {
-            p: OffsetSpec.for_timestamp(info.timestamp - span_ms + 1)
-            for p, info in newest.items()
-            if info.offset >= 0 and info.timestamp >= 0
-        }
+        wanted: dict[int, OffsetSpec] = {}
+        for p, info in newest.items():
+            if info.offset < 0 or info.timestamp < 0:
+                continue
+            wanted[p] = (
+                OffsetSpec.earliest()
+                if math.isinf(self.rebuild_hours)
+                else OffsetSpec.for_timestamp(
+                    info.timestamp - round(self.rebuild_hours * 3_600_000) + 1
+                )
+            )
         found = self._retry(
             "offsets by time",
             lambda: list_offsets(admin, [TopicPartition(self.topic, p) for p in wanted], wanted),
@@ -243,16 +248,23 @@ class LiveConsumer:
             if self._stop.is_set():
                 return False
             self.rebuild_messages += self._step(consumer, close=False)
-        closed = self.state.close_due()
+        self._before_ready()
         self.rebuild_seconds = time.monotonic() - started
         self._ready.set()
         log.info(
-            "live state rebuilt from %d messages in %.2fs",
+            "%s rebuilt from %d messages in %.2fs",
+            self.topic,
             self.rebuild_messages,
             self.rebuild_seconds,
         )
-        self._notify(closed)
+        self._after_ready()
         return True
+
+    def _before_ready(self) -> None:
+        """Caught up with the topic as it was at start; `ready` is set next."""
+
+    def _after_ready(self) -> None:
+        """`ready` has just been set."""
 
     def _partitions(self, consumer: Consumer) -> list[int]:
         """Partition ids of the topic; raises while it does not exist (yet)."""
@@ -325,9 +337,87 @@ class LiveConsumer:
         return kept
 
     def _apply(self, messages: list[Message], close: bool) -> None:
+        """Count the messages, move the positions past them and apply them (`_use`)."""
         self.messages += len(messages)
         for message in messages:  # offsets rise within a partition: the last one wins
             self._position[partition_of(message)] = offset_of(message) + 1
+        self._use(messages, close)
+
+    def _use(self, messages: list[Message], close: bool) -> None:
+        raise NotImplementedError
+
+    def _checked(
+        self,
+        value: bytes | None,
+        codec: EventCodec,
+        max_bytes: int,
+        check: Callable[[Record], tuple[Reason, str] | None],
+    ) -> Record | None:
+        """One message decoded by `codec` and passed by `check`; None (counted by reason) if
+        not: no bad record ever stops the stream."""
+        try:
+            if not value:
+                raise DecodeError(Reason.UNDECODABLE, "empty message value")
+            if len(value) > max_bytes:
+                raise DecodeError(Reason.OVERSIZED_MESSAGE, f"{len(value)} bytes")
+            record = codec.decode_any(value)
+        except DecodeError as exc:
+            self._reject([exc.reason])
+            return None
+        except Exception:  # a decoder failure we did not foresee: this record's, not the batch's
+            self._reject([Reason.UNDECODABLE])
+            return None
+        if problem := check(record):
+            self._reject([problem[0]])
+            return None
+        return record
+
+    def _update_lag(self, consumer: Consumer) -> None:
+        """From the end offsets librdkafka caches with each fetch: no broker round trip."""
+        for partition in self._position:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), cached=True
+            )
+            if high >= 0:
+                self._high[partition] = high
+        self._lag = sum(max(self._high[p] - pos, 0) for p, pos in self._position.items())
+
+
+class LiveConsumer(TopicFollower):
+    """Feeds `state` (the 5-minute windows) from the readings topic; `on_close` gets the
+    windows each batch closed."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        state: LiveWindows,
+        on_close: OnClose | None = None,
+        *,
+        rebuild_hours: float | None = None,
+        validation: ValidationConfig | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            bootstrap_servers,
+            topic,
+            rebuild_hours=state.hours if rebuild_hours is None else rebuild_hours,
+            **options,
+        )
+        self.state = state
+        self.on_close = on_close
+        # Resends replace what they resend (last wins in the state), so no duplicate rejection.
+        self.validation = dataclasses.replace(validation or ValidationConfig(), dedup_window=0)
+        self._codec = EventCodec()
+        self._closed_at_rebuild: list[pd.Timestamp] = []
+
+    def _before_ready(self) -> None:
+        self._closed_at_rebuild = self.state.close_due()
+
+    def _after_ready(self) -> None:
+        self._notify(self._closed_at_rebuild)
+
+    def _use(self, messages: list[Message], close: bool) -> None:
         try:
             closed = self.state.add(*self._readings(messages), close=close)
         except Exception:  # never let one batch stop the stream
@@ -381,22 +471,12 @@ class LiveConsumer:
 
     def _one(self, value: bytes | None, now: datetime) -> Record | None:
         """One message by the codec and the validation rules; None (counted) if rejected."""
-        try:
-            if not value:
-                raise DecodeError(Reason.UNDECODABLE, "empty message value")
-            if len(value) > self.validation.max_message_bytes:
-                raise DecodeError(Reason.OVERSIZED_MESSAGE, f"{len(value)} bytes")
-            record = self._codec.decode_any(value)
-        except DecodeError as exc:
-            self._reject([exc.reason])
-            return None
-        except Exception:  # a decoder failure we did not foresee: this record's, not the batch's
-            self._reject([Reason.UNDECODABLE])
-            return None
-        if problem := check_reading(record, self.validation, now):
-            self._reject([problem[0]])
-            return None
-        return record
+        return self._checked(
+            value,
+            self._codec,
+            self.validation.max_message_bytes,
+            lambda record: check_reading(record, self.validation, now),
+        )
 
     def _notify(self, closed: list[pd.Timestamp]) -> None:
         if not closed:
@@ -421,13 +501,3 @@ class LiveConsumer:
         except Exception:
             self.callback_errors += 1
             log.exception("live consumer: on_close failed for windows %s", closed)
-
-    def _update_lag(self, consumer: Consumer) -> None:
-        """From the end offsets librdkafka caches with each fetch: no broker round trip."""
-        for partition in self._position:
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, partition), cached=True
-            )
-            if high >= 0:
-                self._high[partition] = high
-        self._lag = sum(max(self._high[p] - pos, 0) for p, pos in self._position.items())

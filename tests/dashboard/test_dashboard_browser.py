@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from api_fixtures import ApiServer, api_env
 from confluent_kafka.admin import AdminClient
+from context_helpers import incident_report, produce, until
 from dashboard_helpers import write_real_lake
 from kafka_helpers import fresh_topics
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -161,12 +162,20 @@ def live_dashboard(
 
 
 def test_live_map_shows_all_207_sensors_on_a_drawn_map(
-    browser: Browser, live_dashboard: str
+    browser: Browser, live_dashboard: str, api_server: ApiServer
 ) -> None:
+    incidents = api_server.env["TRAFFIC_API_INCIDENTS_TOPIC"]
+    produce(api_server, incidents, [incident_report("773869", None)])
+    listed = until(
+        lambda: httpx.get(f"{api_server.url}/v1/incidents", headers=api_server.headers()).json(),
+        lambda body: bool(body["incidents"]),
+    )
+    assert listed["incidents"], "the API did not take the incident in"
     page = visit(browser, live_dashboard, "map", SVG_MAP)
     count = page.locator('[data-testid="stMetric"]:has-text("Sensors on map")')
     expect(count.locator('[data-testid="stMetricValue"]')).to_have_text("207")
     expect(page.locator(SVG_MAP)).to_have_count(207)
+    expect(page.locator(".sensor-map svg .incidents path")).to_have_count(1)
     expect(page.get_by_text("Forecasts by model").first).to_be_visible()
     screenshot(page, "live-map-now")
     page.get_by_text("In 30 min").click()  # the forecast view redraws without an error

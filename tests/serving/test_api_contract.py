@@ -38,6 +38,8 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/network/status"): EVERYONE,
     ("GET", "/v1/network/history"): EVERYONE,
     ("GET", "/v1/alerts"): EVERYONE,
+    ("GET", "/v1/incidents"): EVERYONE,
+    ("GET", "/v1/weather"): EVERYONE,
     ("GET", "/v1/models"): EVERYONE,
     ("GET", "/v1/models/current"): EVERYONE,
     ("GET", "/v1/models/{version}/lineage"): {"auditor", "operator"},

@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from traffic_core import features as f
 from traffic_core.model_bundle import CONTEXT_FILE, INTERVALS_FILE, joblib_file, onnx_file
@@ -28,7 +29,8 @@ def write_bundle(
     Mondrian half-widths and residual quantiles of `traffic_core.predictive`), and the
     feature context the model was trained with. Returns the intervals without the quantiles,
     for the manifest's metrics."""
-    intervals, stored = {}, {}
+    intervals: dict[str, dict[str, Any]] = {}
+    stored: dict[str, dict[str, Any]] = {}
     for minutes, model in best.items():
         (folder / onnx_file(minutes)).write_bytes(
             to_onnx(model.estimator, len(f.FEATURE_NAMES)).SerializeToString()
