@@ -1,0 +1,50 @@
+"""`raw_traffic_incidents` and `raw_weather_observations`: the context streams in the lake.
+
+Same writer and rules as the readings (`ingest_partition`): exact Kafka offset ranges, one
+immutable Parquet file per (date, topic, partition, offset range), rejects to the DLQ with their
+reason. Simulated records keep `is_synthetic`, so features built on them are labelled too.
+"""
+
+from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, asset
+
+from resources.kafka import KafkaResource
+from resources.lake import LakeResource
+from resources.network import NetworkResource
+from traffic_assets.ingestion.assets import IngestConfig, ingest_partition
+from traffic_assets.partitions import daily_partitions
+from traffic_core.ingestion.lake_streams import INCIDENTS_STREAM, WEATHER_STREAM, LakeStream
+
+
+def raw_stream_asset(name: str, stream: LakeStream, description: str) -> AssetsDefinition:
+    @asset(
+        name=name,
+        partitions_def=daily_partitions,
+        group_name="ingestion",
+        code_version="1",
+        kinds={"kafka", "parquet"},
+        description=description,
+    )
+    def raw_stream(
+        context: AssetExecutionContext,
+        config: IngestConfig,
+        kafka: KafkaResource,
+        lake: LakeResource,
+        network: NetworkResource,
+    ) -> MaterializeResult:
+        return ingest_partition(context, config, kafka, lake, network, stream)
+
+    return raw_stream
+
+
+raw_traffic_incidents = raw_stream_asset(
+    "raw_traffic_incidents",
+    INCIDENTS_STREAM,
+    "Incident reports from traffic-incidents, filed under their start date: one immutable "
+    "Parquet file per offset range; rejects go to the DLQ.",
+)
+raw_weather_observations = raw_stream_asset(
+    "raw_weather_observations",
+    WEATHER_STREAM,
+    "Weather observations from weather-observations, by observation date: one immutable "
+    "Parquet file per offset range; rejects go to the DLQ.",
+)
