@@ -128,24 +128,23 @@ def ingest_and_check(
 
 
 @pytest.fixture
-def topics(kafka_broker: KafkaBroker) -> tuple[str, str, str]:
+def kafka(kafka_broker: KafkaBroker) -> KafkaResource:
+    """Fresh incident, weather and DLQ topics of one partition each."""
     suffix = uuid.uuid4().hex[:8]
     names = (f"incidents-{suffix}", f"weather-{suffix}", f"dlq-{suffix}")
     admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
     ensure_topics(admin, [TopicSpec(name, 1) for name in names])
-    return names
+    return KafkaResource(
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        incidents_topic=names[0],
+        weather_topic=names[1],
+        dlq_topic=names[2],
+    )
 
 
 def test_incidents_land_once_per_start_date_and_rejects_go_to_dlq(
-    kafka_broker: KafkaBroker, topics: tuple[str, str, str], tmp_path: Path
+    kafka_broker: KafkaBroker, kafka: KafkaResource, tmp_path: Path
 ) -> None:
-    incidents_topic, weather_topic, dlq = topics
-    kafka = KafkaResource(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        incidents_topic=incidents_topic,
-        weather_topic=weather_topic,
-        dlq_topic=dlq,
-    )
     lake = LakeResource(root=str(tmp_path / "lake"))
     codec = EventCodec(INCIDENT)
     good = [incident(n, DAY1 + timedelta(hours=7 * n)) for n in range(1, 6)]  # 2 dates
@@ -161,7 +160,7 @@ def test_incidents_land_once_per_start_date_and_rejects_go_to_dlq(
     }
     produce(
         kafka_broker,
-        incidents_topic,
+        kafka.incidents_topic,
         [(codec.encode(r), r["start_time"]) for r in good] + [(v, start) for v in bad.values()],
     )
 
@@ -184,21 +183,14 @@ def test_incidents_land_once_per_start_date_and_rejects_go_to_dlq(
     assert all(frame["is_synthetic"].all() for frame in stored)
     assert set(stored[0]["severity"]) == {"MAJOR"}
     assert list(stored[0].loc[0, "affected_sensors"]) == ["773869", "767541"]
-    assert dlq_reasons(kafka_broker, dlq, 3 * len(bad)) == dict(
+    assert dlq_reasons(kafka_broker, kafka.dlq_topic, 3 * len(bad)) == dict(
         zip(range(len(good), len(good) + len(bad)), bad, strict=True)
     )
 
 
 def test_weather_lands_once_and_unphysical_values_go_to_dlq(
-    kafka_broker: KafkaBroker, topics: tuple[str, str, str], tmp_path: Path
+    kafka_broker: KafkaBroker, kafka: KafkaResource, tmp_path: Path
 ) -> None:
-    incidents_topic, weather_topic, dlq = topics
-    kafka = KafkaResource(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        incidents_topic=incidents_topic,
-        weather_topic=weather_topic,
-        dlq_topic=dlq,
-    )
     lake = LakeResource(root=str(tmp_path / "lake"))
     codec = EventCodec(WEATHER)
     good = [observation(h) for h in range(0, 30)]
@@ -217,7 +209,7 @@ def test_weather_lands_once_and_unphysical_values_go_to_dlq(
     }
     produce(
         kafka_broker,
-        weather_topic,
+        kafka.weather_topic,
         [(codec.encode(r), r["observed_at"]) for r in good]
         + [(v, DAY1 + timedelta(hours=5)) for v in bad.values()],
     )
@@ -239,6 +231,6 @@ def test_weather_lands_once_and_unphysical_values_go_to_dlq(
     late = stored[1].set_index("observed_at").sort_index()
     assert late["precipitation_mm"].isna().iloc[-1] and late["visibility_km"].isna().iloc[-1]
     assert late["precipitation_mm"].iloc[0] == pytest.approx(0.0)  # 0 is 0, null is null
-    assert dlq_reasons(kafka_broker, dlq, 3 * len(bad)) == dict(
+    assert dlq_reasons(kafka_broker, kafka.dlq_topic, 3 * len(bad)) == dict(
         zip(range(len(good), len(good) + len(bad)), bad, strict=True)
     )

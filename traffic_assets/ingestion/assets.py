@@ -6,6 +6,7 @@ from pathlib import Path
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
+    AssetsDefinition,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -59,22 +60,35 @@ def partition_days() -> tuple[date, date]:
     return date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
 
 
-@asset(
-    partitions_def=daily_partitions,
-    group_name="ingestion",
-    code_version="1",
-    kinds={"kafka", "parquet"},
-    description="Raw readings from traffic-events: one immutable Parquet file per "
+def raw_stream_asset(name: str, stream: LakeStream, description: str) -> AssetsDefinition:
+    """A lake stream's raw asset: daily partitions, each run ingesting exact offset ranges."""
+
+    @asset(
+        name=name,
+        partitions_def=daily_partitions,
+        group_name="ingestion",
+        code_version="1",
+        kinds={"kafka", "parquet"},
+        description=description,
+    )
+    def raw_stream(
+        context: AssetExecutionContext,
+        config: IngestConfig,
+        kafka: KafkaResource,
+        lake: LakeResource,
+        network: NetworkResource,
+    ) -> MaterializeResult:
+        return ingest_partition(context, config, kafka, lake, network, stream)
+
+    return raw_stream
+
+
+raw_traffic_events = raw_stream_asset(
+    "raw_traffic_events",
+    READINGS_STREAM,
+    "Raw readings from traffic-events: one immutable Parquet file per "
     "(event date, topic, partition, offset range); rejects go to traffic-events-dlq.",
 )
-def raw_traffic_events(
-    context: AssetExecutionContext,
-    config: IngestConfig,
-    kafka: KafkaResource,
-    lake: LakeResource,
-    network: NetworkResource,
-) -> MaterializeResult:
-    return ingest_partition(context, config, kafka, lake, network, READINGS_STREAM)
 
 
 def ingest_partition(

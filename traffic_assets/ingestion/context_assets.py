@@ -5,36 +5,8 @@ immutable Parquet file per (date, topic, partition, offset range), rejects to th
 reason. Simulated records keep `is_synthetic`, so features built on them are labelled too.
 """
 
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, asset
-
-from resources.kafka import KafkaResource
-from resources.lake import LakeResource
-from resources.network import NetworkResource
-from traffic_assets.ingestion.assets import IngestConfig, ingest_partition
-from traffic_assets.partitions import daily_partitions
-from traffic_core.ingestion.lake_streams import INCIDENTS_STREAM, WEATHER_STREAM, LakeStream
-
-
-def raw_stream_asset(name: str, stream: LakeStream, description: str) -> AssetsDefinition:
-    @asset(
-        name=name,
-        partitions_def=daily_partitions,
-        group_name="ingestion",
-        code_version="1",
-        kinds={"kafka", "parquet"},
-        description=description,
-    )
-    def raw_stream(
-        context: AssetExecutionContext,
-        config: IngestConfig,
-        kafka: KafkaResource,
-        lake: LakeResource,
-        network: NetworkResource,
-    ) -> MaterializeResult:
-        return ingest_partition(context, config, kafka, lake, network, stream)
-
-    return raw_stream
-
+from traffic_assets.ingestion.assets import raw_stream_asset
+from traffic_core.ingestion.lake_streams import INCIDENTS_STREAM, WEATHER_STREAM
 
 raw_traffic_incidents = raw_stream_asset(
     "raw_traffic_incidents",
