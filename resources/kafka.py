@@ -10,7 +10,13 @@ from dagster import ConfigurableResource
 
 from traffic_core.ingestion.ranges import RANGE_CONSUMER_CONFIG
 from traffic_core.kafka.client_config import kafka_client_config
-from traffic_core.kafka.topics import TRAFFIC_AGGREGATES, TRAFFIC_EVENTS, TRAFFIC_EVENTS_DLQ
+from traffic_core.kafka.topics import (
+    TRAFFIC_AGGREGATES,
+    TRAFFIC_EVENTS,
+    TRAFFIC_EVENTS_DLQ,
+    TRAFFIC_INCIDENTS,
+    WEATHER_OBSERVATIONS,
+)
 
 
 class KafkaResource(ConfigurableResource):
@@ -21,6 +27,8 @@ class KafkaResource(ConfigurableResource):
     events_topic: str = TRAFFIC_EVENTS
     dlq_topic: str = TRAFFIC_EVENTS_DLQ
     aggregates_topic: str = TRAFFIC_AGGREGATES
+    incidents_topic: str = TRAFFIC_INCIDENTS
+    weather_topic: str = WEATHER_OBSERVATIONS
 
     def _base(self) -> dict[str, Any]:
         return {

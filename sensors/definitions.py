@@ -1,4 +1,5 @@
-"""What starts runs: the Kafka offset sensor, automation, the new-data and daily retrains."""
+"""What starts runs: the Kafka offset sensors (readings, incidents, weather), automation, the
+new-data and daily retrains."""
 
 from dagster import (
     AssetSelection,
@@ -7,7 +8,11 @@ from dagster import (
     Definitions,
 )
 
-from sensors.kafka_offsets import kafka_offsets_sensor
+from sensors.kafka_offsets import (
+    incidents_offsets_sensor,
+    kafka_offsets_sensor,
+    weather_offsets_sensor,
+)
 from sensors.new_data import retrain_on_new_data
 from sensors.retrain import daily_retrain, retrain_job
 from sensors.stream_observation import observe_stream_job, observe_stream_schedule
@@ -22,7 +27,13 @@ automation_sensor = AutomationConditionSensorDefinition(
 )
 
 defs = Definitions(
-    sensors=[kafka_offsets_sensor, automation_sensor, retrain_on_new_data],
+    sensors=[
+        kafka_offsets_sensor,
+        incidents_offsets_sensor,
+        weather_offsets_sensor,
+        automation_sensor,
+        retrain_on_new_data,
+    ],
     schedules=[daily_retrain, observe_stream_schedule],
     jobs=[retrain_job, observe_stream_job],
 )

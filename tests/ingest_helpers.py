@@ -8,8 +8,10 @@ from datetime import datetime
 import pandas as pd
 from confluent_kafka import Message
 from dagster import (
+    AssetsDefinition,
     DagsterInstance,
     Definitions,
+    SensorDefinition,
     SensorEvaluationContext,
     build_sensor_context,
     materialize,
@@ -32,11 +34,16 @@ def lake_frame(lake: LakePath) -> pd.DataFrame:
 
 
 def sensor_context(
-    instance: DagsterInstance, kafka: KafkaResource, lake: LakeResource, cursor: str | None
+    instance: DagsterInstance,
+    kafka: KafkaResource,
+    lake: LakeResource,
+    cursor: str | None,
+    asset: AssetsDefinition = raw_traffic_events,
+    sensor: SensorDefinition = kafka_offsets_sensor,
 ) -> SensorEvaluationContext:
     definitions = Definitions(
-        assets=[sensor_graph, raw_traffic_events],
-        sensors=[kafka_offsets_sensor],
+        assets=[sensor_graph, asset],
+        sensors=[sensor],
         resources={"kafka": kafka, "lake": lake, "network": NetworkResource()},
     )
     return build_sensor_context(
@@ -45,13 +52,19 @@ def sensor_context(
 
 
 def run_sensor_tick(
-    instance: DagsterInstance, kafka: KafkaResource, lake: LakeResource, cursor: str | None
+    instance: DagsterInstance,
+    kafka: KafkaResource,
+    lake: LakeResource,
+    cursor: str | None,
+    asset: AssetsDefinition = raw_traffic_events,
+    sensor: SensorDefinition = kafka_offsets_sensor,
 ) -> str | None:
     """One sensor evaluation, then every run it asked for, as the daemon would launch them."""
-    result = kafka_offsets_sensor.evaluate_tick(sensor_context(instance, kafka, lake, cursor))
+    context = sensor_context(instance, kafka, lake, cursor, asset, sensor)
+    result = sensor.evaluate_tick(context)
     for request in result.run_requests or []:
         outcome = materialize(
-            [raw_traffic_events],
+            [asset],
             partition_key=request.partition_key,
             run_config=request.run_config,
             resources={"kafka": kafka, "lake": lake, "network": NetworkResource()},

@@ -10,6 +10,7 @@ from traffic_assets.aggregation import assets as aggregation
 from traffic_assets.aggregation import checks as aggregation_checks
 from traffic_assets.ingestion import assets as ingestion
 from traffic_assets.ingestion import checks as ingestion_checks
+from traffic_assets.ingestion import context_assets, context_checks
 from traffic_assets.models import (
     baselines,
     best_model,
@@ -27,6 +28,7 @@ defs = Definitions(
         [
             sensor_graph,
             ingestion,
+            context_assets,
             aggregation,
             training_data,
             spark_training_features,
@@ -38,6 +40,6 @@ defs = Definitions(
         ]
     ),
     asset_checks=load_asset_checks_from_modules(
-        [ingestion_checks, aggregation_checks, stream_checks]
+        [ingestion_checks, context_checks, aggregation_checks, stream_checks]
     ),
 )

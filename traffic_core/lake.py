@@ -1,6 +1,6 @@
-"""Layout of the lake, its one owner: the raw-event zone (one immutable Parquet file per offset
-range), the 5-minute aggregates (one file per day), the training features and the features
-Spark computes (one folder per day).
+"""Layout of the lake, its one owner: the raw zones of readings, incidents and weather (one
+immutable Parquet file per offset range each), the 5-minute aggregates (one file per day), the
+training features and the features Spark computes (one folder per day).
 
 A file is named by (event date, topic, partition, first offset, last offset) of the Kafka range it
 came from, so writing the same range again replaces the same file: ingestion can fail and rerun
@@ -64,6 +64,59 @@ bytes; which run wrote which file is in the Dagster event log.
 OPTIONAL_RAW_COLUMNS = ("ingest_id",)
 """Columns older raw files lack; `read_raw_day` and `_raw_table` fill them with nulls."""
 
+_ORIGIN = [f for f in RAW_SCHEMA if f.name.startswith("kafka_")]
+
+INCIDENTS_SCHEMA = pa.schema(
+    [
+        pa.field("incident_id", pa.string(), nullable=False),
+        pa.field("sensor_id", pa.string(), nullable=False),
+        pa.field("start_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("end_time", pa.timestamp("ms", tz="UTC")),
+        pa.field("severity", pa.string(), nullable=False),
+        pa.field("affected_sensors", pa.list_(pa.string()), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("is_synthetic", pa.bool_(), nullable=False),
+        *_ORIGIN,
+    ]
+)
+"""Incident reports as received (an update of an incident is a new report with the same id)."""
+
+WEATHER_SCHEMA = pa.schema(
+    [
+        pa.field("station_id", pa.string(), nullable=False),
+        pa.field("observed_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("temperature_c", pa.float64()),
+        pa.field("precipitation_mm", pa.float64()),
+        pa.field("visibility_km", pa.float64()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("is_synthetic", pa.bool_(), nullable=False),
+        *_ORIGIN,
+    ]
+)
+"""Weather observations; a null measurement was not observed (never 0)."""
+
+
+@dataclass(frozen=True)
+class RawZone:
+    """One topic's raw zone: its folder under the lake root, its columns, and the timestamp
+    column whose UTC date picks a record's daily partition."""
+
+    folder: str
+    schema: pa.Schema
+    time_column: str
+    optional_columns: tuple[str, ...] = ()
+
+    @property
+    def message_schema(self) -> pa.Schema:
+        """The columns the message carries; the `kafka_*` origin columns are added on write."""
+        return pa.schema([f for f in self.schema if not f.name.startswith("kafka_")])
+
+
+READINGS = RawZone(RAW_ZONE, RAW_SCHEMA, "event_time", OPTIONAL_RAW_COLUMNS)
+INCIDENTS = RawZone("raw/traffic_incidents", INCIDENTS_SCHEMA, "start_time")
+"""Incidents are filed under the date they started."""
+WEATHER = RawZone("raw/weather_observations", WEATHER_SCHEMA, "observed_at")
+
 _EPOCH_DAY = date(1970, 1, 1)
 _WRITERS = 4  # files of one range written at once: enough to overlap fsync waits
 _FILE_RE = re.compile(r"offsets=(\d{20})-(\d{20})\.parquet$")
@@ -87,19 +140,19 @@ class OffsetRange:
         return self.last - self.first + 1
 
 
-def raw_file_path(lake_root: LakePath, day: date, offsets: OffsetRange) -> LakePath:
+def raw_file_path(
+    lake_root: LakePath, day: date, offsets: OffsetRange, zone: RawZone = READINGS
+) -> LakePath:
     return (
-        lake_root
-        / RAW_ZONE
-        / day_folder(day)
+        raw_day_dir(lake_root, day, zone)
         / f"topic={offsets.topic}"
         / f"partition={offsets.partition:03d}"
         / f"offsets={offsets.first:020d}-{offsets.last:020d}.parquet"
     )
 
 
-def raw_day_dir(lake_root: LakePath, day: date) -> LakePath:
-    return lake_root / RAW_ZONE / day_folder(day)
+def raw_day_dir(lake_root: LakePath, day: date, zone: RawZone = READINGS) -> LakePath:
+    return lake_root / zone.folder / day_folder(day)
 
 
 def day_folder(day: date | str) -> str:
@@ -134,11 +187,11 @@ def aggregates_files(
     return files
 
 
-def raw_day_dirs(lake_root: LakePath) -> dict[date, LakePath]:
+def raw_day_dirs(lake_root: LakePath, zone: RawZone = READINGS) -> dict[date, LakePath]:
     """The event dates with a raw folder (files or not), by date."""
     return {
         day: folder
-        for folder in (lake_root / RAW_ZONE).glob("date=*")
+        for folder in (lake_root / zone.folder).glob("date=*")
         if (day := folder_day(folder)) is not None
     }
 
@@ -166,7 +219,10 @@ def write_atomically(table: pa.Table, path: LakePath) -> None:
 
 
 def write_raw_range(
-    lake_root: LakePath, offsets: OffsetRange, rows: pa.Table | pd.DataFrame
+    lake_root: LakePath,
+    offsets: OffsetRange,
+    rows: pa.Table | pd.DataFrame,
+    zone: RawZone = READINGS,
 ) -> dict[date, LakePath]:
     """Write the rows of one offset range, split by event date; returns the files per date.
 
@@ -175,44 +231,56 @@ def write_raw_range(
     """
     if not len(rows):
         return {}
-    table = _raw_table(rows)
-    epoch_days = table["event_time"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    table = _raw_table(rows, zone)
+    epoch_days = table[zone.time_column].to_numpy().astype("datetime64[D]").astype(np.int64)
     parts = {
         _EPOCH_DAY + timedelta(days=day): table.filter(epoch_days == day)
         for day in np.unique(epoch_days).tolist()
     }
-    written = {day: raw_file_path(lake_root, day, offsets) for day in parts}
+    written = {day: raw_file_path(lake_root, day, offsets, zone) for day in parts}
     with ThreadPoolExecutor(min(len(parts), _WRITERS)) as pool:
         list(pool.map(write_atomically, parts.values(), written.values()))
     return written
 
 
-def _raw_table(rows: pa.Table | pd.DataFrame) -> pa.Table:
-    """Rows in RAW_SCHEMA in Kafka offset order, with no pandas metadata: the same rows give
-    the same bytes whichever way they were built."""
+def _raw_table(rows: pa.Table | pd.DataFrame, zone: RawZone = READINGS) -> pa.Table:
+    """Rows in the zone's schema in Kafka offset order, with no pandas metadata: the same rows
+    give the same bytes whichever way they were built."""
     if isinstance(rows, pd.DataFrame):
         rows = pa.Table.from_pandas(rows, preserve_index=False)
-    for name in OPTIONAL_RAW_COLUMNS:
+    for name in zone.optional_columns:
         if name not in rows.column_names:
-            rows = rows.append_column(RAW_SCHEMA.field(name), pa.nulls(rows.num_rows, pa.string()))
-    table = rows.select(RAW_SCHEMA.names).cast(RAW_SCHEMA)
+            column = zone.schema.field(name)
+            rows = rows.append_column(column, pa.nulls(rows.num_rows, column.type))
+    table = rows.select(zone.schema.names).cast(zone.schema)
     offsets = table["kafka_offset"].to_numpy()
     if (np.diff(offsets) < 0).any():
         table = table.take(np.argsort(offsets, kind="stable"))
     return table.replace_schema_metadata(None)
 
 
-def raw_files(lake_root: LakePath, day: date | None = None) -> list[LakePath]:
-    base = raw_day_dir(lake_root, day) if day else lake_root / RAW_ZONE
+def raw_files(
+    lake_root: LakePath, day: date | None = None, zone: RawZone = READINGS
+) -> list[LakePath]:
+    base = raw_day_dir(lake_root, day, zone) if day else lake_root / zone.folder
     return sorted(p for p in base.rglob("offsets=*.parquet") if _FILE_RE.search(p.name))
 
 
-def read_raw_day(lake_root: LakePath, day: date) -> pd.DataFrame:
-    """Every reading stored for one event date (empty frame with the schema if none)."""
-    files = raw_files(lake_root, day)
+def read_raw_day(lake_root: LakePath, day: date, zone: RawZone = READINGS) -> pd.DataFrame:
+    """Every record stored for one event date (empty frame with the schema if none)."""
+    files = raw_files(lake_root, day, zone)
     if not files:
-        return RAW_SCHEMA.empty_table().to_pandas()
-    return pa.concat_tables(read_parquet(f, schema=RAW_SCHEMA) for f in files).to_pandas()
+        return zone.schema.empty_table().to_pandas()
+    return pa.concat_tables(read_parquet(f, schema=zone.schema) for f in files).to_pandas()
+
+
+def read_raw_days(lake_root: LakePath, days: Iterable[date], zone: RawZone) -> pd.DataFrame | None:
+    """Every record of the given dates in one zone; None when the zone holds none of them (a
+    source that is absent, not one that reported nothing)."""
+    files = [f for day in days for f in raw_files(lake_root, day, zone)]
+    if not files:
+        return None
+    return pa.concat_tables(read_parquet(f, schema=zone.schema) for f in files).to_pandas()
 
 
 def ingest_id_counts(files: Iterable[LakePath]) -> Counter[str | None]:
@@ -247,7 +315,10 @@ def ordered_ids(names: Iterable[str | None]) -> list[str | None]:
 
 
 def stored_offset_ranges(
-    lake_root: LakePath, topic: str | None = None, partition: int | None = None
+    lake_root: LakePath,
+    topic: str | None = None,
+    partition: int | None = None,
+    zone: RawZone = READINGS,
 ) -> list[OffsetRange]:
     """Offset ranges that have files in the lake (the ingestion ledger), optionally of one
     topic and partition only."""
@@ -260,7 +331,7 @@ def stored_offset_ranges(
         )
     )
     ranges = set()
-    for path in (lake_root / RAW_ZONE).glob(pattern):
+    for path in (lake_root / zone.folder).glob(pattern):
         match = _FILE_RE.search(path.name)
         if match is None:
             continue

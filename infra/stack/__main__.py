@@ -33,6 +33,8 @@ from traffic_core.settings import (
     SecuritySettings,
 )
 from traffic_core.simulation import Simulator, incidents_path
+from traffic_core.simulation.simulator import weather_path
+from traffic_core.simulation.weather import simulate_weather
 
 SERVICES = ("kafka", "postgres", "registry", "streams", "dagster", "api", "dashboard")
 OPTIONAL_SERVICES = ("spark", "hdfs")
@@ -160,12 +162,16 @@ def replay_command(stack: LocalStack, data: str, days: int) -> list[str] | None:
     if data == "real":
         csv = PlatformSettings().data_dir / "metr-la" / REAL_SIX_DAYS
         return [*command, "--data", str(csv)]
-    path = LOCAL_STATE_DIR / "data" / f"simulated-{days}d-207s-seed0.parquet"
+    path = LOCAL_STATE_DIR / "data" / f"simulated-{days}d-207s-seed0-weather.parquet"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"simulating {days} days of SYNTHETIC readings for 207 sensors -> {path}")
-        Simulator(days, 207, seed=0).write(path)
-    return [*command, "--data", str(path), "--incidents", str(incidents_path(path))]
+        print(f"simulating {days} days of SYNTHETIC readings and weather, 207 sensors -> {path}")
+        simulator = Simulator(days, 207, seed=0)
+        weather = simulate_weather(simulator.start, days, seed=0)
+        simulator.write(path, weather=weather)
+        weather.to_csv(weather_path(path), index=False)
+    sidecars = ["--incidents", str(incidents_path(path)), "--weather", str(weather_path(path))]
+    return [*command, "--data", str(path), *sidecars]
 
 
 def kafka_security(stack: LocalStack) -> str:

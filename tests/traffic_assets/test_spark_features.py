@@ -30,6 +30,7 @@ from traffic_assets.models import spark_features as sf
 from traffic_assets.models.spark_training_features import spark_training_features
 from traffic_assets.models.training_data import speed_grid
 from traffic_core import features as f
+from traffic_core.context_features import CONTEXT_FEATURE_NAMES
 from traffic_core.datasets import SensorGraph, load_metr_la_graph, load_speed_csv, to_long
 from traffic_core.lake import (
     aggregates_file,
@@ -123,6 +124,14 @@ def assert_same_values(actual: pd.DataFrame, expected: pd.DataFrame, names: list
 
 def test_spark_features_are_the_feature_names(spark: SparkSession) -> None:
     assert tuple(sf.feature_columns()) == f.FEATURE_NAMES
+
+
+def test_context_features_exist_in_pandas_only(spark: SparkSession) -> None:
+    """The incident and weather columns have a declaration of their own, joined in pandas by
+    `training_features`; Spark computes `FEATURE_NAMES` and none of them, so the equality
+    below covers every column both sides have."""
+    assert not set(CONTEXT_FEATURE_NAMES) & set(sf.feature_columns())
+    assert not set(CONTEXT_FEATURE_NAMES) & set(f.FEATURE_NAMES)
 
 
 @pytest.mark.parametrize(

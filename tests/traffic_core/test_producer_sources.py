@@ -24,6 +24,7 @@ from traffic_core.kafka.topics import (
     topic_layout,
 )
 from traffic_core.simulation import simulate
+from traffic_core.simulation.weather import simulate_weather
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +50,13 @@ def test_incidents_and_weather_go_to_their_topics(
         }
     ).to_csv(weather, index=False)
 
+    simulated = tmp_path / "simulated.weather.csv"
+    simulate_weather("2012-03-01", 1, seed=3).head(3).to_csv(simulated, index=False)
+
     sink = ReadingProducer(kafka_broker.bootstrap_servers)
     assert replay_incidents(incidents, sink) == len(incidents)
     assert replay_weather(weather, sink) == 2
+    assert replay_weather(simulated, sink) == 3
     assert sink.flush() == 0
 
     sent_incidents = (
@@ -68,9 +73,12 @@ def test_incidents_and_weather_go_to_their_topics(
     assert {r["incident_id"] for r in reports} == set(incidents["incident_id"])
     observations = [
         EventCodec(WEATHER).decode(m.value())
-        for m in read_all(kafka_broker, WEATHER_OBSERVATIONS, before[WEATHER_OBSERVATIONS] + 2)
-    ][-2:]
+        for m in read_all(kafka_broker, WEATHER_OBSERVATIONS, before[WEATHER_OBSERVATIONS] + 5)
+    ][-5:]
     assert observations[0]["temperature_c"] == 14.5 and observations[1]["temperature_c"] is None
+    # a real CSV is real; the simulator's CSV says it is synthetic, and stays so
+    assert [o["is_synthetic"] for o in observations] == [False, False, True, True, True]
+    assert {o["source"] for o in observations[2:]} == {"synthetic"}
 
 
 def test_severity_levels() -> None:

@@ -5,6 +5,7 @@ from datetime import date
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
+    AssetsDefinition,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -17,6 +18,7 @@ from resources.lake import LakeResource
 from resources.network import NetworkResource
 from traffic_assets.partitions import daily_partitions
 from traffic_core.ingestion.config import validation_config
+from traffic_core.ingestion.lake_streams import READINGS_STREAM, LakeStream
 from traffic_core.ingestion.ranges import IngestReport, dlq_record_budget, ingest_ranges
 from traffic_core.lake import (
     OffsetRange,
@@ -58,30 +60,57 @@ def partition_days() -> tuple[date, date]:
     return date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
 
 
-@asset(
-    partitions_def=daily_partitions,
-    group_name="ingestion",
-    code_version="1",
-    kinds={"kafka", "parquet"},
-    description="Raw readings from traffic-events: one immutable Parquet file per "
+def raw_stream_asset(name: str, stream: LakeStream, description: str) -> AssetsDefinition:
+    """A lake stream's raw asset: daily partitions, each run ingesting exact offset ranges."""
+
+    @asset(
+        name=name,
+        partitions_def=daily_partitions,
+        group_name="ingestion",
+        code_version="1",
+        kinds={"kafka", "parquet"},
+        description=description,
+    )
+    def raw_stream(
+        context: AssetExecutionContext,
+        config: IngestConfig,
+        kafka: KafkaResource,
+        lake: LakeResource,
+        network: NetworkResource,
+    ) -> MaterializeResult:
+        return ingest_partition(context, config, kafka, lake, network, stream)
+
+    return raw_stream
+
+
+raw_traffic_events = raw_stream_asset(
+    "raw_traffic_events",
+    READINGS_STREAM,
+    "Raw readings from traffic-events: one immutable Parquet file per "
     "(event date, topic, partition, offset range); rejects go to traffic-events-dlq.",
 )
-def raw_traffic_events(
+
+
+def ingest_partition(
     context: AssetExecutionContext,
     config: IngestConfig,
     kafka: KafkaResource,
     lake: LakeResource,
     network: NetworkResource,
+    stream: LakeStream,
 ) -> MaterializeResult:
+    """One daily partition of a stream's raw zone from the run's offset ranges (or, with none,
+    the ranges already stored for the day), through the exactly-once range writer."""
     day = date.fromisoformat(context.partition_key)
     root = lake.path()
     ranges = [OffsetRange(**r.model_dump()) for r in config.ranges]
     if not ranges:
-        ranges = [r for r in stored_offset_ranges(root) if _stored_for(root, day, r)]
+        stored = stored_offset_ranges(root, zone=stream.zone)
+        ranges = [r for r in stored if _stored_for(root, day, r, stream)]
         if not ranges:
             raise ValueError(
                 f"no offset ranges given and none stored for {day}: runs of this asset are "
-                "requested by the kafka_offsets_sensor with the ranges to ingest"
+                "requested by its Kafka offsets sensor with the ranges to ingest"
             )
     known = network.sensor_catalogue(root) if config.check_sensor_catalogue else None
     settings = ingestion_settings()
@@ -96,6 +125,8 @@ def raw_traffic_events(
             validation_config(known, partition_days(), settings),
             dlq_topic=kafka.dlq_topic,
             dlq_max_record_bytes=budget,
+            zone=stream.zone,
+            classify=stream.classify,
         )
     finally:
         consumer.close()
@@ -107,13 +138,13 @@ def raw_traffic_events(
             dict(unknown_names),
         )
     for other_day in sorted(set(report.rows_by_date()) - {day}):
-        # Late (or early) readings went to their own date; say so, so that date's
+        # Late (or early) records went to their own date; say so, so that date's
         # downstream partitions are refreshed too.
         context.log_event(
             AssetMaterialization(
                 asset_key=context.asset_key,
                 partition=other_day.isoformat(),
-                description=f"readings of {other_day} arriving with the run for {day}",
+                description=f"{stream.name} of {other_day} arriving with the run for {day}",
                 metadata={
                     "written_by_partition": day.isoformat(),
                     "ingest_ids": MetadataValue.json(ingest_id_list(report.ingest_ids(other_day))),
@@ -122,24 +153,26 @@ def raw_traffic_events(
         )
     for outcome in report.ranges:
         context.log.info(
-            "stored %s: %d readings by date and ingest id %s",
+            "stored %s: %d %s by date and ingest id %s",
             outcome.offsets,
             outcome.accepted,
+            stream.name,
             {d.isoformat(): dict(c) for d, c in sorted(outcome.ingest_ids.items())},
         )
-    return MaterializeResult(metadata=_metadata(report, root, day))
+    return MaterializeResult(metadata=_metadata(report, raw_day_dir(root, day, stream.zone), day))
 
 
-def _stored_for(root: LakePath, day: date, offsets: OffsetRange) -> bool:
-    return any(raw_day_dir(root, day).rglob(f"offsets={offsets.first:020d}-{offsets.last:020d}*"))
+def _stored_for(root: LakePath, day: date, offsets: OffsetRange, stream: LakeStream) -> bool:
+    folder = raw_day_dir(root, day, stream.zone)
+    return any(folder.rglob(f"offsets={offsets.first:020d}-{offsets.last:020d}*"))
 
 
-def _metadata(report: IngestReport, root: LakePath, day: date) -> dict:
+def _metadata(report: IngestReport, folder: LakePath, day: date) -> dict:
     rejected = report.rejected
     messages = report.messages
     return {
         "dagster/row_count": report.accepted,
-        "dagster/uri": MetadataValue.path(str(raw_day_dir(root, day))),
+        "dagster/uri": MetadataValue.path(str(folder)),
         "messages": messages,
         "rejected": sum(rejected.values()),
         "dlq_rate": (sum(rejected.values()) / messages) if messages else 0.0,

@@ -12,8 +12,10 @@ import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetRecordsFilter,
+    AssetsDefinition,
     asset_check,
 )
 
@@ -85,31 +87,39 @@ def raw_speeds_in_range(
     )
 
 
-@asset_check(
-    asset=raw_traffic_events,
-    partitions_def=daily_partitions,
-    blocking=False,
-    description=f"Rejected messages stay below {MAX_DLQ_RATE:.0%} of those read by the latest run.",
-)
-def raw_dlq_rate(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(
-            asset_key=raw_traffic_events.key, asset_partitions=[context.partition_key]
-        ),
-        limit=1,
-    ).records
-    metadata = records[0].asset_materialization.metadata if records else {}
-    rate_value = metadata.get("dlq_rate")
-    if rate_value is None:
-        return AssetCheckResult(
-            passed=False, description="no ingestion run has recorded a DLQ rate for this date"
-        )
-    rate = float(rate_value.value)
-    return AssetCheckResult(
-        passed=rate <= MAX_DLQ_RATE,
-        severity=AssetCheckSeverity.WARN,
-        metadata={"dlq_rate": rate, "rejected": metadata["rejected"].value},
+def dlq_rate_check(asset: AssetsDefinition) -> AssetChecksDefinition:
+    """The DLQ-rate check of one raw asset, from its latest materialization's metadata."""
+
+    @asset_check(
+        asset=asset,
+        name="raw_dlq_rate",
+        partitions_def=daily_partitions,
+        blocking=False,
+        description=f"Rejected messages stay below {MAX_DLQ_RATE:.0%} of those read by the "
+        "latest run.",
     )
+    def raw_dlq_rate(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=asset.key, asset_partitions=[context.partition_key]),
+            limit=1,
+        ).records
+        metadata = records[0].asset_materialization.metadata if records else {}
+        rate_value = metadata.get("dlq_rate")
+        if rate_value is None:
+            return AssetCheckResult(
+                passed=False, description="no ingestion run has recorded a DLQ rate for this date"
+            )
+        rate = float(rate_value.value)
+        return AssetCheckResult(
+            passed=rate <= MAX_DLQ_RATE,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"dlq_rate": rate, "rejected": metadata["rejected"].value},
+        )
+
+    return raw_dlq_rate
+
+
+raw_dlq_rate = dlq_rate_check(raw_traffic_events)
 
 
 @asset_check(

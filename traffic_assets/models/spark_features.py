@@ -6,7 +6,9 @@ the grid with the road graph's edge list (direct links and two links away), the 
 group-by over the training days with the same weekday -> day type -> any day fallback. Every
 step, horizon and neighbour set comes from `traffic_core.features`, and `feature_columns`
 refuses to run unless its columns are exactly `FEATURE_NAMES`, so the two cannot drift apart
-silently; a test compares both on the real METR-LA days.
+silently; a test compares both on the real METR-LA days. The incident and weather columns
+(`traffic_core.context_features.CONTEXT_FEATURE_NAMES`) are declared apart and joined in pandas
+only; no model reads them from this table.
 
 The reference is `make_features` with one given profile (fitted on the training days), not
 `crossfit_features`' profile per held-out day. Missing stays missing: NaN, absent windows and

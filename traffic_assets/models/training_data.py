@@ -1,7 +1,8 @@
-"""`training_features`: the aggregates as one speed grid, with features and targets."""
+"""`training_features`: the aggregates as one speed grid, with features and targets, and the
+incident and weather columns (`traffic_core.context_features`; NaN where the lake has none)."""
 
 import json
-from datetime import date
+from datetime import date, timedelta
 
 import pandas as pd
 from dagster import (
@@ -19,7 +20,16 @@ from resources.network import NetworkResource
 from traffic_assets.aggregation.assets import traffic_5min_aggregates
 from traffic_assets.models.complete_days import MIN_TRAINING_DAYS, complete_days
 from traffic_core import features as f
-from traffic_core.lake import ingest_id_counts, ingest_id_list, raw_files
+from traffic_core.context_features import SYNTHETIC_COLUMN, with_context_features
+from traffic_core.lake import (
+    INCIDENTS,
+    WEATHER,
+    RawZone,
+    ingest_id_counts,
+    ingest_id_list,
+    raw_files,
+    read_raw_days,
+)
 from traffic_core.models import training_frame
 from traffic_core.registry import frame_fingerprint
 
@@ -55,6 +65,22 @@ def days_ingest_ids(lake: LakeResource, days: list[str]) -> list[dict]:
     return ingest_id_list(ingest_id_counts(files))
 
 
+def context_sources(
+    lake: LakeResource, days: list[str]
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Incident reports and weather observations stored for the days (and the day before:
+    incidents still active at midnight, the last observation before it), in Kafka order; None
+    for a zone with nothing stored, an absent source."""
+
+    def zone(raw: RawZone) -> pd.DataFrame | None:
+        first = date.fromisoformat(days[0]) - timedelta(days=1)
+        wanted = [first, *(date.fromisoformat(d) for d in days)]
+        rows = read_raw_days(lake.path(), wanted, raw)
+        return None if rows is None else rows.sort_values(["kafka_partition", "kafka_offset"])
+
+    return zone(INCIDENTS), zone(WEATHER)
+
+
 def training_ingest_ids(lake: LakeResource) -> list[dict]:
     """The ingest ids `training_features` recorded for its rows ([] before it recorded any)."""
     path = lake.features_dir() / INGEST_IDS_FILE
@@ -85,7 +111,10 @@ def training_features(
     graph = network.graph()
     sensors = [s for s in graph.sensor_ids if s in grid.columns]
     feature_context = f.FeatureContext.from_graph(graph.subgraph(sensors), f.fit_profile(grid))
-    frame = training_frame(grid, feature_context)
+    incidents, weather = context_sources(lake, days)
+    frame = with_context_features(
+        training_frame(grid, feature_context), feature_context, incidents, weather
+    )
     out = lake.features_dir()
     out.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out / "training.parquet", index=False)
@@ -110,6 +139,10 @@ def training_features(
             "ingest_ids": MetadataValue.json(ingest_ids),
             "sensors": len(sensors),
             "feature_version": f.FEATURE_VERSION,
+            "context_sources": MetadataValue.json(
+                {"incidents": incidents is not None, "weather": weather is not None}
+            ),
+            "context_synthetic_rows": int(frame[SYNTHETIC_COLUMN].sum()),
             "training_data_version": version,
         },
     )

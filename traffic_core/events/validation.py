@@ -31,7 +31,9 @@ __all__ = [
     "UnknownFieldPolicy",
     "ValidationConfig",
     "ValidationResult",
+    "check_event_time",
     "check_reading",
+    "decode_message",
 ]
 
 EVENT_TIME_FLOOR = datetime(2012, 3, 1, tzinfo=UTC)
@@ -164,6 +166,52 @@ class ValidationResult(NamedTuple):
     rejected: list[Rejection]
 
 
+def check_event_time(
+    event_time: datetime, config: ValidationConfig, now: datetime, name: str = "event_time"
+) -> tuple[Reason, str] | None:
+    """The time rules every record's own timestamp obeys (future, age, floor, partitions)."""
+    if event_time > now + config.max_future_skew:
+        return Reason.FUTURE_TIMESTAMP, f"{name} {event_time.isoformat()} is after {now}"
+    if config.max_age is not None and event_time < now - config.max_age:
+        return Reason.TIMESTAMP_TOO_OLD, f"{name} {event_time.isoformat()} is before {now}"
+    floor = config.event_time_floor
+    if floor is not None and event_time < floor:
+        return (
+            Reason.TIMESTAMP_BEFORE_FLOOR,
+            f"{name} {event_time.isoformat()} is before {floor.isoformat()}",
+        )
+    days = config.partition_days
+    if days is not None and not days[0] <= event_time.date() <= days[1]:
+        return (
+            Reason.OUTSIDE_PARTITIONS,
+            f"event date {event_time.date()} is outside the partitions {days[0]}..{days[1]}",
+        )
+    return None
+
+
+def decode_message(
+    value: bytes | None, config: ValidationConfig, codec: EventCodec
+) -> tuple[Record, list[str]]:
+    """A message decoded by its subject's codec, and the JSON fields the schema lacks; raises
+    DecodeError (with the DLQ reason) for anything that is not a well-typed record."""
+    if not value:
+        raise DecodeError(Reason.UNDECODABLE, "empty message value")
+    if len(value) > config.max_message_bytes:
+        raise DecodeError(
+            Reason.OVERSIZED_MESSAGE, f"{len(value)} bytes > limit {config.max_message_bytes}"
+        )
+    try:
+        record, unknown = codec.decode_any_checked(value)
+    except DecodeError:
+        raise
+    except Exception as exc:  # a decoder failure we did not foresee is still the record's
+        detail = f"decoding failed: {type(exc).__name__}: {exc}"[:200]
+        raise DecodeError(Reason.UNDECODABLE, detail) from exc
+    if unknown and config.unknown_fields == "reject":
+        raise DecodeError(Reason.UNKNOWN_FIELD, f"fields not in the schema: {_names(unknown)}")
+    return record, unknown
+
+
 def check_reading(
     reading: Mapping[str, Any], config: ValidationConfig, now: datetime
 ) -> tuple[Reason, str] | None:
@@ -176,23 +224,8 @@ def check_reading(
         return Reason.MISSING_FIELD, "sensor_id is empty"
     if config.known_sensors is not None and sensor_id not in config.known_sensors:
         return Reason.UNKNOWN_SENSOR, f"sensor {sensor_id!r} is not in the catalogue"
-    event_time = reading["event_time"]
-    if event_time > now + config.max_future_skew:
-        return Reason.FUTURE_TIMESTAMP, f"event_time {event_time.isoformat()} is after {now}"
-    if config.max_age is not None and event_time < now - config.max_age:
-        return Reason.TIMESTAMP_TOO_OLD, f"event_time {event_time.isoformat()} is before {now}"
-    floor = config.event_time_floor
-    if floor is not None and event_time < floor:
-        return (
-            Reason.TIMESTAMP_BEFORE_FLOOR,
-            f"event_time {event_time.isoformat()} is before {floor.isoformat()}",
-        )
-    days = config.partition_days
-    if days is not None and not days[0] <= event_time.date() <= days[1]:
-        return (
-            Reason.OUTSIDE_PARTITIONS,
-            f"event date {event_time.date()} is outside the partitions {days[0]}..{days[1]}",
-        )
+    if problem := check_event_time(reading["event_time"], config, now):
+        return problem
     speed = reading["speed_mph"]
     if speed is not None:  # None is an explicit missing reading, which is valid
         if math.isnan(speed):
@@ -251,21 +284,10 @@ class ReadingValidator:
         return result
 
     def _classify(self, value: bytes | None, now: datetime) -> Record | tuple[Reason, str]:
-        if not value:
-            return Reason.UNDECODABLE, "empty message value"
-        if len(value) > self.config.max_message_bytes:
-            return (
-                Reason.OVERSIZED_MESSAGE,
-                f"{len(value)} bytes > limit {self.config.max_message_bytes}",
-            )
         try:
-            reading, unknown = self.codec.decode_any_checked(value)
+            reading, unknown = decode_message(value, self.config, self.codec)
         except DecodeError as exc:
             return exc.reason, exc.detail
-        except Exception as exc:  # a decoder failure we did not foresee is still the record's
-            return Reason.UNDECODABLE, f"decoding failed: {type(exc).__name__}: {exc}"[:200]
-        if unknown and self.config.unknown_fields == "reject":
-            return Reason.UNKNOWN_FIELD, f"fields not in the schema: {_names(unknown)}"
         if problem := check_reading(reading, self.config, now):
             return problem
         if problem := self._late(reading["sensor_id"], reading["event_time"]):

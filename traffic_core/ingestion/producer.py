@@ -307,8 +307,9 @@ def replay_weather(path: Path, sink: ReadingProducer, source: str = "weather-csv
                 k: _optional(row.get(k))
                 for k in ("temperature_c", "precipitation_mm", "visibility_km")
             },
-            "source": source,
-            "is_synthetic": False,
+            # a simulator's CSV says it is synthetic (and its source); others are real
+            "source": str(row.get("source", source)),
+            "is_synthetic": bool(row.get("is_synthetic", False)),
         }
         sink.send(
             WEATHER_OBSERVATIONS,

@@ -38,9 +38,10 @@ from traffic_core.events import (
     ValidationConfig,
 )
 from traffic_core.events.bulk import ColumnarReadings, decode_readings_columnar, validate_columns
+from traffic_core.events.context_validation import ContextRules, validate_context
 from traffic_core.kafka.messages import offset_of
 from traffic_core.kafka.topics import TRAFFIC_EVENTS_DLQ
-from traffic_core.lake import RAW_SCHEMA, OffsetRange, write_raw_range
+from traffic_core.lake import RAW_SCHEMA, READINGS, OffsetRange, RawZone, write_raw_range
 from traffic_core.lake_storage import LakePath
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,28 @@ def classify_range(
     return ClassifiedRange(columnar_table(readings, rows, offsets, kept_offsets), rejected, counts)
 
 
+Classifier = Callable[[list[Message], OffsetRange, ValidationConfig, datetime], ClassifiedRange]
+"""Splits one range's messages into the zone's rows and rejects (`classify_range` for
+readings, `context_classifier` for incidents and weather)."""
+
+
+def context_classifier(rules: ContextRules, zone: RawZone) -> Classifier:
+    """A `Classifier` for a context stream: message by message (they are few), into the zone's
+    columns."""
+
+    def classify(
+        messages: list[Message], offsets: OffsetRange, config: ValidationConfig, now: datetime
+    ) -> ClassifiedRange:
+        raws = (RawMessage.from_kafka(m) for m in messages)
+        result, kept = validate_context(raws, rules, config, now)
+        table = pa.Table.from_pylist(result.valid, schema=zone.message_schema)
+        counts = Counter(r.reason.value for r in result.rejected)
+        origin = np.asarray(kept, np.int64)  # fetched messages always have an offset
+        return ClassifiedRange(_with_origin(table, offsets, origin), result.rejected, counts)
+
+    return classify
+
+
 MESSAGE_TOO_LARGE = KafkaError.MSG_SIZE_TOO_LARGE
 """librdkafka's local size check and the broker's MESSAGE_TOO_LARGE share this code."""
 
@@ -352,10 +375,13 @@ def dlq_record_budget(admin: AdminClient, dlq_topic: str, configured: int) -> in
 
 
 def store_classified(
-    lake_root: LakePath, offsets: OffsetRange, classified: ClassifiedRange
+    lake_root: LakePath,
+    offsets: OffsetRange,
+    classified: ClassifiedRange,
+    zone: RawZone = READINGS,
 ) -> RangeOutcome:
     """Write the valid rows of one classified range durably (one immutable file per date)."""
-    files = write_raw_range(lake_root, offsets, classified.table)
+    files = write_raw_range(lake_root, offsets, classified.table, zone)
     ingest_ids = ingest_ids_by_date(classified.table)
     return RangeOutcome(
         offsets,
@@ -370,8 +396,8 @@ def store_classified(
 
 def ingest_ids_by_date(table: pa.Table) -> dict[date, Counter[str | None]]:
     """Readings per (event date, ingest id) of a raw table: one hash group-by, no Python loop
-    over rows."""
-    if not table.num_rows:
+    over rows. Zones without ingest ids (incidents, weather) have none."""
+    if not table.num_rows or "ingest_id" not in table.column_names:
         return {}
     keys = pa.table(
         {"day": pc.cast(table["event_time"], pa.date32()), "ingest_id": table["ingest_id"]}
@@ -396,19 +422,22 @@ def ingest_ranges(
     now: datetime | None = None,
     after_range: Callable[[RangeOutcome], None] | None = None,
     dlq_max_record_bytes: int = DLQ_MAX_RECORD_BYTES,
+    zone: RawZone = READINGS,
+    classify: Classifier = classify_range,
 ) -> IngestReport:
-    """Read, validate and store each range; commit its end offset once its files are durable."""
+    """Read, validate and store each range; commit its end offset once its files are durable.
+    `zone` and `classify` pick the stream (readings by default)."""
     report = IngestReport()
     now = now or datetime.now(UTC)
     config = config or ValidationConfig()
     for offsets in sorted(ranges):
         with collection_paused():
             messages = read_range(consumer, offsets)
-            classified = classify_range(messages, offsets, config, now)
+            classified = classify(messages, offsets, config, now)
         send_rejects(
             dlq, dlq_topic, classified.rejected, flush=True, max_record_bytes=dlq_max_record_bytes
         )
-        outcome = store_classified(lake_root, offsets, classified)
+        outcome = store_classified(lake_root, offsets, classified, zone)
         commit_after(consumer, offsets)
         report.ranges.append(outcome)
         if after_range is not None:

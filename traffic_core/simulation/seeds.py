@@ -9,4 +9,5 @@ so e.g. switching incidents off leaves every other part of the output equal."""
     GAPS_STREAM,
     INCIDENTS_STREAM,
     DAY_STREAM,
-) = range(7)
+    WEATHER_STREAM,
+) = range(8)

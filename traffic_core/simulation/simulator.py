@@ -41,6 +41,7 @@ from traffic_core.simulation.seeds import (
     PROFILES_STREAM,
 )
 from traffic_core.simulation.segments import Segments, covered_share
+from traffic_core.simulation.weather import slow_for_weather
 
 GENERATOR = "traffic_core.simulator/1"
 """Written into every output's metadata; kept as first published, so files stay traceable."""
@@ -292,10 +293,16 @@ class Simulator:
         speeds = next(self.iter_chunks(chunk_days=self.days))
         return SimulatedDataset(speeds, self.incidents, self.metadata, self)
 
-    def write(self, path: str | Path, chunk_days: int = 7) -> tuple[Path, Path]:
+    def write(
+        self, path: str | Path, chunk_days: int = 7, weather: pd.DataFrame | None = None
+    ) -> tuple[Path, Path]:
         """Stream speeds to Parquet (synthetic flag and metadata in the key-value metadata)
-        and incidents to the sidecar `<stem>.incidents.parquet`."""
-        out = save_parquet(self.iter_chunks(chunk_days), path, metadata=self.metadata)
+        and incidents to the sidecar `<stem>.incidents.parquet`; with `weather` (from
+        `simulate_weather`), speeds are slowed by its rain."""
+        chunks = self.iter_chunks(chunk_days)
+        if weather is not None:
+            chunks = (slow_for_weather(chunk, weather) for chunk in chunks)
+        out = save_parquet(chunks, path, metadata=self.metadata)
         sidecar = incidents_path(out)
         table = pa.Table.from_pandas(self.incidents, preserve_index=False)
         meta = {**(table.schema.metadata or {}), **parquet_metadata(self.attrs, self.metadata)}
@@ -355,6 +362,12 @@ class Simulator:
 def incidents_path(speeds_path: str | Path) -> Path:
     p = Path(speeds_path)
     return p.with_name(f"{p.stem}.incidents.parquet")
+
+
+def weather_path(speeds_path: str | Path) -> Path:
+    """The weather sidecar, a CSV the producer's `--weather` replays."""
+    p = Path(speeds_path)
+    return p.with_name(f"{p.stem}.weather.csv")
 
 
 def simulate(
