@@ -22,7 +22,7 @@ import pytest
 from dagster import materialize
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import SparkSession
-from spark_helpers import local_spark
+from spark_helpers import local_spark, write_aggregates
 
 from resources.lake import LakeResource
 from resources.network import NetworkResource
@@ -31,7 +31,7 @@ from traffic_assets.models import spark_features as sf
 from traffic_assets.models.spark_training_features import spark_training_features
 from traffic_assets.models.training_data import speed_grid
 from traffic_core import features as f
-from traffic_core.datasets import SensorGraph, load_metr_la_graph, load_speed_csv, to_long
+from traffic_core.datasets import SensorGraph, load_metr_la_graph, load_speed_csv
 from traffic_core.lake import (
     aggregates_file,
     day_folder,
@@ -40,7 +40,6 @@ from traffic_core.lake import (
 )
 from traffic_core.models import training_frame
 from traffic_core.settings import SparkSettings
-from traffic_core.windows import aggregate_windows
 
 SIX_DAYS = "metr-la/los_loop_speed_2012-03-01_to_03-06.csv"
 DAYS = ["2012-03-01", "2012-03-02", "2012-03-03", "2012-03-04", "2012-03-05", "2012-03-06"]
@@ -73,15 +72,7 @@ def lake_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pa
     speeds.loc["2012-03-04 09:00", "767541"] = 0.0
     speeds = speeds.drop(pd.Timestamp("2012-03-05 12:00"))
     root = tmp_path_factory.mktemp("lake")
-    for day in DAYS:
-        readings = to_long(speeds.loc[day]).rename(columns={"timestamp": "event_time"})
-        readings["event_time"] = readings["event_time"].dt.tz_localize("UTC")
-        path = aggregates_file(root, day)
-        path.parent.mkdir(parents=True)
-        aggregates = aggregate_windows(readings)
-        # microseconds, as Spark writes them (Spark cannot read nanosecond timestamps)
-        aggregates["window_start"] = aggregates["window_start"].astype("datetime64[us, UTC]")
-        aggregates.to_parquet(path, index=False)
+    write_aggregates(root, speeds, DAYS)
     return root
 
 
@@ -252,15 +243,17 @@ def pandas_training_matrix(lake_root: Path, graph: SensorGraph, days: list[str])
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("days", "sensors"),
-    [(DAYS, 207), ([DAYS[0], DAYS[1], DAYS[3], DAYS[5]], 40)],
-    ids=["six real days", "four days with gaps, 40 sensors"],
+    [(DAYS, 40), ([DAYS[0], DAYS[1], DAYS[3], DAYS[5]], 40)],
+    ids=["six real days", "four of them, with gaps"],
 )
 def test_spark_training_matrix_equals_pandas(
     spark: SparkSession, lake_root: Path, graph: SensorGraph, days: list[str], sensors: int
 ) -> None:
     """Every day's profile from the other days (weekday, day type and any-day fallbacks all
     taken: six days hold each weekday once) and every horizon's target, the same rows; days
-    missing between the chosen ones give no rows, and the day after one starts without lags."""
+    missing between the chosen ones give no rows, and the day after one starts without lags.
+    The graph's first 40 sensors (their own links): all 207 give the same result but take
+    minutes of Spark on two shared cores."""
     graph = graph.subgraph(graph.sensor_ids[:sensors])
     started = time.perf_counter()
     expected = pandas_training_matrix(lake_root, graph, days)

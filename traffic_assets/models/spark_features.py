@@ -42,7 +42,10 @@ _LINK_KEY = ["sensor_id", "neighbour_id"]
 _PROFILE_KEYS = (("week_slot",), ("weekend", "slot"), ("slot",))
 """The profile's fallback chain (`features.fit_profile`): the same weekday and slot, else the
 same day type (weekday or weekend) and slot, else the slot on any day."""
-_DAY_STEPS = WINDOWS_PER_DAY + max(f.HORIZONS.values())
+HORIZONS = dict(f.HORIZONS)
+"""The horizons `FEATURE_NAMES` and the targets were built from: fixed at import, as the
+feature names are, whichever horizons a caller trains."""
+_DAY_STEPS = WINDOWS_PER_DAY + max(HORIZONS.values())
 """Steps of one day's profile a row of that day can look up: its own day and the longest
 horizon into the next."""
 
@@ -291,7 +294,7 @@ def feature_columns() -> dict[str, Column]:
         columns |= {f"{side}_mean_lag{k}": lag(f"{side}_mean", k) for k in f.NEIGHBOUR_LAGS}
         columns[f"{side}_deviation"] = F.col(f"{side}_deviation")
     columns["profile_now"] = F.col("profile_now")
-    columns |= {f"profile_{m}min": F.col(f"profile_{m}min") for m in f.HORIZONS}
+    columns |= {f"profile_{m}min": F.col(f"profile_{m}min") for m in HORIZONS}
     columns["profile_deviation"] = speed - F.col("profile_now")
     missing = [name for name in f.FEATURE_NAMES if name not in columns]
     extra = [name for name in columns if name not in f.FEATURE_NAMES]
@@ -316,7 +319,7 @@ def _with_features(grid: DataFrame, graph: SensorGraph, *extra: Column) -> DataF
 
 def _profile_columns(at: Callable[[int], Column]) -> list[Column]:
     """`profile_now` and `profile_<m>min` per horizon, from `at(steps_ahead)`."""
-    ahead = [at(steps).alias(f"profile_{minutes}min") for minutes, steps in f.HORIZONS.items()]
+    ahead = [at(steps).alias(f"profile_{minutes}min") for minutes, steps in HORIZONS.items()]
     return [at(0).alias("profile_now"), *ahead]
 
 
@@ -373,7 +376,7 @@ def training_matrix(speeds: DataFrame, graph: SensorGraph) -> DataFrame:
     )
     targets = [
         F.lead("speed", steps).over(_history()).alias(f.target_column(steps))
-        for steps in f.HORIZONS.values()
+        for steps in HORIZONS.values()
     ]
     rows = F.broadcast(_crossfit_rows(speeds))
     return (
