@@ -440,7 +440,8 @@ def build_feature_days(
     the feature frame as written."""
     _refuse_absent(lake_root, days, train_days)
     speeds, sensors = lake_speeds(spark, lake_root, graph, days)
-    train, _ = lake_speeds(spark, lake_root, graph, train_days)
+    train_files = lake.aggregates_files(lake_root, train_days).values()
+    train = read_speeds(spark, [spark_url(p) for p in train_files])
     frame = feature_frame(speeds, sensors, fit_profile(train, sensors.sensor_ids))
     write_feature_days(frame, lake.spark_features_dir(lake_root), days)
     return frame
