@@ -103,11 +103,9 @@ def test_cluster_model_matches_one_process_and_its_onnx(
     cluster: SparkCluster,
     simulated: tuple[pd.DataFrame, f.FeatureContext],
     rows: pd.DataFrame,
-    lake: LakeResource,
     tmp_path: Path,
 ) -> None:
-    train, test = rows[rows["timestamp"] < TEST_DAY], rows[rows["timestamp"] >= TEST_DAY]
-    test = test[test[TARGET].notna() & (test[TARGET] != 0.0)]
+    train, test = split(rows)
     path = tmp_path / "training.parquet"
     train.to_parquet(path, index=False)  # nanosecond timestamps, as training_features writes
     frame = sx.read_training_matrix(spark, path)
@@ -130,17 +128,6 @@ def test_cluster_model_matches_one_process_and_its_onnx(
     mae_cluster = masked_mae(test[TARGET].to_numpy(), model.predict(X))
     mae_local = masked_mae(test[TARGET].to_numpy(), local.predict(X))
     assert mae_cluster == pytest.approx(mae_local, rel=0.01)
-
-    # the same rows from the matrix Spark computes out of the lake's aggregates
-    graph = NetworkResource(dataset=NETWORK).graph()
-    matrix = sf.build_training_matrix(spark, lake.path(), graph, DAYS)
-    spark_rows = matrix.where(F.col("timestamp") < F.lit(TEST_DAY.to_pydatetime()))
-    from_spark = sx.train_horizon_spark(spark_rows, TARGET, grid=GRID, n_splits=2, num_workers=2)
-    assert from_spark.model.n_train_rows == model.n_train_rows
-    assert len(from_spark.model.residuals) == len(model.residuals)
-    assert from_spark.model.cv_mae == pytest.approx(model.cv_mae, rel=0.01)
-    mae_spark_matrix = masked_mae(test[TARGET].to_numpy(), from_spark.model.predict(X))
-    assert mae_spark_matrix == pytest.approx(mae_cluster, rel=0.01)
 
     registry = ModelRegistry(tmp_path / "models")
     context = tmp_path / "feature_context.npz"
@@ -170,6 +157,39 @@ def test_cluster_model_matches_one_process_and_its_onnx(
     assert len(expected) == len(test)
     served = onnx_predict(onnx, expected[list(f.FEATURE_NAMES)].to_numpy(dtype="float32"))
     np.testing.assert_allclose(served, expected[sx.FORECAST], rtol=0, atol=1e-3)
+
+
+def split(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows before TEST_DAY, rows of TEST_DAY with a valid target)."""
+    train, test = rows[rows["timestamp"] < TEST_DAY], rows[rows["timestamp"] >= TEST_DAY]
+    return train, test[test[TARGET].notna() & (test[TARGET] != 0.0)]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cluster_model_from_the_spark_matrix_matches_the_pandas_matrix(
+    spark: SparkSession, rows: pd.DataFrame, lake: LakeResource
+) -> None:
+    """The matrix Spark computes from the lake's aggregates, trained on the cluster, against
+    the pandas matrix of the same days trained in one process: the same rows, CV and
+    next-day MAE within 1 %."""
+    train, test = split(rows)
+    graph = NetworkResource(dataset=NETWORK).graph()
+    matrix = sf.build_training_matrix(spark, lake.path(), graph, DAYS)
+    spark_rows = matrix.where(F.col("timestamp") < F.lit(TEST_DAY.to_pydatetime()))
+    from_spark = sx.train_horizon_spark(spark_rows, TARGET, grid=GRID, n_splits=2, num_workers=2)
+    local = train_horizon(
+        train[list(f.FEATURE_NAMES)], train[TARGET], train["timestamp"], "xgboost", GRID, 2
+    )
+    model = from_spark.model
+    assert (model.engine, model.n_train_rows) == ("spark", local.n_train_rows)
+    assert len(model.residuals) == len(local.residuals)
+    assert model.cv_mae == pytest.approx(local.cv_mae, rel=0.01)
+    X = test[list(f.FEATURE_NAMES)].to_numpy(dtype="float32")
+    mae_spark_matrix = masked_mae(test[TARGET].to_numpy(), model.predict(X))
+    assert mae_spark_matrix == pytest.approx(
+        masked_mae(test[TARGET].to_numpy(), local.predict(X)), rel=0.01
+    )
 
 
 @pytest.mark.integration
