@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import SparkSession
 
 from infra.stack.serving import REAL_SIX_DAYS
@@ -36,7 +37,12 @@ TRAIN_END = "2012-03-05 23:55"
 
 
 def write_aggregates(root: Path, data_dir: Path) -> list[str]:
-    speeds = load_speed_csv(data_dir / "metr-la" / REAL_SIX_DAYS)
+    return write_speed_aggregates(root, load_speed_csv(data_dir / "metr-la" / REAL_SIX_DAYS))
+
+
+def write_speed_aggregates(root: Path, speeds: pd.DataFrame) -> list[str]:
+    """The 5-minute aggregates of a wide speed frame (core rules, the Spark asset's layout)
+    in a lake at `root`, one file per day; returns the days."""
     days = sorted({str(d) for d in speeds.index.date})
     for day in days:
         readings = to_long(speeds.loc[day]).rename(columns={"timestamp": "event_time"})

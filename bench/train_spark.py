@@ -5,7 +5,9 @@ more, builds the training rows as `training_features` does (cross-fitted profile
 horizon's target) and the following day's features with the profile of the training days,
 then trains the 60-minute XGBoost model three ways, each with the same grid point and
 forward-chaining folds: one process on every row, one process on a `--sample-rows` sample
-(the asset's default path) and the Spark cluster on every row. Prints one JSON line: rows,
+(the asset's default path) and the Spark cluster on every row, reading the training matrix
+Spark computes from the days' aggregates in a temporary lake, as the asset does
+(`--features pandas`: the pandas matrix's Parquet file instead). Prints one JSON line: rows,
 wall seconds and training rows/s of each, and the masked MAE each reaches on the following
 day, with the load average (the machine is shared, so wall seconds move with it). The
 default size (2,000 sensors x 30 days, 17 million rows of 60 features) needs tens of GB:
@@ -30,10 +32,13 @@ from typing import Any
 import pandas as pd
 from pyspark.sql import SparkSession
 
+from bench.features_spark import write_speed_aggregates
 from infra.stack.spark import SparkCluster
 from resources.spark import export_python_for_executors, spark_config
+from traffic_assets.models.spark_features import build_training_matrix
 from traffic_assets.models.spark_xgboost import read_training_matrix, train_horizon_spark
 from traffic_core import features as f
+from traffic_core.datasets import SensorGraph
 from traffic_core.metrics import masked_mae
 from traffic_core.models import TrainedModel, get_family, train_horizon, training_frame
 from traffic_core.settings import SparkSettings
@@ -43,8 +48,11 @@ TARGET = f.target_column(f.HORIZONS[60])
 START = "2012-03-01"
 
 
-def simulated_rows(sensors: int, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training rows of `days` days, feature rows of the day after them with targets)."""
+def simulated_rows(
+    sensors: int, days: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, SensorGraph]:
+    """(training rows of `days` days, feature rows of the day after them with targets, the
+    training days' speeds, the graph)."""
     graph = synthetic_graph(sensors, seed=0)
     speeds = simulate(days + 1, graph=graph, seed=0).speeds_nan()
     speeds.index = pd.date_range(START, periods=len(speeds), freq="5min")
@@ -55,7 +63,7 @@ def simulated_rows(sensors: int, days: int) -> tuple[pd.DataFrame, pd.DataFrame]
     test = f.make_features(speeds, context)
     test = test.merge(f.make_targets(speeds, sensor_ids=context.sensor_ids))
     test = test[(test["timestamp"] >= test_day) & test[TARGET].notna() & (test[TARGET] != 0.0)]
-    return train, test
+    return train, test, train_speeds, graph
 
 
 def run(name: str, train: Callable[[], TrainedModel], test: pd.DataFrame) -> dict[str, Any]:
@@ -106,11 +114,14 @@ def main() -> None:
     parser.add_argument("--cluster", action="store_true", help="start a 2-worker cluster")
     parser.add_argument("--port", type=int, default=17977, help="its master's port")
     parser.add_argument("--workers", type=int, default=2, help="Spark tasks per training")
+    parser.add_argument(
+        "--features", choices=["spark", "pandas"], default="spark", help="the cluster's matrix"
+    )
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
     started = time.perf_counter()
-    train, test = simulated_rows(args.sensors, args.days)
+    train, test, train_speeds, graph = simulated_rows(args.sensors, args.days)
     prepare = time.perf_counter() - started
     grid = [get_family("xgboost").grid[0]]
     X = train[list(f.FEATURE_NAMES)]
@@ -129,7 +140,14 @@ def main() -> None:
         train.to_parquet(path, index=False)
         state = Path(tmp) / "spark" if args.cluster else None
         with spark_session(args.master, state, args.port) as spark:
-            frame = read_training_matrix(spark, path)
+            matrix_started = time.perf_counter()
+            if args.features == "spark":
+                days = write_speed_aggregates(Path(tmp) / "lake", train_speeds)
+                frame = build_training_matrix(spark, Path(tmp) / "lake", graph, days).cache()
+            else:
+                frame = read_training_matrix(spark, path)
+            matrix_rows = frame.count()
+            matrix_seconds = time.perf_counter() - matrix_started
             master = spark.sparkContext.master
 
             def on_spark() -> TrainedModel:
@@ -149,6 +167,9 @@ def main() -> None:
                 "n_splits": args.n_splits,
                 "spark_master": master,
                 "rows": len(train),
+                "cluster_features": args.features,
+                "cluster_matrix_rows": matrix_rows,
+                "cluster_matrix_seconds": round(matrix_seconds, 1),
                 "next_day_rows": len(test),
                 "prepare_seconds": round(prepare, 1),
                 "cpus": os.cpu_count(),

@@ -106,7 +106,7 @@ def test_models_trained_selected_and_published_with_lineage(
     registry = ModelRegistry(store.path)
     version = registry.latest()
     assert version == published["model_version"].value
-    assert xgboost["engine"].value == "local"
+    assert (xgboost["engine"].value, xgboost["features"].value) == ("local", "pandas")
     assert xgboost["train_rows"].value == training["max_rows"]
     manifest = registry.verify(version)
     assert manifest["lake_partitions"] == DAYS

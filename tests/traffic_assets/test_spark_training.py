@@ -1,7 +1,9 @@
 """XGBoost trained on the standalone Spark cluster (two workers) is the one-process model by
-another engine: within 1 % MAE of it on the same simulated rows, its ONNX export (through the
-registry) forecasts what Spark forecasts, and the xgboost asset goes to the cluster by itself
-past the configured row count, saying so in its metadata.
+another engine: within 1 % MAE of it on the same simulated rows, also when the cluster reads
+the training matrix Spark computed from the lake's aggregates instead of the pandas one, its
+ONNX export (through the registry) forecasts what Spark forecasts, and the xgboost asset goes
+to the cluster by itself past the configured row count, training on the Spark matrix and
+saying so in its metadata.
 
 Sizes are small (40 simulated sensors, four days, one grid point, two folds) so the module
 runs in a few minutes on two cores; each Spark fit still runs as two barrier tasks, one per
@@ -19,12 +21,15 @@ import pandas as pd
 import pytest
 from dagster import materialize
 from pyspark.sql import SparkSession
-from spark_helpers import standalone_cluster
+from pyspark.sql import functions as F
+from spark_helpers import standalone_cluster, write_aggregates
 
 from infra.stack.spark import SparkCluster
 from resources.lake import LakeResource
+from resources.network import NetworkResource
 from resources.spark import build_spark_resource, export_python_for_executors, spark_config
 from traffic_assets.models import candidates
+from traffic_assets.models import spark_features as sf
 from traffic_assets.models import spark_xgboost as sx
 from traffic_core import features as f
 from traffic_core.metrics import masked_mae
@@ -39,6 +44,8 @@ from traffic_core.simulation import simulate, synthetic_graph
 GRID = [{"max_depth": 4, "n_estimators": 60}]
 TARGET = f.target_column(f.HORIZONS[60])
 TEST_DAY = pd.Timestamp("2012-03-04")
+DAYS = ["2012-03-01", "2012-03-02", "2012-03-03", "2012-03-04"]
+NETWORK = "synthetic-40"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +56,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[SparkCluster]:
 @pytest.fixture(scope="module")
 def simulated() -> tuple[pd.DataFrame, f.FeatureContext]:
     """Four simulated days of 40 sensors and their feature context."""
-    graph = synthetic_graph(40, seed=0)
+    graph = NetworkResource(dataset=NETWORK).graph()
+    assert graph.sensor_ids == synthetic_graph(40, seed=0).sensor_ids
     speeds = simulate(4, graph=graph, seed=0).speeds_nan()
     speeds.index = pd.date_range("2012-03-01", periods=len(speeds), freq="5min")
     return speeds, f.FeatureContext.from_graph(graph, f.fit_profile(speeds))
@@ -59,6 +67,21 @@ def simulated() -> tuple[pd.DataFrame, f.FeatureContext]:
 def rows(simulated: tuple[pd.DataFrame, f.FeatureContext]) -> pd.DataFrame:
     """Training features and targets of the simulated days (46,080 rows)."""
     return training_frame(*simulated)
+
+
+@pytest.fixture(scope="module")
+def lake(
+    tmp_path_factory: pytest.TempPathFactory,
+    simulated: tuple[pd.DataFrame, f.FeatureContext],
+    rows: pd.DataFrame,
+) -> LakeResource:
+    """A lake holding the simulated days' aggregates and what `training_features` writes."""
+    lake = LakeResource(root=str(tmp_path_factory.mktemp("lake")))
+    write_aggregates(lake.path(), simulated[0], DAYS)
+    lake.features_dir().mkdir(parents=True)
+    rows.to_parquet(lake.features_dir() / "training.parquet", index=False)
+    lake.features_dir().joinpath("days.txt").write_text("\n".join(DAYS))
+    return lake
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +105,7 @@ def test_cluster_model_matches_one_process_and_its_onnx(
     rows: pd.DataFrame,
     tmp_path: Path,
 ) -> None:
-    train, test = rows[rows["timestamp"] < TEST_DAY], rows[rows["timestamp"] >= TEST_DAY]
-    test = test[test[TARGET].notna() & (test[TARGET] != 0.0)]
+    train, test = split(rows)
     path = tmp_path / "training.parquet"
     train.to_parquet(path, index=False)  # nanosecond timestamps, as training_features writes
     frame = sx.read_training_matrix(spark, path)
@@ -137,18 +159,51 @@ def test_cluster_model_matches_one_process_and_its_onnx(
     np.testing.assert_allclose(served, expected[sx.FORECAST], rtol=0, atol=1e-3)
 
 
+def split(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows before TEST_DAY, rows of TEST_DAY with a valid target)."""
+    train, test = rows[rows["timestamp"] < TEST_DAY], rows[rows["timestamp"] >= TEST_DAY]
+    return train, test[test[TARGET].notna() & (test[TARGET] != 0.0)]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cluster_model_from_the_spark_matrix_matches_the_pandas_matrix(
+    spark: SparkSession, rows: pd.DataFrame, lake: LakeResource
+) -> None:
+    """The matrix Spark computes from the lake's aggregates, trained on the cluster, against
+    the pandas matrix of the same days trained in one process: the same rows, CV MAE within
+    1 %. The next day's MAE (11,000 rows) is held to 3 %: with each worker subsampling its
+    own rows, how the rows fall into partitions alone moves it by up to 1.5 % (measured on
+    local[2]: the pandas matrix 3.852, the Spark matrix 3.821, sorted by time 3.796)."""
+    train, test = split(rows)
+    graph = NetworkResource(dataset=NETWORK).graph()
+    matrix = sf.build_training_matrix(spark, lake.path(), graph, DAYS)
+    spark_rows = matrix.where(F.col("timestamp") < F.lit(TEST_DAY.to_pydatetime()))
+    from_spark = sx.train_horizon_spark(spark_rows, TARGET, grid=GRID, n_splits=2, num_workers=2)
+    local = train_horizon(
+        train[list(f.FEATURE_NAMES)], train[TARGET], train["timestamp"], "xgboost", GRID, 2
+    )
+    model = from_spark.model
+    assert (model.engine, model.n_train_rows) == ("spark", local.n_train_rows)
+    assert len(model.residuals) == len(local.residuals)
+    assert model.cv_mae == pytest.approx(local.cv_mae, rel=0.01)
+    X = test[list(f.FEATURE_NAMES)].to_numpy(dtype="float32")
+    mae_spark_matrix = masked_mae(test[TARGET].to_numpy(), model.predict(X))
+    assert mae_spark_matrix == pytest.approx(
+        masked_mae(test[TARGET].to_numpy(), local.predict(X)), rel=0.03
+    )
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_asset_trains_on_the_cluster_past_the_row_threshold(
     cluster: SparkCluster,
     rows: pd.DataFrame,
-    tmp_path: Path,
+    lake: LakeResource,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One horizon and one grid point keep it short; the choice is the asset's own."""
-    lake = LakeResource(root=str(tmp_path / "lake"))
-    lake.features_dir().mkdir(parents=True)
-    rows.to_parquet(lake.features_dir() / "training.parquet", index=False)
+    """One horizon and one grid point keep it short; the choice is the asset's own, and it
+    trains on the matrix Spark computes from the lake's aggregates of the chosen days."""
     monkeypatch.setattr(f, "HORIZONS", {60: 12})
     monkeypatch.setitem(FAMILIES, "xgboost", Family("xgboost", build_xgboost, tuple(GRID)))
     monkeypatch.setenv("SPARK_TRAINING_MIN_ROWS", str(len(rows)))
@@ -159,6 +214,7 @@ def test_asset_trains_on_the_cluster_past_the_row_threshold(
         resources={
             "lake": lake,
             "pyspark": build_spark_resource(SparkSettings(master=cluster.master_url)),
+            "network": NetworkResource(dataset=NETWORK),
         },
         run_config={"ops": {"xgboost_model": {"config": {"n_splits": 2}}}},
     )
@@ -166,6 +222,8 @@ def test_asset_trains_on_the_cluster_past_the_row_threshold(
     [event] = result.asset_materializations_for_node("xgboost_model")
     assert event.metadata["engine"].value == "spark"
     assert event.metadata["spark_master"].value == cluster.master_url
+    assert event.metadata["features"].value == "spark"
+    assert event.metadata["feature_days"].value == DAYS
     valid = int((rows[TARGET].notna() & (rows[TARGET] != 0.0)).sum())
     assert event.metadata["train_rows"].value == valid
     saved = candidates.load_candidate(lake, "xgboost", 60)

@@ -19,7 +19,9 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
 from resources.lake import LakeResource
-from traffic_assets.models.spark_xgboost import read_training_matrix, train_horizon_spark
+from resources.network import NetworkResource
+from traffic_assets.models.spark_features import build_training_matrix
+from traffic_assets.models.spark_xgboost import train_horizon_spark
 from traffic_assets.models.training_data import training_features
 from traffic_core import features as f
 from traffic_core.models import FAMILIES, TrainedModel, load_joblib, save_joblib, train_horizon
@@ -94,6 +96,7 @@ def _publish_candidates(
             "cv_mae": MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False)),
             **{f"cv_mae_{r['horizon_min']}min": r["cv_mae"] for r in rows},
             "engine": LOCAL,
+            "features": "pandas",
             "train_rows": max(r["train_rows"] for r in rows),
             **(extra or {}),
             "dagster/uri": MetadataValue.path(str(out)),
@@ -150,13 +153,15 @@ class XGBoostTrainingConfig(TrainingConfig):
     kinds={"xgboost"},
     description="xgboost models for 15, 30 and 60 minutes ahead, hyper-parameters chosen by "
     "5-fold forward-chaining cross-validation on masked MAE; past a size, trained on the "
-    "Spark cluster on every row (metadata: engine, train_rows).",
+    "Spark cluster on every row of the training matrix computed by Spark from the lake's "
+    "aggregates (metadata: engine, train_rows, features).",
 )
 def xgboost_model(
     context: AssetExecutionContext,
     config: XGBoostTrainingConfig,
     lake: LakeResource,
     pyspark: LazyPySparkResource,
+    network: NetworkResource,
 ) -> MaterializeResult:
     settings = SparkSettings()
     rows = training_rows(lake)
@@ -164,7 +169,10 @@ def xgboost_model(
     context.log.info("xgboost: %d training rows, engine %s (%s)", rows, engine, config.engine)
     if engine == LOCAL:
         return _publish_candidates(context, lake, "xgboost", train_locally(lake, "xgboost", config))
-    frame = read_training_matrix(pyspark.spark_session, lake.features_dir() / "training.parquet")
+    # the days training_features chose, their matrix computed where the aggregates are
+    days = lake.features_dir().joinpath("days.txt").read_text().split()
+    spark = pyspark.spark_session
+    frame = build_training_matrix(spark, lake.local_path(), network.graph(), days).cache()
 
     def on_cluster(steps: int) -> TrainedModel:
         trained = train_horizon_spark(
@@ -181,7 +189,12 @@ def xgboost_model(
             lake,
             "xgboost",
             on_cluster,
-            {"engine": SPARK, "spark_master": pyspark.spark_session.sparkContext.master},
+            {
+                "engine": SPARK,
+                "spark_master": spark.sparkContext.master,
+                "features": "spark",
+                "feature_days": MetadataValue.json(days),
+            },
         )
     finally:
         frame.unpersist()

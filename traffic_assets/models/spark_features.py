@@ -10,15 +10,18 @@ silently; a test compares both on the real METR-LA days. The incident and weathe
 (`traffic_core.context_features.CONTEXT_FEATURE_NAMES`) are declared apart and joined in pandas
 only; no model reads them from this table.
 
-The reference is `make_features` with one given profile (fitted on the training days), not
-`crossfit_features`' profile per held-out day. Missing stays missing: NaN, absent windows and
-the 0 mph marker become null, and a feature that needs them is null.
+`feature_frame` is `make_features` with one given profile (fitted on the training days);
+`training_matrix` is the whole training matrix of `traffic_core.models.training_frame`: each
+day's profile fitted on the other days (`crossfit_features`, from per-day sums and counts:
+totals minus the day's own) and every horizon's target (the speed that many steps ahead on the
+sensor's grid). Missing stays missing: NaN, absent windows and the 0 mph marker become null,
+and a feature or target that needs them is null.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -39,6 +42,15 @@ DAY_COLUMN = "date"
 _STEP_SECONDS = WINDOW // pd.Timedelta(seconds=1)
 _DAY_SECONDS = 86_400
 _LINK_KEY = ["sensor_id", "neighbour_id"]
+_PROFILE_KEYS = (("week_slot",), ("weekend", "slot"), ("slot",))
+"""The profile's fallback chain (`features.fit_profile`): the same weekday and slot, else the
+same day type (weekday or weekend) and slot, else the slot on any day."""
+HORIZONS = dict(f.HORIZONS)
+"""The horizons `FEATURE_NAMES` and the targets were built from: fixed at import, as the
+feature names are, whichever horizons a caller trains."""
+_DAY_STEPS = WINDOWS_PER_DAY + max(HORIZONS.values())
+"""Steps of one day's profile a row of that day can look up: its own day and the longest
+horizon into the next."""
 
 
 def read_speeds(spark: SparkSession, aggregate_files: Sequence[str | Path]) -> DataFrame:
@@ -63,6 +75,20 @@ def week_slot(timestamp: Column, steps_ahead: int = 0) -> Column:
     return weekday * WINDOWS_PER_DAY + F.floor(F.pmod(seconds, _DAY_SECONDS) / _STEP_SECONDS)
 
 
+def epoch_day(timestamp: Column) -> Column:
+    """Days since 1970-01-01 of a timestamp, from its epoch seconds (no session time zone)."""
+    return F.floor(F.unix_seconds(timestamp) / _DAY_SECONDS)
+
+
+def _slot_keys(slot: Column) -> list[Column]:
+    """Every key of `_PROFILE_KEYS` from a week slot."""
+    return [
+        slot.alias("week_slot"),
+        (slot >= 5 * WINDOWS_PER_DAY).alias("weekend"),
+        F.pmod(slot, WINDOWS_PER_DAY).cast("long").alias("slot"),
+    ]
+
+
 def on_grid(speeds: DataFrame, sensor_ids: Sequence[str]) -> DataFrame:
     """Every 5-minute step of the speeds' span for every sensor, as `features.on_grid`: a
     step or sensor without a row has a null speed, so shifting by rows is shifting by time."""
@@ -72,40 +98,85 @@ def on_grid(speeds: DataFrame, sensor_ids: Sequence[str]) -> DataFrame:
             "timestamp"
         )
     )
-    sensors = speeds.sparkSession.createDataFrame([(s,) for s in sensor_ids], "sensor_id string")
-    return stamps.crossJoin(sensors).join(speeds, ["timestamp", "sensor_id"], "left")
+    return stamps.crossJoin(_sensors(speeds.sparkSession, sensor_ids)).join(
+        speeds, ["timestamp", "sensor_id"], "left"
+    )
 
 
 def fit_profile(train_speeds: DataFrame, sensor_ids: Sequence[str]) -> DataFrame:
     """(sensor_id, week_slot, profile) for every sensor and slot, as `features.fit_profile`:
     the mean for that weekday and slot, else over same-type days, else over all days."""
-    slot = week_slot(F.col("timestamp"))
     valid = train_speeds.where(F.col("speed").isNotNull()).select(
-        "sensor_id",
-        slot.alias("week_slot"),
-        (slot >= 5 * WINDOWS_PER_DAY).alias("weekend"),
-        F.pmod(slot, WINDOWS_PER_DAY).alias("slot"),
-        "speed",
+        "sensor_id", *_slot_keys(week_slot(F.col("timestamp"))), "speed"
     )
 
-    def means(keys: list[str], name: str) -> DataFrame:
+    def means(keys: tuple[str, ...], name: str) -> DataFrame:
         return valid.groupBy("sensor_id", *keys).agg(F.avg("speed").alias(name))
 
     spark = train_speeds.sparkSession
-    slots = spark.range(f.WEEK_SLOTS).select(
-        F.col("id").cast("long").alias("week_slot"),
-        (F.col("id") >= 5 * WINDOWS_PER_DAY).alias("weekend"),
-        F.pmod(F.col("id"), WINDOWS_PER_DAY).cast("long").alias("slot"),
+    slots = spark.range(f.WEEK_SLOTS).select(*_slot_keys(F.col("id").cast("long")))
+    table = _sensors(spark, sensor_ids).crossJoin(slots)
+    for index, keys in enumerate(_PROFILE_KEYS):
+        table = table.join(means(keys, f"mean{index}"), ["sensor_id", *keys], "left")
+    return table.select("sensor_id", "week_slot", _fallback().alias("profile"))
+
+
+def _fallback() -> Column:
+    """The first of the `_PROFILE_KEYS` means (`mean0`, `mean1`, ...) that is not null."""
+    return F.coalesce(*(F.col(f"mean{index}") for index in range(len(_PROFILE_KEYS))))
+
+
+def _sensors(spark: SparkSession, sensor_ids: Sequence[str]) -> DataFrame:
+    return spark.createDataFrame([(s,) for s in sensor_ids], "sensor_id string")
+
+
+def crossfit_profiles(speeds: DataFrame, sensor_ids: Sequence[str]) -> DataFrame:
+    """(sensor_id, day, day_profile) for every day of the speeds' span: the profile a row of
+    that day gets in `crossfit_features`, `features.fit_profile` over every other day, as an
+    array of `_DAY_STEPS` values from the day's 00:00 on. Per (sensor, day, slot) sums and
+    counts; per fallback key their totals minus the day's own; then the fallback chain."""
+    spark = speeds.sparkSession
+    stamp = F.col("timestamp")
+    own = (
+        speeds.where(F.col("speed").isNotNull())
+        .groupBy("sensor_id", epoch_day(stamp).alias("day"), *_slot_keys(week_slot(stamp)))
+        .agg(F.sum("speed").alias("total"), F.count("speed").alias("count"))
     )
-    sensors = spark.createDataFrame([(s,) for s in sensor_ids], "sensor_id string")
-    table = (
-        sensors.crossJoin(slots)
-        .join(means(["week_slot"], "by_day"), ["sensor_id", "week_slot"], "left")
-        .join(means(["weekend", "slot"], "by_type"), ["sensor_id", "weekend", "slot"], "left")
-        .join(means(["slot"], "by_slot"), ["sensor_id", "slot"], "left")
+    span = speeds.agg(epoch_day(F.min(stamp)).alias("first"), epoch_day(F.max(stamp)).alias("last"))
+    lookups = (
+        span.select(F.explode(F.sequence("first", "last")).alias("day"))
+        .crossJoin(spark.range(_DAY_STEPS).withColumnRenamed("id", "step"))
+        .crossJoin(_sensors(spark, sensor_ids))
+        .withColumn(
+            "at", F.timestamp_seconds(F.col("day") * _DAY_SECONDS + F.col("step") * _STEP_SECONDS)
+        )
+        .select("sensor_id", "day", "step", *_slot_keys(week_slot(F.col("at"))))
     )
-    return table.select(
-        "sensor_id", "week_slot", F.coalesce("by_day", "by_type", "by_slot").alias("profile")
+    # the day's own sums at each slot; they count in a key's totals when their key is the same
+    kept = ("week_slot", "weekend", "slot", "total", "count")
+    mine = own.select("sensor_id", "day", "slot", *(F.col(c).alias(f"own_{c}") for c in kept))
+    table = lookups.join(mine, ["sensor_id", "day", "slot"], "left")
+    for index, keys in enumerate(_PROFILE_KEYS):
+        totals = own.groupBy("sensor_id", *keys).agg(
+            F.sum("total").alias("all_total"), F.sum("count").alias("all_count")
+        )
+        same = F.lit(True)
+        for key in keys:
+            same = same & (F.col(f"own_{key}") == F.col(key))
+
+        def held_out(column: str, same: Column = same) -> Column:
+            return F.col(f"all_{column}") - F.when(same, F.col(f"own_{column}")).otherwise(0)
+
+        table = (
+            table.join(totals, ["sensor_id", *keys], "left")
+            .withColumn(
+                f"mean{index}", F.when(held_out("count") > 0, held_out("total") / held_out("count"))
+            )
+            .drop("all_total", "all_count")
+        )
+    ordered = F.sort_array(F.collect_list(F.struct("step", _fallback().alias("profile"))))
+    return table.groupBy("sensor_id", "day").agg(
+        F.transform(ordered, lambda step: step["profile"]).alias("day_profile")
     )
 
 
@@ -195,7 +266,7 @@ def neighbour_means(grid: DataFrame, links: DataFrame) -> DataFrame:
 def feature_columns() -> dict[str, Column]:
     """Each of `FEATURE_NAMES` as a column over the grid joined with profile and neighbour
     means; a name on one side only is an error, so Spark never computes another feature set."""
-    history = Window.partitionBy("sensor_id").orderBy("timestamp")
+    history = _history()
 
     def lag(column: str, steps: int) -> Column:
         return F.lag(column, steps).over(history) if steps else F.col(column)
@@ -226,7 +297,7 @@ def feature_columns() -> dict[str, Column]:
         columns |= {f"{side}_mean_lag{k}": lag(f"{side}_mean", k) for k in f.NEIGHBOUR_LAGS}
         columns[f"{side}_deviation"] = F.col(f"{side}_deviation")
     columns["profile_now"] = F.col("profile_now")
-    columns |= {f"profile_{m}min": F.col(f"profile_{m}min") for m in f.HORIZONS}
+    columns |= {f"profile_{m}min": F.col(f"profile_{m}min") for m in HORIZONS}
     columns["profile_deviation"] = speed - F.col("profile_now")
     missing = [name for name in f.FEATURE_NAMES if name not in columns]
     extra = [name for name in columns if name not in f.FEATURE_NAMES]
@@ -235,23 +306,88 @@ def feature_columns() -> dict[str, Column]:
     return {name: columns[name] for name in f.FEATURE_NAMES}
 
 
+def _history() -> WindowSpec:
+    """Each sensor's grid in time order: shifting by rows is shifting by 5-minute steps."""
+    return Window.partitionBy("sensor_id").orderBy("timestamp")
+
+
+def _with_features(grid: DataFrame, graph: SensorGraph, *extra: Column) -> DataFrame:
+    """(timestamp, sensor_id, *FEATURE_NAMES, *extra) from the grid with its profile columns
+    (`profile_now`, `profile_<m>min`) and the graph's neighbour means."""
+    columns = feature_columns()
+    neighbours = neighbour_means(grid, graph_links(grid.sparkSession, graph))
+    full = grid.join(neighbours, ["timestamp", "sensor_id"], "left")
+    return full.select("timestamp", "sensor_id", *(c.alias(n) for n, c in columns.items()), *extra)
+
+
+def _profile_columns(at: Callable[[int], Column]) -> list[Column]:
+    """`profile_now` and `profile_<m>min` per horizon, from `at(steps_ahead)`."""
+    ahead = [at(steps).alias(f"profile_{minutes}min") for minutes, steps in HORIZONS.items()]
+    return [at(0).alias("profile_now"), *ahead]
+
+
 def feature_frame(speeds: DataFrame, graph: SensorGraph, profile: DataFrame) -> DataFrame:
     """(timestamp, sensor_id, *FEATURE_NAMES) for every step of the speeds' span and every
     sensor of the graph: `make_features(speeds, FeatureContext.from_graph(graph, profile))`."""
-    columns = feature_columns()
-    now = profile_at(F.col("timestamp")).alias("profile_now")
-    ahead = [
-        profile_at(F.col("timestamp"), steps).alias(f"profile_{minutes}min")
-        for minutes, steps in f.HORIZONS.items()
-    ]
     grid = (
         on_grid(speeds, graph.sensor_ids)
         .join(F.broadcast(profile_weeks(profile)), "sensor_id", "left")
-        .select("timestamp", "sensor_id", "speed", now, *ahead)
+        .select(
+            "timestamp",
+            "sensor_id",
+            "speed",
+            *_profile_columns(lambda steps: profile_at(F.col("timestamp"), steps)),
+        )
     )
-    neighbours = neighbour_means(grid, graph_links(speeds.sparkSession, graph))
-    full = grid.join(neighbours, ["timestamp", "sensor_id"], "left")
-    return full.select("timestamp", "sensor_id", *(c.alias(n) for n, c in columns.items()))
+    return _with_features(grid, graph)
+
+
+def _crossfit_rows(speeds: DataFrame) -> DataFrame:
+    """(day, first, last): the steps of each day that `crossfit_features` gives rows for. It
+    grids each day with the readings of the hour before it, so a day's rows run from the
+    first step in that span (the day's 00:00 at the latest when the hour before has any) to
+    the day's last step with any reading; a day without readings has none."""
+    stamps = speeds.select("timestamp").distinct().withColumn("day", epoch_day(F.col("timestamp")))
+    lead_in = (f.LOOKBACK - 1) * _STEP_SECONDS
+    next_day = epoch_day(F.timestamp_seconds(F.unix_seconds(F.col("timestamp")) + lead_in))
+    windows = stamps.withColumn("window_day", F.explode(F.array_distinct(F.array("day", next_day))))
+    bounds = windows.groupBy(F.col("window_day").alias("day")).agg(
+        F.min("timestamp").alias("first"),
+        F.max(F.when(F.col("day") == F.col("window_day"), F.col("timestamp"))).alias("last"),
+    )
+    return bounds.where(F.col("last").isNotNull())
+
+
+def training_matrix(speeds: DataFrame, graph: SensorGraph) -> DataFrame:
+    """(timestamp, sensor_id, *FEATURE_NAMES, target_<m>min per horizon): what
+    `traffic_core.models.training_frame(speeds, FeatureContext.from_graph(graph, ...))` gives,
+    the same rows and values: every day's profile features from the profile of the other days
+    (`crossfit_profiles`), the targets the speed each horizon's steps ahead on the sensor's
+    grid (null when missing or beyond the data)."""
+    stamp = F.col("timestamp")
+    since_midnight = F.unix_seconds(stamp) - F.col("day") * _DAY_SECONDS
+    step = (since_midnight / _STEP_SECONDS).cast("int")
+
+    def at(steps: int) -> Column:
+        return F.get(F.col("day_profile"), step + steps)
+
+    grid = (
+        on_grid(speeds, graph.sensor_ids)
+        .withColumn("day", epoch_day(stamp))
+        .join(crossfit_profiles(speeds, graph.sensor_ids), ["sensor_id", "day"], "left")
+        .select("timestamp", "sensor_id", "day", "speed", *_profile_columns(at))
+    )
+    targets = [
+        F.lead("speed", steps).over(_history()).alias(f.target_column(steps))
+        for steps in HORIZONS.values()
+    ]
+    rows = F.broadcast(_crossfit_rows(speeds))
+    return (
+        _with_features(grid, graph, F.col("day"), *targets)
+        .join(rows, "day")
+        .where(stamp.between(F.col("first"), F.col("last")))
+        .drop("day", "first", "last")
+    )
 
 
 def write_feature_days(frame: DataFrame, out_dir: Path, days: Sequence[str]) -> None:
@@ -271,6 +407,30 @@ def write_feature_days(frame: DataFrame, out_dir: Path, days: Sequence[str]) -> 
     )
 
 
+def _refuse_absent(lake_root: Path, *day_lists: Sequence[str]) -> None:
+    absent = [
+        day
+        for days in day_lists
+        for day in sorted(
+            set(days) - {d.isoformat() for d in lake.aggregates_files(lake_root, days)}
+        )
+    ]
+    if absent:
+        raise ValueError(f"days without aggregates: {absent}")
+
+
+def lake_speeds(
+    spark: SparkSession, lake_root: Path, graph: SensorGraph, days: Sequence[str]
+) -> tuple[DataFrame, SensorGraph]:
+    """The speeds of the aggregated `days` and the graph of its sensors that have aggregates
+    (as `training_features` picks them); a day without aggregates is an error."""
+    _refuse_absent(lake_root, days)
+    files = lake.aggregates_files(lake_root, days)
+    speeds = read_speeds(spark, [spark_url(p) for p in files.values()])
+    present = {row.sensor_id for row in speeds.select("sensor_id").distinct().collect()}
+    return speeds, graph.subgraph([s for s in graph.sensor_ids if s in present])
+
+
 def build_feature_days(
     spark: SparkSession,
     lake_root: Path,
@@ -279,19 +439,20 @@ def build_feature_days(
     train_days: Sequence[str],
 ) -> DataFrame:
     """Features of the aggregated `days` with the profile fitted on `train_days`, for the
-    graph's sensors that have aggregates (as `training_features` picks them), written to the
-    lake's Spark features zone; returns the feature frame as written."""
-    files = lake.aggregates_files(lake_root, days)
-    train_files = lake.aggregates_files(lake_root, train_days)
-    absent = sorted(set(days) - {d.isoformat() for d in files}) + sorted(
-        set(train_days) - {d.isoformat() for d in train_files}
-    )
-    if absent:
-        raise ValueError(f"days without aggregates: {absent}")
-    speeds = read_speeds(spark, [spark_url(p) for p in files.values()])
-    present = {row.sensor_id for row in speeds.select("sensor_id").distinct().collect()}
-    sensors = graph.subgraph([s for s in graph.sensor_ids if s in present])
-    train = read_speeds(spark, [spark_url(p) for p in train_files.values()])
+    graph's sensors that have aggregates, written to the lake's Spark features zone; returns
+    the feature frame as written."""
+    _refuse_absent(lake_root, days, train_days)
+    speeds, sensors = lake_speeds(spark, lake_root, graph, days)
+    train_files = lake.aggregates_files(lake_root, train_days).values()
+    train = read_speeds(spark, [spark_url(p) for p in train_files])
     frame = feature_frame(speeds, sensors, fit_profile(train, sensors.sensor_ids))
     write_feature_days(frame, local_only(lake.spark_features_dir(lake_root)), days)
     return frame
+
+
+def build_training_matrix(
+    spark: SparkSession, lake_root: Path, graph: SensorGraph, days: Sequence[str]
+) -> DataFrame:
+    """`training_matrix` of the aggregated `days` for the graph's sensors that have
+    aggregates: the rows `training_features` writes, computed where the aggregates are."""
+    return training_matrix(*lake_speeds(spark, lake_root, graph, days))
