@@ -108,7 +108,7 @@ def hdfs_cluster(test_state_dir: Path) -> Iterator[HdfsCluster]:
 
 
 @pytest.fixture(params=["local", "hdfs"])
-def lake_root(request: pytest.FixtureRequest, tmp_path: Path) -> LakePath:
+def local_or_hdfs_lake(request: pytest.FixtureRequest, tmp_path: Path) -> LakePath:
     """An empty lake root, once a local folder and once a folder on the test HDFS cluster
     (started only when a test asks for this root)."""
     if request.param == "local":
@@ -204,7 +204,7 @@ SERVICE_FIXTURES = frozenset(
         "postgres_tls_server",
         "schema_registry",
         "hdfs_cluster",
-        "lake_root",
+        "local_or_hdfs_lake",
     }
 )
 """Session fixtures that start a real service: a test using one, even through another fixture,

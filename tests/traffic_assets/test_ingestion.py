@@ -49,13 +49,13 @@ def six_days(shared_data: Path) -> pd.DataFrame:
 
 
 def test_every_event_lands_exactly_once_across_two_ticks(
-    kafka_broker: KafkaBroker, six_days: pd.DataFrame, lake_root: LakePath
+    kafka_broker: KafkaBroker, six_days: pd.DataFrame, local_or_hdfs_lake: LakePath
 ) -> None:
     events, dlq = fresh_topics(kafka_broker)
     kafka = KafkaResource(
         bootstrap_servers=kafka_broker.bootstrap_servers, events_topic=events, dlq_topic=dlq
     )
-    lake = LakeResource(root=lake_url(lake_root))
+    lake = LakeResource(root=lake_url(local_or_hdfs_lake))
     sink = ReadingProducer(kafka_broker.bootstrap_servers, topic=events, dlq_topic=dlq)
     halfway = six_days.index[len(six_days) // 2]
 
@@ -64,7 +64,7 @@ def test_every_event_lands_exactly_once_across_two_ticks(
             six_days.loc[six_days.index < halfway], sink, source="metr-la", is_synthetic=False
         )
         cursor = run_sensor_tick(instance, kafka, lake, None)
-        assert len(lake_frame(lake_root)) == first.events
+        assert len(lake_frame(local_or_hdfs_lake)) == first.events
         second = replay_speeds(
             six_days, sink, source="metr-la", is_synthetic=False, start_from=halfway
         )
@@ -72,7 +72,7 @@ def test_every_event_lands_exactly_once_across_two_ticks(
         quiet = kafka_offsets_sensor.evaluate_tick(sensor_context(instance, kafka, lake, cursor))
         assert not quiet.run_requests and quiet.skip_message
 
-    stored = lake_frame(lake_root)
+    stored = lake_frame(local_or_hdfs_lake)
     produced = first.events + second.events
     assert produced == six_days.size == 1728 * 207
     assert len(stored) == produced
@@ -89,7 +89,7 @@ def test_every_event_lands_exactly_once_across_two_ticks(
 
 
 def test_failed_run_rerun_produces_identical_files(
-    kafka_broker: KafkaBroker, six_days: pd.DataFrame, lake_root: LakePath
+    kafka_broker: KafkaBroker, six_days: pd.DataFrame, local_or_hdfs_lake: LakePath
 ) -> None:
     events, dlq = fresh_topics(kafka_broker, partitions=3)
     sink = ReadingProducer(kafka_broker.bootstrap_servers, topic=events, dlq_topic=dlq)
@@ -104,14 +104,14 @@ def test_failed_run_rerun_produces_identical_files(
     def crash_after_first(outcome: RangeOutcome) -> None:
         raise IngestError(f"simulated crash after {outcome.offsets}")
 
-    failed_lake = lake_root / "failed-then-rerun"
+    failed_lake = local_or_hdfs_lake / "failed-then-rerun"
     with pytest.raises(IngestError, match="simulated crash"):
         ingest_ranges(consumer, dlq_producer, failed_lake, ranges, after_range=crash_after_first)
     partial = file_digests(failed_lake)
     assert partial, "the first range was written before the crash"
     ingest_ranges(consumer, dlq_producer, failed_lake, ranges)
 
-    clean_lake = lake_root / "clean"
+    clean_lake = local_or_hdfs_lake / "clean"
     ingest_ranges(consumer, dlq_producer, clean_lake, ranges)
     consumer.close()
 

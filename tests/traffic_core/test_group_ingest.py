@@ -292,16 +292,16 @@ def stream_readings(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("kafka_service", "lake_root"),
+    ("kafka_service", "local_or_hdfs_lake"),
     [("kafka_broker", "local"), ("kafka_cluster", "local"), ("kafka_broker", "hdfs")],
     ids=["1-broker-local", "3-brokers-local", "1-broker-hdfs"],
     indirect=True,
 )
 def test_workers_killed_and_added_mid_stream_lose_and_duplicate_nothing(
-    kafka_service: KafkaBroker, shared_data: Path, tmp_path: Path, lake_root: LakePath
+    kafka_service: KafkaBroker, shared_data: Path, tmp_path: Path, local_or_hdfs_lake: LakePath
 ) -> None:
     events, dlq = fresh_topics(kafka_service, partitions=6)
-    lake = lake_root
+    lake = local_or_hdfs_lake
     speeds = load_speed_csv(shared_data / "metr-la" / "los_loop_speed_2012-03-01_to_03-06.csv")
     speeds = speeds.iloc[:40]  # 40 steps x 207 sensors = 8,280 readings
     invalid = [invalid_value(i) for i in range(40)]
