@@ -25,7 +25,7 @@ def test_taken_port_is_reported_clearly(tmp_path: Path) -> None:
         )
         with pytest.raises(ServiceError, match=rf"port 127.0.0.1:{port} is already taken"):
             broker.start(timeout=5)
-    assert not broker.process.running()
+    assert not any(node.process.running() for node in broker.nodes)
 
 
 def test_missing_java_is_reported_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
