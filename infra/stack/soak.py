@@ -141,7 +141,10 @@ class Monitor(threading.Thread):
 
 
 def service_pid(stack: LocalStack, name: str) -> int | None:
-    """The root process of a service (PostgreSQL's postmaster writes its own pid file)."""
+    """The root process of a service (PostgreSQL's postmaster writes its own pid file; the
+    demo's Kafka is one node)."""
+    if name == "kafka":
+        return stack.kafka.nodes[0].process.pid()
     if name != "postgres":
         return getattr(stack, name).process.pid()
     try:
