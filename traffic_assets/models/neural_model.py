@@ -4,10 +4,14 @@ ONNX graph and published to the neural registry with the same lineage as `best_m
 It reads the days `training_features` chose (so both families learn from the same complete
 days) as a speed grid, not the feature rows: the network sees the raw last hour of every
 sensor. Training takes minutes on 2 cores, so it is materialized on demand (Dagster UI, or
-`dagster asset materialize --select neural_model`), not by the retrain sensor.
+`dagster asset materialize --select neural_model`), not by the retrain sensor. It trains in a
+process of its own: JAX's thread pools would stay in the run's process, which then could not
+safely fork (PySpark forks to launch its gateway).
 """
 
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from multiprocessing import get_context
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
@@ -71,13 +75,16 @@ def neural_model(
         raise ValueError(f"training days without aggregates: {sorted(set(days) - set(found))}")
     graph = network.graph()
     sensors = [s for s in graph.sensor_ids if s in grid.columns]
-    model = train_neural(
-        grid,
-        graph.subgraph(sensors).adjacency,
-        sensors,
-        config.neural_config(),
-        log=context.log.info,
-    )
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        adjacency = graph.subgraph(sensors).adjacency
+        model = pool.submit(train_neural, grid, adjacency, sensors, config.neural_config()).result()
+    for epoch in model.history:
+        context.log.info(
+            "epoch %d: train MAE %.4f, validation MAE %.4f",
+            epoch["epoch"],
+            epoch["train_mae"],
+            epoch["val_mae"],
+        )
     registry = ModelRegistry(model_store.neural_path)
     lineage = (days, kafka_lineage(context, days), training_ingest_ids(lake))
     version = registry.publish(neural_builder(model, grid, *lineage))
