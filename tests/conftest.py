@@ -223,3 +223,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError(
             f"tests that start real services lack the integration mark:\n  {listed}"
         )
+    if any(HDFS_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in items):
+        launch_spark_gateway()
+
+
+HDFS_FIXTURES = frozenset({"hdfs_cluster", "local_or_hdfs_lake"})
+
+
+def launch_spark_gateway() -> None:
+    """Start PySpark's JVM gateway now, with the platform's Spark settings, before any test runs.
+
+    PySpark launches the gateway by forking this process and running Python in the child
+    (`preexec_fn`). Once hdfs-native's client threads exist in this process, that fork can
+    deadlock. The gateway outlives the sessions the Spark tests create and stop, so launching
+    it before any HDFS client exists keeps every later session clear of that fork."""
+    from pyspark import SparkConf, SparkContext
+
+    from resources.spark import spark_config
+    from traffic_core.settings import SparkSettings
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    conf = SparkConf().setAll(list(spark_config(SparkSettings()).items()))
+    SparkContext._ensure_initialized(conf=conf)
